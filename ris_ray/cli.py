@@ -1,0 +1,238 @@
+"""The ``ris`` command line: a thin layer over the library.
+
+One error boundary (:func:`main`): our exceptions and usage errors print one
+line ``error: ...`` on stderr and exit 1, never a traceback. ``ris ingest``
+exits 2 when some input files failed (the rest was ingested and committed).
+Logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ris_ray.errors import InputError, RisError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="ris",
+    help="Rapid image search over GeoTIFF tiles: ingest with Ray, query with Lance.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_PARTIAL = 2
+
+DbOpt = Annotated[str, typer.Option("--db", help="Lance dataset path or URI.")]
+
+
+def _parse_window(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        col, row, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--window {text!r}: expected COL,ROW,WIDTH,HEIGHT in pixels") from None
+    return col, row, w, h
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def ingest(
+    inputs: Annotated[list[str], typer.Argument(help="GeoTIFF files or directories (recursive).")],
+    db: DbOpt,
+    tile_size: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
+    stride: Annotated[int | None, typer.Option(help="Step between tiles (default: tile size).")] = None,
+    min_valid: Annotated[float, typer.Option(help="Skip tiles whose valid fraction is below this.")] = 0.5,
+    bands: Annotated[str | None, typer.Option(help="1-based bands to use as RGB, e.g. 3,2,1.")] = None,
+    weights: Annotated[str, typer.Option(help="imagenet | random[:SEED] | PATH to a state dict.")] = "imagenet",
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 64,
+    window_px: Annotated[int, typer.Option(help="Target edge of each read window.")] = 2048,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or embedded).")] = None,
+    embedders: Annotated[int | None, typer.Option(help="Embedder actors (default: one per GPU, else 1).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: fp16 on GPU).")] = "auto",
+    report: Annotated[Path | None, typer.Option(help="Write the run report JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Tile, embed and store GeoTIFFs in a Lance dataset."""
+    from ris_ray.config import IngestConfig, parse_bands
+    from ris_ray.pipeline import ingest as run_ingest
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device {device!r}: use auto, cpu or cuda")
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
+    cfg = IngestConfig(
+        inputs=tuple(inputs), db=db, tile_size=tile_size, stride=stride, min_valid=min_valid,
+        bands=parse_bands(bands), weights=weights, batch_size=batch_size, window_px=window_px,
+        address=address, num_embedders=embedders, device=device,  # type: ignore[arg-type]
+        precision=precision, progress=not quiet,  # type: ignore[arg-type]
+    )
+    result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
+    if report is not None:
+        report.write_text(json.dumps(result.to_dict(), indent=2))
+    if not quiet:
+        _print_ingest(result)
+    if result.files_failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _print_ingest(r: Any) -> None:
+    table = Table(title="files", show_lines=False)
+    for col in ("status", "tiles", "low valid", "file / reason"):
+        table.add_column(col)
+    for f in r.files:
+        text = f.path if not f.reason else f"{f.path}\n  {f.reason}"
+        table.add_row(f.status, str(f.tiles_written), str(f.tiles_low_valid), text)
+    out.print(table)
+    counts = {s: sum(1 for f in r.files if f.status == s) for s in ("ok", "skipped", "failed")}
+    out.print(
+        f"files: {len(r.files)} read ({counts['ok']} ok, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed) | tiles: {r.tiles_written} written, {r.tiles_low_valid} "
+        f"skipped below --min-valid | {r.wall_s:.1f} s, {r.tiles_per_s:.1f} tiles/s\n"
+        f"weights: {r.weights} | model: {r.model} | device: {r.device}\n"
+        f"dataset: {r.db} (version {r.version})"
+    )
+
+
+@app.command()
+def query(
+    db: DbOpt,
+    tile_id: Annotated[str | None, typer.Option(help="Query with this stored tile.")] = None,
+    random: Annotated[bool, typer.Option("--random", help="Query with a random stored tile (default).")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for --random.")] = None,
+    image: Annotated[str | None, typer.Option(help="Query with an external image (GeoTIFF/PNG/JPEG).")] = None,
+    window: Annotated[str | None, typer.Option(help="Crop of --image: COL,ROW,WIDTH,HEIGHT.")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Number of neighbours.")] = 10,
+    metric: Annotated[str, typer.Option(help="l2 (Euclidean) | cosine (1 - cos).")] = "l2",
+    include_self: Annotated[bool, typer.Option(help="Keep the query tile in its own results.")] = False,
+    weights: Annotated[str | None, typer.Option(help="Weights file, for datasets built with one.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Save a PNG of the query and neighbours.")] = None,
+) -> None:
+    """Find the k tiles most similar to a query tile or image."""
+    from ris_ray.query import query as run_query
+
+    if sum(x is not None and x is not False for x in (tile_id, image, random or None)) > 1:
+        raise InputError("give only one of --tile-id, --image, --random")
+    result = run_query(db, tile_id=tile_id, image=image, window=_parse_window(window), seed=seed,
+                       k=k, metric=metric, include_self=include_self, weights_path=weights)
+    if plot is not None:
+        from ris_ray.plot import plot_neighbours
+
+        plot_neighbours(result).savefig(plot, dpi=100)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    table = Table(title=f"query: {result.query.label}  ({result.metric}, "
+                        f"{result.rows_scanned} tiles, {result.search_ms:.1f} ms)")
+    for col in ("rank", "distance", "tile_id", "source", "row", "col", "lon", "lat"):
+        table.add_column(col, justify="right" if col not in ("tile_id", "source") else "left")
+    for n in result.neighbours:
+        table.add_row(str(n.rank), f"{n.distance:.4g}", n.tile_id, n.source, str(n.row),
+                      str(n.col), "" if n.lon is None else f"{n.lon:.6f}",
+                      "" if n.lat is None else f"{n.lat:.6f}")
+    out.print(table)
+    if plot is not None:
+        out.print(f"plot: {plot}")
+
+
+@app.command()
+def info(
+    db: DbOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Describe a dataset: rows, sources, model, fingerprint type, version, size."""
+    from ris_ray.store import dataset_info
+
+    data = dataset_info(db)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    for key, value in data.items():
+        out.print(f"{key:>18}: {value}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for sample data, dataset and plot.")] = Path("ris-demo"),
+    data: Annotated[Path | None, typer.Option(help="Use these GeoTIFFs instead of generated samples.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Default: imagenet if cached, else random.")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Neighbours to show.")] = 8,
+) -> None:
+    """Make sample imagery, ingest it on an embedded Ray, query it and plot the result."""
+    from ris_ray.config import IngestConfig
+    from ris_ray.embed import imagenet_cached
+    from ris_ray.pipeline import ingest as run_ingest
+    from ris_ray.plot import plot_neighbours
+    from ris_ray.query import query as run_query
+    from ris_ray.sample import make_samples
+
+    if weights is None:
+        weights = "imagenet" if imagenet_cached() else "random"
+        if weights == "random":
+            err.print("[yellow]ImageNet weights are not in the torch cache: the demo uses a "
+                      "seeded random init (neighbours are not meaningful). Pass --weights "
+                      "imagenet once you have network access, or --weights PATH.[/]")
+    if data is None:
+        paths = make_samples(out_dir / "samples")
+        inputs: tuple[str, ...] = tuple(str(p) for p in paths)
+        err.print(f"sample imagery: {len(paths)} generated GeoTIFFs in {out_dir / 'samples'}")
+    else:
+        inputs = (str(data),)
+    db = str(out_dir / "tiles.lance")
+    import shutil
+
+    shutil.rmtree(db, ignore_errors=True)
+    result = run_ingest(IngestConfig(inputs=inputs, db=db, weights=weights),
+                        on_event=lambda m: err.print(m))
+    _print_ingest(result)
+    q = run_query(db, seed=0, k=k)
+    png = out_dir / "query.png"
+    plot_neighbours(q).savefig(png, dpi=100)
+    out.print(f"query {q.query.label} -> {len(q.neighbours)} neighbours in {q.search_ms:.1f} ms; "
+              f"plot: {png}\nweights used: {result.weights}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``ris`` script: the one error boundary."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="ris", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.UsageError as exc:
+        hint = f" (see `ris {exc.ctx.info_name} --help`)" if exc.ctx and exc.ctx.parent else ""
+        err.print(f"error: {exc.format_message()}{hint}", markup=False)
+        code = 1
+    except click.exceptions.Abort:
+        err.print("aborted", markup=False)
+        code = 130
+    except RisError as exc:
+        err.print(f"error: {exc}", markup=False)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

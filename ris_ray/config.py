@@ -1,0 +1,83 @@
+"""Run configuration: plain frozen dataclasses, validated on construction.
+
+The CLI, the ``jobs/`` scripts and tests all build these and hand them to the
+library, so every option is checked in one place with one message style.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ris_ray.errors import InputError
+
+__all__ = ["Device", "IngestConfig", "Precision", "parse_bands"]
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """Parse ``--bands 3,2,1`` (1-based band indexes, 1 or 3 of them)."""
+    if text is None or text.strip() == "":
+        return None
+    try:
+        bands = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(
+            f"--bands {text!r}: expected 1-based band numbers like 3,2,1"
+        ) from None
+    if len(bands) not in (1, 3) or any(b < 1 for b in bands):
+        raise InputError(f"--bands {text!r}: give one band or three, each >= 1 (e.g. 3,2,1)")
+    return bands
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything one ``ingest`` run needs.
+
+    ``stride`` defaults to ``tile_size`` (no overlap). ``window_px`` is the
+    target edge of the windows that tiling tasks read (rounded to whole tiles
+    and, where it helps, to the file's internal blocks).
+    """
+
+    inputs: tuple[str, ...]
+    db: str
+    tile_size: int = 256
+    stride: int | None = None
+    min_valid: float = 0.5
+    bands: tuple[int, ...] | None = None
+    weights: str = "imagenet"
+    batch_size: int = 64
+    window_px: int = 2048
+    address: str | None = None
+    num_embedders: int | None = None
+    device: Device = "auto"
+    precision: Precision = "auto"
+    thumbnail_size: int = 96
+    commit_every_s: float = 120.0
+    max_tasks_in_flight: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise InputError("no INPUT given: pass GeoTIFF files or directories")
+        if self.tile_size < 16:
+            raise InputError(f"--tile-size {self.tile_size}: must be at least 16 pixels")
+        if self.stride is not None and not (1 <= self.stride):
+            raise InputError(f"--stride {self.stride}: must be a positive number of pixels")
+        if not 0.0 <= self.min_valid <= 1.0:
+            raise InputError(f"--min-valid {self.min_valid}: must be between 0 and 1")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size}: must be >= 1")
+        if self.window_px < self.tile_size:
+            object.__setattr__(self, "window_px", self.tile_size)
+        if self.num_embedders is not None and self.num_embedders < 1:
+            raise InputError(f"--embedders {self.num_embedders}: must be >= 1")
+        if not 8 <= self.thumbnail_size <= 512:
+            raise InputError(f"thumbnail size {self.thumbnail_size}: must be 8..512")
+
+    @property
+    def step(self) -> int:
+        """The effective stride in pixels."""
+        return self.stride if self.stride is not None else self.tile_size

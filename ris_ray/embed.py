@@ -1,0 +1,294 @@
+"""The ResNet-18 embedder: uint8 tiles in, 512-d fingerprints out.
+
+This module needs only torch, torchvision and numpy, so it can be imported and
+benchmarked on a GPU machine that has no Ray, rasterio or Lance.
+
+:class:`Embedder` follows Ray's batch-inference pattern: the model is built
+once in ``__init__`` and ``__call__(batch)`` maps a ``dict[str, ndarray]``
+with ``"pixels"`` (``N x H x W x 3`` uint8) to the same dict plus
+``"fingerprint"`` (``N x 512`` float32). uint8 travels to the device; the
+ImageNet normalisation, the cast to half precision and the channels-last
+layout happen there.
+
+Weights (``weights=``):
+
+- ``"imagenet"``: torchvision's ``ResNet18_Weights.IMAGENET1K_V1`` from the
+  torch hub cache (``$TORCH_HOME/hub/checkpoints``); downloaded by torchvision
+  if missing and the network allows, else :class:`WeightsError` says how to
+  provide the file.
+- ``"random"``: a seeded random init (``random`` or ``random:SEED``), for tests
+  and demos only: its fingerprints carry no learned meaning.
+- a path to a ``.pth``/``.pt`` state dict, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ris_ray.errors import InputError, WeightsError
+
+__all__ = [
+    "FINGERPRINT_DIM",
+    "Embedder",
+    "ResolvedWeights",
+    "build_model",
+    "default_num_threads",
+    "imagenet_cached",
+    "resolve_weights",
+    "weights_for_model",
+]
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_DIM = 512
+ARCH = "resnet18"
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_DOWNLOAD_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights choice made concrete: what to load and the id it gets.
+
+    ``model_id`` is stored with every fingerprint (``resnet18/imagenet1k_v1``,
+    ``resnet18/random-seed0``, ``resnet18/file-<sha256[:12]>``) and decides
+    whether two fingerprints are comparable. ``description`` is the line we
+    print so users always know which weights were used.
+    """
+
+    kind: str  # "imagenet" | "random" | "file"
+    model_id: str
+    description: str
+    path: str | None = None
+    seed: int = 0
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_weights(spec: str) -> ResolvedWeights:
+    """Turn ``imagenet`` / ``random[:SEED]`` / ``PATH`` into :class:`ResolvedWeights`.
+
+    Resolution does not load anything; :func:`build_model` does. A path must
+    exist (its SHA-256 becomes part of the model id).
+    """
+    if spec == "imagenet":
+        from torchvision.models import ResNet18_Weights
+
+        w = ResNet18_Weights.IMAGENET1K_V1
+        return ResolvedWeights("imagenet", f"{ARCH}/imagenet1k_v1",
+                               f"ImageNet ({w.url.rsplit('/', 1)[-1]})")
+    if spec == "random" or spec.startswith("random:"):
+        try:
+            seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        except ValueError:
+            raise InputError(f"--weights {spec!r}: use random or random:SEED") from None
+        return ResolvedWeights("random", f"{ARCH}/random-seed{seed}",
+                               f"random init, seed {seed} (test/demo only: not meaningful)",
+                               seed=seed)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise InputError(
+            f"--weights {spec!r}: not 'imagenet', 'random' or an existing weights file"
+        )
+    digest = _sha256(path)[:12]
+    return ResolvedWeights("file", f"{ARCH}/file-{digest}", f"file {path} (sha256 {digest})",
+                           path=str(path.resolve()))
+
+
+def weights_for_model(model_id: str, path: str | None = None) -> ResolvedWeights:
+    """The weights that produced ``model_id`` (for embedding a query the same way).
+
+    File weights cannot be found from the id alone: pass the file as ``path``;
+    its hash must match.
+    """
+    arch, _, name = model_id.partition("/")
+    if arch != ARCH:
+        raise WeightsError(f"dataset model {model_id!r} is not a {ARCH} model this version knows")
+    if name == "imagenet1k_v1":
+        return resolve_weights("imagenet")
+    if name.startswith("random-seed"):
+        return resolve_weights(f"random:{name.removeprefix('random-seed')}")
+    if name.startswith("file-"):
+        if path is None:
+            raise WeightsError(
+                f"dataset was built with weights file {name} (sha256 prefix): pass it as --weights PATH"
+            )
+        resolved = resolve_weights(path)
+        if resolved.model_id != model_id:
+            raise WeightsError(f"--weights {path}: hash does not match the dataset's {model_id}")
+        return resolved
+    raise WeightsError(f"unknown model id {model_id!r}")
+
+
+def _imagenet_state_dict() -> Mapping[str, torch.Tensor]:
+    from torch.hub import get_dir
+    from torchvision.models import ResNet18_Weights
+
+    w = ResNet18_Weights.IMAGENET1K_V1
+    cached = Path(get_dir()) / "checkpoints" / w.url.rsplit("/", 1)[-1]
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        return w.get_state_dict(progress=False, check_hash=True)  # type: ignore[no-any-return]
+    except Exception as exc:  # network down, proxy, partial file: all mean "not here"
+        raise WeightsError(
+            f"ImageNet weights for ResNet-18 are not in {cached.parent} and could not be "
+            f"downloaded ({type(exc).__name__}). Copy {w.url} to {cached}, set TORCH_HOME, "
+            "or pass --weights PATH (a state dict) or --weights random (tests only)"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _file_state_dict(path: str) -> Mapping[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path}: not a loadable state dict with weights_only=True ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path}: holds a {type(obj).__name__}, expected a state dict")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def build_model(weights: ResolvedWeights) -> nn.Module:
+    """ResNet-18 with its classifier replaced by identity (512-d pooled output), in eval mode."""
+    from torchvision.models import resnet18
+
+    if weights.kind == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(weights.seed)
+            model = resnet18(weights=None)
+    else:
+        model = resnet18(weights=None)
+        state = _imagenet_state_dict() if weights.kind == "imagenet" else _file_state_dict(
+            str(weights.path))
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise WeightsError(
+                f"weights {weights.description} do not fit ResNet-18: "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+    model.fc = nn.Identity()  # type: ignore[assignment]
+    return model.eval()
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is visible to this process")
+    return torch.device(device)
+
+
+def _pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision in ("fp16", "auto"):
+        return torch.float16
+    raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
+
+
+class Embedder:
+    """Callable batch embedder (Ray batch-inference style).
+
+    >>> emb = Embedder("random")                         # doctest: +SKIP
+    >>> out = emb({"pixels": np.zeros((2, 256, 256, 3), np.uint8)})
+    >>> out["fingerprint"].shape
+    (2, 512)
+    """
+
+    def __init__(
+        self,
+        weights: str | ResolvedWeights = "imagenet",
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 64,
+        num_threads: int | None = None,
+    ) -> None:
+        self.weights = resolve_weights(weights) if isinstance(weights, str) else weights
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(precision, self.device)
+        self.batch_size = batch_size
+        if num_threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(max(1, num_threads))
+        model = build_model(self.weights)
+        self.model = model.to(self.device, memory_format=torch.channels_last).to(self.dtype)
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(shape) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(_IMAGENET_STD, device=self.device).view(shape) * 255.0)
+        log.info("embedder %s on %s (%s)", self.weights.model_id, self.device, self.dtype)
+
+    @property
+    def model_id(self) -> str:
+        return self.weights.model_id
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 -> ``(N, 512)`` float32, in chunks of ``batch_size``."""
+        if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+            raise ValueError(f"pixels must be (N, H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
+        out = np.empty((pixels.shape[0], FINGERPRINT_DIM), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, pixels.shape[0], self.batch_size):
+                part = pixels[start : start + self.batch_size]
+                if not (part.flags.writeable and part.flags.c_contiguous):
+                    part = np.array(part)  # Ray hands out read-only views; torch wants writable
+                chunk = torch.from_numpy(part)
+                if self.device.type == "cuda":
+                    chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+                x = chunk.permute(0, 3, 1, 2)  # NHWC memory viewed as NCHW: channels_last
+                x = ((x.float() - self._mean) * self._inv_std).to(self.dtype)
+                x = x.contiguous(memory_format=torch.channels_last)
+                feats = self.model(x).float()
+                out[start : start + feats.shape[0]] = feats.cpu().numpy()
+        return out
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Add ``"fingerprint"`` for ``batch["pixels"]``; other keys pass through."""
+        result = dict(batch)
+        result["fingerprint"] = self.embed(np.asarray(batch["pixels"]))
+        return result
+
+
+def default_num_threads() -> int:
+    """CPU threads an embedder should use: ``RIS_TORCH_THREADS`` or all cores."""
+    env = os.environ.get("RIS_TORCH_THREADS")
+    return int(env) if env else (os.cpu_count() or 1)
+
+
+def imagenet_cached() -> bool:
+    """Whether torchvision's ImageNet ResNet-18 weights are already in the torch hub cache."""
+    from torch.hub import get_dir
+    from torchvision.models import ResNet18_Weights
+
+    name = ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    return (Path(get_dir()) / "checkpoints" / name).is_file()

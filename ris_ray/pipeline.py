@@ -1,0 +1,376 @@
+"""The ingest job: files -> windows -> tiles -> fingerprints -> Lance.
+
+Streaming design on Ray core, bounded at every stage:
+
+1. ``_probe_task`` (CPU task per file) reads the header and, for non-uint8
+   data, a decimated sample for the stretch. The driver plans windows
+   (:func:`ris_ray.tiling.plan_windows`).
+2. ``_tile_task`` (CPU task per window) opens the file itself, reads only its
+   window and cuts tiles. At most ``max_tasks_in_flight`` windows are read or
+   waiting for an embedder at any time (backpressure: memory does not grow
+   with input size).
+3. ``EmbedActor`` (one per GPU, ``num_gpus=1``; one CPU actor without GPUs)
+   holds an :class:`~ris_ray.embed.Embedder` and turns a tile batch into an
+   Arrow table. Pixel batches go from tiling task to actor through the object
+   store; the driver only sees small tables of fingerprints.
+4. The driver's :class:`~ris_ray.store.TileWriter` writes fragments as
+   results arrive and commits whole files in one Lance transaction every
+   ``commit_every_s`` seconds and at the end.
+
+Failures are per window: a window that cannot be read marks its file failed
+(with the reason) and the run goes on. Ray retries tasks and restarts actors
+on worker crashes (``max_retries`` / ``max_restarts``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+
+from ris_ray.config import IngestConfig
+from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
+from ris_ray.errors import RisError
+from ris_ray.inputs import discover
+from ris_ray.store import DatasetParams, TileWriter, local_path, to_table
+from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, plan_windows, probe, read_tiles
+
+__all__ = ["FileReport", "IngestReport", "connect", "ingest"]
+
+log = logging.getLogger(__name__)
+
+TASK_RETRIES = 3
+ACTOR_RESTARTS = 3
+EMBED_INFLIGHT_PER_ACTOR = 2
+
+
+# ---------------------------------------------------------------- reports
+
+
+@dataclass
+class FileReport:
+    """What happened to one input file."""
+
+    path: str
+    status: str = "pending"  # ok | skipped | failed
+    tiles_planned: int = 0
+    tiles_written: int = 0
+    tiles_low_valid: int = 0
+    windows: int = 0
+    windows_failed: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class IngestReport:
+    """Summary of one ``ingest`` run (also written as JSON by the CLI)."""
+
+    db: str
+    model: str
+    weights: str
+    device: str
+    files: list[FileReport] = field(default_factory=list)
+    wall_s: float = 0.0
+    version: int | None = None
+    commits: int = 0
+
+    @property
+    def tiles_written(self) -> int:
+        return sum(f.tiles_written for f in self.files)
+
+    @property
+    def tiles_low_valid(self) -> int:
+        return sum(f.tiles_low_valid for f in self.files)
+
+    @property
+    def files_failed(self) -> list[FileReport]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.tiles_written / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(tiles_written=self.tiles_written, tiles_low_valid=self.tiles_low_valid,
+                 files_failed=len(self.files_failed), tiles_per_s=round(self.tiles_per_s, 2))
+        return d
+
+
+# ---------------------------------------------------------------- Ray parts
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, RisError):
+        return str(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def _probe_task(path: str, bands: tuple[int, ...] | None) -> RasterInfo | str:
+    """Probe one file; an unusable file comes back as its error message."""
+    try:
+        return probe(path, bands)
+    except Exception as exc:
+        return _error_text(exc) if str(path) in str(exc) else f"{path}: {_error_text(exc)}"
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES, num_returns=2)
+def _tile_task(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[dict[str, Any], Any]:
+    """Cut one window's tiles. Returns ``(stats, batch)``; ``batch`` is None if empty."""
+    try:
+        batch = read_tiles(info, job, spec)
+    except Exception as exc:
+        return {"error": _error_text(exc), "n_planned": job.n_tiles, "n_tiles": 0}, None
+    stats = dict(batch.pop("_stats"))
+    stats["n_tiles"] = len(batch["tile_id"])
+    return stats, (batch if stats["n_tiles"] else None)
+
+
+class EmbedActor:
+    """A Ray actor holding one :class:`Embedder`; returns Arrow tables in the store schema."""
+
+    def __init__(self, weights: ResolvedWeights, params: DatasetParams, device: str,
+                 precision: str, batch_size: int, threads: int) -> None:
+        self.embedder = Embedder(weights, device=device, precision=precision,
+                                 batch_size=batch_size, num_threads=threads)
+        self.params = params
+
+    def device(self) -> str:
+        return f"{self.embedder.device} {str(self.embedder.dtype).removeprefix('torch.')}"
+
+    def embed(self, batch: dict[str, Any], crs: str | None) -> Any:
+        batch["fingerprint"] = self.embedder.embed(batch.pop("pixels"))
+        return to_table(batch, self.params, crs)
+
+
+def connect(address: str | None = None) -> bool:
+    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set, else start an embedded
+    local instance. Returns True when this call started Ray (the caller shuts it down)."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    return True
+
+
+def _make_actors(cfg: IngestConfig, weights: ResolvedWeights,
+                 params: DatasetParams) -> list[Any]:
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    use_gpu = gpus > 0 and cfg.device != "cpu"
+    n = cfg.num_embedders or (gpus if use_gpu else 1)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if use_gpu else "cpu")
+    threads = 1 if use_gpu else default_num_threads()
+    cls = ray.remote(EmbedActor).options(
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=1,
+        max_restarts=ACTOR_RESTARTS,
+        max_task_retries=TASK_RETRIES,
+    )
+    return [cls.remote(weights, params, device, cfg.precision, cfg.batch_size, threads)
+            for _ in range(n)]
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _Progress:
+    """Rich progress on stderr (tiles embedded of planned, files, tiles/s), or nothing."""
+
+    def __init__(self, enabled: bool, n_files: int) -> None:
+        self.enabled = enabled
+        self.n_files = n_files
+        if not enabled:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self._p = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("tiles  {task.fields[files]}  {task.fields[rate]}"),
+                           TimeElapsedColumn(), transient=False)
+        self._task = self._p.add_task("tiles", total=None, files="", rate="")
+        self._p.start()
+
+    def update(self, tiles_done: int, tiles_planned: int, files_done: int, t0: float) -> None:
+        if not self.enabled:
+            return
+        rate = tiles_done / max(time.monotonic() - t0, 1e-9)
+        self._p.update(self._task, completed=tiles_done, total=max(tiles_planned, 1),
+                       files=f"files {files_done}/{self.n_files}", rate=f"{rate:.1f} tiles/s")
+
+    def stop(self) -> None:
+        if self.enabled:
+            self._p.stop()
+
+
+def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) -> IngestReport:
+    """Run the ingest job described by ``cfg`` and return its report.
+
+    Connects to Ray (embedded unless ``cfg.address``/``RAY_ADDRESS``), reads
+    every TIFF under ``cfg.inputs`` and commits their tiles to ``cfg.db``.
+    Per-file failures are recorded in the report, not raised; configuration
+    problems (missing input, unusable weights, incompatible dataset) raise
+    :class:`~ris_ray.errors.RisError` before any pixel is read.
+    """
+    say = on_event or (lambda msg: None)
+    t0 = time.monotonic()
+    paths = discover(cfg.inputs)
+    weights = resolve_weights(cfg.weights)
+    params = DatasetParams(cfg.tile_size, cfg.step, weights.model_id)
+    db = local_path(cfg.db)
+    writer = TileWriter(db, params)  # checks an existing dataset is compatible
+    # Build the model once here so missing weights fail before Ray starts work.
+    Embedder(weights, device="cpu", precision="fp32")
+    say(f"weights: {weights.description}")
+
+    started = connect(cfg.address)
+    try:
+        report = _run(cfg, paths, weights, params, writer, say, t0)
+    finally:
+        if started:
+            ray.shutdown()
+    report.wall_s = time.monotonic() - t0
+    return report
+
+
+def _run(cfg: IngestConfig, paths: list[str], weights: ResolvedWeights, params: DatasetParams,
+         writer: TileWriter, say: Callable[[str], None], t0: float) -> IngestReport:
+    spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id, cfg.thumbnail_size)
+    actors = _make_actors(cfg, weights, params)
+    device = ray.get(actors[0].device.remote())
+    say(f"embedders: {len(actors)} x {device}; files: {len(paths)}")
+    report = IngestReport(db=writer.uri, model=weights.model_id, weights=weights.description,
+                          device=device, files=[FileReport(p) for p in paths])
+    files = {f.path: f for f in report.files}
+    infos: dict[str, RasterInfo] = {}
+    outstanding: dict[str, int] = {}  # windows not yet fully handled, per file
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    max_inflight = cfg.max_tasks_in_flight or max(4, 2 * cpus + 2 * len(actors))
+
+    probes = {_probe_task.remote(p, cfg.bands): p for p in paths}
+    windows: deque[tuple[str, WindowJob]] = deque()
+    tiling: dict[Any, tuple[str, Any]] = {}  # stats ref -> (path, batch ref)
+    to_embed: deque[tuple[str, Any, int]] = deque()  # (path, batch ref, n tiles)
+    embedding: dict[Any, tuple[str, Any, int, int]] = {}  # table ref -> (path, batch, n, actor)
+    load = [0] * len(actors)
+    planned = done_tiles = files_done = 0
+    last_commit = time.monotonic()
+    progress = _Progress(cfg.progress, len(paths))
+
+    def settle(path: str) -> None:
+        nonlocal files_done
+        outstanding[path] -= 1
+        if outstanding[path]:
+            return
+        f = files[path]
+        files_done += 1
+        if f.windows_failed:
+            f.status = "failed"
+        elif f.tiles_written == 0:
+            f.status = "skipped"
+            f.reason = f.reason or (f"all {f.tiles_planned} tiles below --min-valid "
+                                    f"{cfg.min_valid}")
+        else:
+            f.status = "ok"
+        writer.finish(path)
+
+    try:
+        while probes or windows or tiling or to_embed or embedding:
+            # Feed tiling tasks while the pipeline has room (backpressure).
+            while windows and len(tiling) + len(to_embed) + len(embedding) < max_inflight:
+                path, job = windows.popleft()
+                stats_ref, batch_ref = _tile_task.remote(infos[path], job, spec)
+                tiling[stats_ref] = (path, batch_ref)
+            # Hand tile batches to the least-loaded embedder with a free slot.
+            while to_embed and min(load) < EMBED_INFLIGHT_PER_ACTOR:
+                path, batch_ref, n = to_embed.popleft()
+                a = load.index(min(load))
+                ref = actors[a].embed.remote(batch_ref, infos[path].crs)
+                embedding[ref] = (path, batch_ref, n, a)
+                load[a] += 1
+
+            waiting = [*probes, *tiling, *embedding]
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in probes:
+                    path = probes.pop(ref)
+                    result = _get(ref)
+                    f = files[path]
+                    if isinstance(result, str) or isinstance(result, BaseException):
+                        f.status, f.reason = "failed", _error_text(result) if isinstance(
+                            result, BaseException) else result
+                        files_done += 1
+                        continue
+                    infos[path] = result
+                    jobs = plan_windows(result.width, result.height, spec.tile, spec.stride,
+                                        block_shape=result.block_shape, target_px=cfg.window_px)
+                    f.windows = len(jobs)
+                    f.tiles_planned = sum(j.n_tiles for j in jobs)
+                    planned += f.tiles_planned
+                    if not jobs:
+                        f.status = "skipped"
+                        f.reason = (f"{result.width}x{result.height} is smaller than one "
+                                    f"{spec.tile}x{spec.tile} tile")
+                        files_done += 1
+                        continue
+                    outstanding[path] = len(jobs)
+                    windows.extend((path, j) for j in jobs)
+                elif ref in tiling:
+                    path, batch_ref = tiling.pop(ref)
+                    stats = _get(ref)
+                    f = files[path]
+                    if isinstance(stats, BaseException):
+                        stats = {"error": f"{path}: {_error_text(stats)}", "n_tiles": 0}
+                    f.tiles_low_valid += int(stats.get("n_low_valid", 0))
+                    if "error" in stats:
+                        f.windows_failed += 1
+                        f.reason = stats["error"] if f.windows_failed == 1 else (
+                            f"{f.windows_failed} windows failed; first: {f.reason}")
+                        settle(path)
+                    elif stats["n_tiles"]:
+                        to_embed.append((path, batch_ref, stats["n_tiles"]))
+                    else:
+                        settle(path)
+                else:
+                    path, batch_ref, n, a = embedding.pop(ref)
+                    load[a] -= 1
+                    table = _get(ref)
+                    if isinstance(table, BaseException):
+                        f = files[path]
+                        f.windows_failed += 1
+                        f.reason = f"{path}: embedding failed ({_error_text(table)})"
+                    else:
+                        writer.add(path, table)
+                        files[path].tiles_written += table.num_rows
+                        done_tiles += table.num_rows
+                    settle(path)
+            progress.update(done_tiles, planned, files_done, t0)
+            if writer.pending_sources and time.monotonic() - last_commit >= cfg.commit_every_s:
+                writer.commit()
+                last_commit = time.monotonic()
+        report.version = writer.commit() or writer.version
+    finally:
+        progress.stop()
+        for actor in actors:
+            ray.kill(actor)
+    report.commits = writer.commits
+    return report
+
+
+def _get(ref: Any) -> Any:
+    """``ray.get`` that returns task errors instead of raising them."""
+    try:
+        return ray.get(ref)
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError,
+            ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as exc:
+        return exc

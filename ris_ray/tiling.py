@@ -1,0 +1,492 @@
+"""Window and tile arithmetic, and windowed reads that cut tiles.
+
+Pure functions first (no I/O): how many tiles fit, where they start, how the
+tile grid is grouped into read windows. Then the two functions that touch a
+raster, each opening the file itself so they can run in any Ray worker:
+:func:`probe` (header + a decimated read for the stretch) and
+:func:`read_tiles` (one window in, a columnar batch of tiles out).
+
+Edge rule: only whole tiles are cut. Along an axis of length ``L`` with tile
+``T`` and stride ``S`` the tile origins are ``0, S, 2S, ...`` up to
+``L - T``; the partial strip beyond the last origin is dropped. An image
+smaller than one tile therefore yields no tiles (reported, not an error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import io
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.warp
+import rasterio.windows
+from affine import Affine
+from PIL import Image
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from ris_ray.errors import RasterReadError, UnsupportedRasterError
+
+__all__ = [
+    "BandPlan",
+    "RasterInfo",
+    "TileSpec",
+    "WindowJob",
+    "count_tiles",
+    "plan_windows",
+    "probe",
+    "read_patch",
+    "read_tiles",
+    "select_bands",
+    "tile_id",
+    "tile_offsets",
+    "to_rgb8",
+]
+
+# Rasterio/GDAL settings for our reads: a modest block cache per process.
+GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+_SUPPORTED_KINDS = {"u", "i", "f"}  # uint*, int*, float*; not complex or bool
+_STRETCH_PERCENTILES = (2.0, 98.0)
+_STRETCH_SAMPLE_EDGE = 1024  # longest edge of the decimated read for the stretch
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+def count_tiles(length: int, tile: int, stride: int) -> int:
+    """Number of whole tiles along one axis.
+
+    ``n = floor((L - T) / S) + 1`` when ``L >= T``, else ``0``.
+    """
+    if length < tile:
+        return 0
+    return (length - tile) // stride + 1
+
+
+def tile_offsets(length: int, tile: int, stride: int) -> range:
+    """Tile origins along one axis: ``range(0, L - T + 1, S)`` (empty if ``L < T``)."""
+    return range(0, max(length - tile + 1, 0), stride)
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    """A rectangle of the tile grid that one task reads as one window.
+
+    Grid cell ``(i, j)`` is the tile whose pixel origin is
+    ``(row, col) = (i * stride, j * stride)``; the job covers rows
+    ``first_row .. first_row + n_rows - 1`` and likewise for columns.
+    """
+
+    first_row: int
+    first_col: int
+    n_rows: int
+    n_cols: int
+
+    def window(self, tile: int, stride: int) -> Window:
+        """Pixel window: origin ``(i0*S, j0*S)``, size ``((n-1)*S + T)`` per axis."""
+        return Window(
+            col_off=self.first_col * stride,
+            row_off=self.first_row * stride,
+            width=(self.n_cols - 1) * stride + tile,
+            height=(self.n_rows - 1) * stride + tile,
+        )
+
+    @property
+    def n_tiles(self) -> int:
+        return self.n_rows * self.n_cols
+
+
+def _tiles_per_window(target_px: int, stride: int, block: int, n_total: int) -> int:
+    """Tiles per window along one axis: ``~target_px / S``, rounded up so the
+    window step ``k * S`` is a multiple of the block size when that costs at
+    most a doubling (``lcm(S, B) / S`` tiles), capped at the axis total."""
+    k = max(1, target_px // stride)
+    unit = math.lcm(stride, block) // stride if block > 0 else 1
+    if 1 < unit <= 2 * k:
+        k = -(-k // unit) * unit
+    return max(1, min(k, n_total))
+
+
+def plan_windows(
+    width: int,
+    height: int,
+    tile: int,
+    stride: int,
+    *,
+    block_shape: tuple[int, int] = (0, 0),
+    target_px: int = 2048,
+    max_window_bytes: int = 256 << 20,
+    bytes_per_pixel: int = 3,
+) -> list[WindowJob]:
+    """Group the tile grid of an image into read windows.
+
+    Windows hold about ``target_px`` pixels per edge. For striped files
+    (blocks as wide as the image) windows span the full width, since any
+    narrower read decodes the whole strip anyway, unless such a window would
+    exceed ``max_window_bytes``. The union of the jobs' tiles is exactly the
+    ``count_tiles(H) * count_tiles(W)`` grid, each tile once.
+    """
+    n_rows = count_tiles(height, tile, stride)
+    n_cols = count_tiles(width, tile, stride)
+    if n_rows == 0 or n_cols == 0:
+        return []
+    block_h, block_w = block_shape
+    striped = block_w >= width and block_w > 0
+    if striped and width * tile * bytes_per_pixel <= max_window_bytes:
+        k_cols = n_cols
+        rows_px = max(tile, (target_px * target_px) // max(width, 1))
+        k_rows = _tiles_per_window(rows_px, stride, block_h, n_rows)
+    else:
+        k_cols = _tiles_per_window(target_px, stride, block_w, n_cols)
+        k_rows = _tiles_per_window(target_px, stride, block_h, n_rows)
+    jobs = []
+    for r0 in range(0, n_rows, k_rows):
+        for c0 in range(0, n_cols, k_cols):
+            jobs.append(WindowJob(r0, c0, min(k_rows, n_rows - r0), min(k_cols, n_cols - c0)))
+    return jobs
+
+
+def tile_id(source: str, row: int, col: int, tile: int, stride: int, model: str) -> str:
+    """Deterministic 20-hex-digit id of a tile: SHA-1 of its identity fields."""
+    key = f"{source}\x1f{row}\x1f{col}\x1f{tile}\x1f{stride}\x1f{model}"
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
+
+
+# ---------------------------------------------------------------- band logic
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """Which bands become R, G, B (1-based; one band is repeated) and the alpha band."""
+
+    indexes: tuple[int, ...]
+    alpha: int | None = None
+
+
+def select_bands(
+    count: int,
+    colorinterp: Sequence[ColorInterp],
+    requested: tuple[int, ...] | None = None,
+) -> BandPlan:
+    """Choose the bands to embed.
+
+    An alpha band (by colour interpretation) is never embedded; it becomes the
+    mask. Of the remaining bands: ``requested`` if given, else the first three,
+    else the first one (a 1- or 2-band image is embedded as grey).
+    """
+    alpha = next((i + 1 for i, ci in enumerate(colorinterp) if ci == ColorInterp.alpha), None)
+    if requested is not None:
+        bad = [b for b in requested if b > count]
+        if bad:
+            raise UnsupportedRasterError(
+                f"--bands asks for band {bad[0]} but the file has {count} band(s)"
+            )
+        return BandPlan(tuple(requested), alpha)
+    data_bands = [b for b in range(1, count + 1) if b != alpha]
+    if not data_bands:
+        raise UnsupportedRasterError("the only band is an alpha band: nothing to embed")
+    if len(data_bands) >= 3:
+        return BandPlan(tuple(data_bands[:3]), alpha)
+    return BandPlan((data_bands[0],), alpha)
+
+
+def to_rgb8(
+    data: np.ndarray, valid: np.ndarray, stretch: tuple[tuple[float, float], ...] | None
+) -> np.ndarray:
+    """Convert a ``(bands, H, W)`` block to ``(H, W, 3)`` uint8.
+
+    uint8 passes through; other dtypes map ``[lo, hi]`` linearly onto
+    ``[0, 255]`` per band (clipped, NaN -> 0). Invalid pixels become 0 and a
+    single band is repeated to three.
+    """
+    if stretch is None:
+        out = data.astype(np.uint8, copy=False)
+    else:
+        out = np.empty(data.shape, dtype=np.uint8)
+        for b, (lo, hi) in enumerate(stretch):
+            scale = 255.0 / (hi - lo) if hi > lo else 0.0
+            band = (data[b].astype(np.float32) - np.float32(lo)) * np.float32(scale)
+            np.nan_to_num(band, copy=False, nan=0.0)
+            out[b] = np.clip(band, 0.0, 255.0).astype(np.uint8)
+    out = np.where(valid[None, :, :], out, np.uint8(0))
+    if out.shape[0] == 1:
+        out = np.repeat(out, 3, axis=0)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+# ---------------------------------------------------------------- raster I/O
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the planner needs to know about one file, read from its header.
+
+    ``mask`` says how validity is decided: ``"dataset"`` (GDAL's dataset mask:
+    alpha, nodata or an internal mask), ``"fill"`` (no mask declared: pixels
+    whose bands are all 0 or all the dtype's maximum are fill). Floats also
+    treat NaN as invalid. ``transform`` is ``None`` for files without
+    georeferencing; ``crs`` is ``None`` when the file declares none.
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float] | None
+    bands: BandPlan
+    mask: str
+    stretch: tuple[tuple[float, float], ...] | None
+    block_shape: tuple[int, int]
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """The tiling parameters shared by every task of a run."""
+
+    tile: int
+    stride: int
+    min_valid: float
+    model: str
+    thumbnail: int = 96
+
+
+def _crs_string(crs: Any) -> str | None:
+    if crs is None:
+        return None
+    epsg = crs.to_epsg(confidence_threshold=90) if hasattr(crs, "to_epsg") else None
+    return f"EPSG:{epsg}" if epsg else str(crs.to_wkt())
+
+
+def _open(path: str) -> Any:
+    try:
+        return rasterio.open(path)
+    except rasterio.RasterioIOError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RasterReadError(f"{path}: cannot open as a raster ({msg})") from None
+
+
+def _valid_mask(src: Any, info: RasterInfo, data: np.ndarray, window: Window | None,
+                out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Boolean ``(H, W)`` validity of ``data`` (the selected bands, same window)."""
+    if info.mask == "dataset":
+        kw: dict[str, Any] = {"window": window}
+        if out_shape is not None:
+            kw["out_shape"] = out_shape
+            kw["resampling"] = Resampling.nearest
+        valid = np.asarray(src.dataset_mask(**kw)) > 0
+    else:
+        top = np.iinfo(data.dtype).max if data.dtype.kind in "ui" else None
+        fill = np.all(data == 0, axis=0)
+        if top is not None:
+            fill |= np.all(data == top, axis=0)
+        valid = ~fill
+    if data.dtype.kind == "f":
+        valid &= ~np.any(np.isnan(data), axis=0)
+    return valid
+
+
+def probe(path: str, bands: tuple[int, ...] | None = None) -> RasterInfo:
+    """Read a file's header (and, for non-uint8 data, a decimated sample for the
+    2-98 % stretch, computed once per file). Raises on unusable files."""
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise RasterReadError(f"{path}: {exc.strerror or exc}") from None
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with _open(path) as src:
+            dtypes = set(src.dtypes)
+            if len(dtypes) != 1:
+                raise UnsupportedRasterError(f"{path}: bands have mixed dtypes {sorted(dtypes)}")
+            dtype = src.dtypes[0]
+            if np.dtype(dtype).kind not in _SUPPORTED_KINDS:
+                raise UnsupportedRasterError(
+                    f"{path}: dtype {dtype} is not supported (use uint8/16/32, int or float)"
+                )
+            try:
+                plan = select_bands(src.count, src.colorinterp, bands)
+            except UnsupportedRasterError as exc:
+                raise UnsupportedRasterError(f"{path}: {exc}") from None
+            flags = [src.mask_flag_enums[b - 1] for b in plan.indexes]
+            declared = plan.alpha is not None or any(
+                MaskFlags.all_valid not in f for f in flags
+            )
+            transform = None if src.transform.is_identity and src.crs is None else src.transform
+            info = RasterInfo(
+                path=path,
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtype=dtype,
+                crs=_crs_string(src.crs),
+                transform=tuple(transform)[:6] if transform is not None else None,  # type: ignore[arg-type]
+                bands=plan,
+                mask="dataset" if declared else "fill",
+                stretch=None,
+                block_shape=tuple(src.block_shapes[0]),  # type: ignore[arg-type]
+                size_bytes=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
+            if dtype != "uint8":
+                info = _with_stretch(src, info)
+    return info
+
+
+def _with_stretch(src: Any, info: RasterInfo) -> RasterInfo:
+    """Per-band 2-98 % percentiles over valid pixels of a decimated read."""
+    scale = max(info.width, info.height) / _STRETCH_SAMPLE_EDGE
+    h, w = info.height, info.width
+    if scale > 1:
+        h, w = max(1, round(h / scale)), max(1, round(w / scale))
+    try:
+        data = src.read(list(info.bands.indexes), out_shape=(len(info.bands.indexes), h, w),
+                        resampling=Resampling.nearest)
+        valid = _valid_mask(src, info, data, None, out_shape=(h, w))
+    except rasterio.RasterioIOError as exc:
+        raise RasterReadError(f"{info.path}: cannot read pixels for the stretch ({exc})") from None
+    stretch = []
+    for band in data:
+        values = band[valid].astype(np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            stretch.append((0.0, 1.0))
+            continue
+        lo, hi = np.percentile(values, _STRETCH_PERCENTILES)
+        stretch.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
+    return RasterInfo(**{**info.__dict__, "stretch": tuple(stretch)})
+
+
+def _thumbnail(rgb: np.ndarray, size: int) -> bytes:
+    image = Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> dict[str, Any]:
+    """Read one window and cut its tiles.
+
+    Returns a columnar batch (numpy arrays, one row per kept tile): ``pixels``
+    ``(N, T, T, 3)`` uint8, ``thumbnail`` (JPEG bytes), ``row``/``col``
+    (pixel origin), ``valid_fraction``, geo columns, ``tile_id``; plus the
+    scalar counts ``n_planned`` and ``n_low_valid`` under ``"_stats"``.
+    """
+    tile, stride = spec.tile, spec.stride
+    window = job.window(tile, stride)
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with _open(info.path) as src:
+            try:
+                data = src.read(list(info.bands.indexes), window=window)
+                valid = _valid_mask(src, info, data, window)
+            except rasterio.RasterioIOError as exc:
+                first = str(exc).splitlines()[0] if str(exc) else "read failed"
+                raise RasterReadError(
+                    f"{info.path}: window col={int(window.col_off)} row={int(window.row_off)} "
+                    f"{int(window.width)}x{int(window.height)} unreadable ({first})"
+                ) from None
+    rgb = to_rgb8(data, valid, info.stretch)
+
+    rows, cols, fracs, pixels, thumbs = [], [], [], [], []
+    n_low = 0
+    for i in range(job.n_rows):
+        for j in range(job.n_cols):
+            r, c = i * stride, j * stride
+            frac = float(valid[r : r + tile, c : c + tile].mean())
+            if frac < spec.min_valid:
+                n_low += 1
+                continue
+            cut = rgb[r : r + tile, c : c + tile]
+            rows.append(int(window.row_off) + r)
+            cols.append(int(window.col_off) + c)
+            fracs.append(frac)
+            pixels.append(cut)
+            thumbs.append(_thumbnail(cut, spec.thumbnail))
+
+    n = len(rows)
+    batch: dict[str, Any] = {
+        "tile_id": np.array(
+            [tile_id(info.path, r, c, tile, stride, spec.model) for r, c in zip(rows, cols)],
+            dtype=object,
+        ),
+        "source": np.array([info.path] * n, dtype=object),
+        "row": np.array(rows, dtype=np.int32),
+        "col": np.array(cols, dtype=np.int32),
+        "width": np.full(n, tile, dtype=np.int32),
+        "height": np.full(n, tile, dtype=np.int32),
+        "valid_fraction": np.array(fracs, dtype=np.float32),
+        "pixels": np.stack(pixels) if pixels else np.zeros((0, tile, tile, 3), np.uint8),
+        "thumbnail": np.array(thumbs, dtype=object),
+    }
+    batch.update(_geo_columns(info, np.array(rows), np.array(cols), tile))
+    batch["_stats"] = {"n_planned": job.n_tiles, "n_low_valid": n_low}
+    return batch
+
+
+def _geo_columns(info: RasterInfo, rows: np.ndarray, cols: np.ndarray, tile: int) -> dict[str, Any]:
+    """Tile bounds in the file's CRS and tile centres in WGS84 (NaN where unknown)."""
+    n = rows.size
+    nan = np.full(n, np.nan)
+    if info.transform is None or n == 0:
+        return {"minx": nan, "miny": nan, "maxx": nan.copy(), "maxy": nan.copy(),
+                "lon": nan.copy(), "lat": nan.copy()}
+    t = Affine(*info.transform)
+    xs0, ys0 = t * (cols.astype(np.float64), rows.astype(np.float64))
+    xs1, ys1 = t * (cols + float(tile), rows + float(tile))
+    xc, yc = t * (cols + tile / 2.0, rows + tile / 2.0)
+    xs0, ys0, xs1, ys1 = map(np.asarray, (xs0, ys0, xs1, ys1))
+    out = {
+        "minx": np.minimum(xs0, xs1), "maxx": np.maximum(xs0, xs1),
+        "miny": np.minimum(ys0, ys1), "maxy": np.maximum(ys0, ys1),
+        "lon": nan.copy(), "lat": nan.copy(),
+    }
+    if info.crs is not None:
+        lon, lat = rasterio.warp.transform(info.crs, "EPSG:4326", list(np.asarray(xc)),
+                                           list(np.asarray(yc)))
+        out["lon"], out["lat"] = np.asarray(lon), np.asarray(lat)
+    return out
+
+
+def read_patch(path: str, window: tuple[int, int, int, int] | None, size: int,
+               bands: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read ``window`` = ``(col, row, width, height)`` of any GDAL-readable image
+    (GeoTIFF, PNG, JPEG; the whole image when ``None``) resampled to
+    ``size x size`` and converted with the same band rules as ingest.
+
+    Returns ``(size, size, 3)`` uint8. Only the requested window is read, at
+    the output resolution, so memory stays ``O(size^2)`` for any input.
+    """
+    info = probe(path, bands)
+    if window is None:
+        win = Window(0, 0, info.width, info.height)
+    else:
+        col, row, w, h = window
+        win = Window(col, row, w, h)
+        full = Window(0, 0, info.width, info.height)
+        if w <= 0 or h <= 0 or rasterio.windows.intersection(win, full) != win:
+            raise RasterReadError(
+                f"{path}: --window {col},{row},{w},{h} is not inside the "
+                f"{info.width}x{info.height} image"
+            )
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with _open(path) as src:
+            shape = (len(info.bands.indexes), size, size)
+            data = src.read(list(info.bands.indexes), window=win, out_shape=shape,
+                            resampling=Resampling.bilinear)
+            valid = _valid_mask(src, info, data, win, out_shape=(size, size))
+    return to_rgb8(data, valid, info.stretch)
