@@ -12,14 +12,18 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ris_ray.errors import InputError, RisError
+
+try:  # typer >= 0.22 vendors its own click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import UsageError  # type: ignore[assignment]
 
 __all__ = ["app", "main"]
 
@@ -52,8 +56,10 @@ def _parse_window(text: str | None) -> tuple[int, int, int, int] | None:
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 @app.command()
@@ -61,21 +67,37 @@ def ingest(
     inputs: Annotated[list[str], typer.Argument(help="GeoTIFF files or directories (recursive).")],
     db: DbOpt,
     tile_size: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
-    stride: Annotated[int | None, typer.Option(help="Step between tiles (default: tile size).")] = None,
-    min_valid: Annotated[float, typer.Option(help="Skip tiles whose valid fraction is below this.")] = 0.5,
-    bands: Annotated[str | None, typer.Option(help="1-based bands to use as RGB, e.g. 3,2,1.")] = None,
-    weights: Annotated[str, typer.Option(help="imagenet | random[:SEED] | PATH to a state dict.")] = "imagenet",
+    stride: Annotated[
+        int | None, typer.Option(help="Step between tiles (default: tile size).")
+    ] = None,
+    min_valid: Annotated[
+        float, typer.Option(help="Skip tiles whose valid fraction is below this.")
+    ] = 0.5,
+    bands: Annotated[
+        str | None, typer.Option(help="1-based bands to use as RGB, e.g. 3,2,1.")
+    ] = None,
+    weights: Annotated[
+        str, typer.Option(help="imagenet | random[:SEED] | PATH to a state dict.")
+    ] = "imagenet",
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 64,
     window_px: Annotated[int, typer.Option(help="Target edge of each read window.")] = 2048,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or embedded).")] = None,
-    embedders: Annotated[int | None, typer.Option(help="Embedder actors (default: one per GPU, else 1).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or embedded).")
+    ] = None,
+    embedders: Annotated[
+        int | None, typer.Option(help="Embedder actors (default: one per GPU, else 1).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: fp16 on GPU).")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: fp16 on GPU).")
+    ] = "auto",
     report: Annotated[Path | None, typer.Option(help="Write the run report JSON here.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
+    ] = False,
 ) -> None:
     """Tile, embed and store GeoTIFFs in a Lance dataset."""
-    from ris_ray.config import IngestConfig, parse_bands
+    from ris_ray.config import Device, IngestConfig, Precision, parse_bands
     from ris_ray.pipeline import ingest as run_ingest
 
     if device not in ("auto", "cpu", "cuda"):
@@ -83,10 +105,20 @@ def ingest(
     if precision not in ("auto", "fp32", "fp16", "bf16"):
         raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
     cfg = IngestConfig(
-        inputs=tuple(inputs), db=db, tile_size=tile_size, stride=stride, min_valid=min_valid,
-        bands=parse_bands(bands), weights=weights, batch_size=batch_size, window_px=window_px,
-        address=address, num_embedders=embedders, device=device,  # type: ignore[arg-type]
-        precision=precision, progress=not quiet,  # type: ignore[arg-type]
+        inputs=tuple(inputs),
+        db=db,
+        tile_size=tile_size,
+        stride=stride,
+        min_valid=min_valid,
+        bands=parse_bands(bands),
+        weights=weights,
+        batch_size=batch_size,
+        window_px=window_px,
+        address=address,
+        num_embedders=embedders,
+        device=cast(Device, device),
+        precision=cast(Precision, precision),
+        progress=not quiet,
     )
     result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
     if report is not None:
@@ -119,24 +151,45 @@ def _print_ingest(r: Any) -> None:
 def query(
     db: DbOpt,
     tile_id: Annotated[str | None, typer.Option(help="Query with this stored tile.")] = None,
-    random: Annotated[bool, typer.Option("--random", help="Query with a random stored tile (default).")] = False,
+    random: Annotated[
+        bool, typer.Option("--random", help="Query with a random stored tile (default).")
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for --random.")] = None,
-    image: Annotated[str | None, typer.Option(help="Query with an external image (GeoTIFF/PNG/JPEG).")] = None,
-    window: Annotated[str | None, typer.Option(help="Crop of --image: COL,ROW,WIDTH,HEIGHT.")] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Query with an external image (GeoTIFF/PNG/JPEG).")
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option(help="Crop of --image: COL,ROW,WIDTH,HEIGHT.")
+    ] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="Number of neighbours.")] = 10,
     metric: Annotated[str, typer.Option(help="l2 (Euclidean) | cosine (1 - cos).")] = "l2",
-    include_self: Annotated[bool, typer.Option(help="Keep the query tile in its own results.")] = False,
-    weights: Annotated[str | None, typer.Option(help="Weights file, for datasets built with one.")] = None,
+    include_self: Annotated[
+        bool, typer.Option(help="Keep the query tile in its own results.")
+    ] = False,
+    weights: Annotated[
+        str | None, typer.Option(help="Weights file, for datasets built with one.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
-    plot: Annotated[Path | None, typer.Option(help="Save a PNG of the query and neighbours.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Save a PNG of the query and neighbours.")
+    ] = None,
 ) -> None:
     """Find the k tiles most similar to a query tile or image."""
     from ris_ray.query import query as run_query
 
-    if sum(x is not None and x is not False for x in (tile_id, image, random or None)) > 1:
+    if sum((tile_id is not None, image is not None, random)) > 1:
         raise InputError("give only one of --tile-id, --image, --random")
-    result = run_query(db, tile_id=tile_id, image=image, window=_parse_window(window), seed=seed,
-                       k=k, metric=metric, include_self=include_self, weights_path=weights)
+    result = run_query(
+        db,
+        tile_id=tile_id,
+        image=image,
+        window=_parse_window(window),
+        seed=seed,
+        k=k,
+        metric=metric,
+        include_self=include_self,
+        weights_path=weights,
+    )
     if plot is not None:
         from ris_ray.plot import plot_neighbours
 
@@ -144,14 +197,23 @@ def query(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
-    table = Table(title=f"query: {result.query.label}  ({result.metric}, "
-                        f"{result.rows_scanned} tiles, {result.search_ms:.1f} ms)")
+    table = Table(
+        title=f"query: {result.query.label}  ({result.metric}, "
+        f"{result.rows_scanned} tiles, {result.search_ms:.1f} ms)"
+    )
     for col in ("rank", "distance", "tile_id", "source", "row", "col", "lon", "lat"):
         table.add_column(col, justify="right" if col not in ("tile_id", "source") else "left")
     for n in result.neighbours:
-        table.add_row(str(n.rank), f"{n.distance:.4g}", n.tile_id, n.source, str(n.row),
-                      str(n.col), "" if n.lon is None else f"{n.lon:.6f}",
-                      "" if n.lat is None else f"{n.lat:.6f}")
+        table.add_row(
+            str(n.rank),
+            f"{n.distance:.4g}",
+            n.tile_id,
+            n.source,
+            str(n.row),
+            str(n.col),
+            "" if n.lon is None else f"{n.lon:.6f}",
+            "" if n.lat is None else f"{n.lat:.6f}",
+        )
     out.print(table)
     if plot is not None:
         out.print(f"plot: {plot}")
@@ -175,9 +237,15 @@ def info(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for sample data, dataset and plot.")] = Path("ris-demo"),
-    data: Annotated[Path | None, typer.Option(help="Use these GeoTIFFs instead of generated samples.")] = None,
-    weights: Annotated[str | None, typer.Option(help="Default: imagenet if cached, else random.")] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for sample data, dataset and plot.")
+    ] = Path("ris-demo"),
+    data: Annotated[
+        Path | None, typer.Option(help="Use these GeoTIFFs instead of generated samples.")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Default: imagenet if cached, else random.")
+    ] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="Neighbours to show.")] = 8,
 ) -> None:
     """Make sample imagery, ingest it on an embedded Ray, query it and plot the result."""
@@ -191,9 +259,11 @@ def demo(
     if weights is None:
         weights = "imagenet" if imagenet_cached() else "random"
         if weights == "random":
-            err.print("[yellow]ImageNet weights are not in the torch cache: the demo uses a "
-                      "seeded random init (neighbours are not meaningful). Pass --weights "
-                      "imagenet once you have network access, or --weights PATH.[/]")
+            err.print(
+                "[yellow]ImageNet weights are not in the torch cache: the demo uses a "
+                "seeded random init (neighbours are not meaningful). Pass --weights "
+                "imagenet once you have network access, or --weights PATH.[/]"
+            )
     if data is None:
         paths = make_samples(out_dir / "samples")
         inputs: tuple[str, ...] = tuple(str(p) for p in paths)
@@ -204,14 +274,17 @@ def demo(
     import shutil
 
     shutil.rmtree(db, ignore_errors=True)
-    result = run_ingest(IngestConfig(inputs=inputs, db=db, weights=weights),
-                        on_event=lambda m: err.print(m))
+    result = run_ingest(
+        IngestConfig(inputs=inputs, db=db, weights=weights), on_event=lambda m: err.print(m)
+    )
     _print_ingest(result)
     q = run_query(db, seed=0, k=k)
     png = out_dir / "query.png"
     plot_neighbours(q).savefig(png, dpi=100)
-    out.print(f"query {q.query.label} -> {len(q.neighbours)} neighbours in {q.search_ms:.1f} ms; "
-              f"plot: {png}\nweights used: {result.weights}")
+    out.print(
+        f"query {q.query.label} -> {len(q.neighbours)} neighbours in {q.search_ms:.1f} ms; "
+        f"plot: {png}\nweights used: {result.weights}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,13 +292,15 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="ris", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.UsageError as exc:
+    except UsageError as exc:
+        if not exc.format_message():  # `ris` alone: help was shown, nothing went wrong
+            sys.exit(0)
         hint = f" (see `ris {exc.ctx.info_name} --help`)" if exc.ctx and exc.ctx.parent else ""
         err.print(f"error: {exc.format_message()}{hint}", markup=False)
         code = 1
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted", markup=False)
         code = 130
     except RisError as exc:

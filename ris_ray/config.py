@@ -24,9 +24,7 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     try:
         bands = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise InputError(
-            f"--bands {text!r}: expected 1-based band numbers like 3,2,1"
-        ) from None
+        raise InputError(f"--bands {text!r}: expected 1-based band numbers like 3,2,1") from None
     if len(bands) not in (1, 3) or any(b < 1 for b in bands):
         raise InputError(f"--bands {text!r}: give one band or three, each >= 1 (e.g. 3,2,1)")
     return bands
@@ -64,7 +62,7 @@ class IngestConfig:
             raise InputError("no INPUT given: pass GeoTIFF files or directories")
         if self.tile_size < 16:
             raise InputError(f"--tile-size {self.tile_size}: must be at least 16 pixels")
-        if self.stride is not None and not (1 <= self.stride):
+        if self.stride is not None and not (self.stride >= 1):
             raise InputError(f"--stride {self.stride}: must be a positive number of pixels")
         if not 0.0 <= self.min_valid <= 1.0:
             raise InputError(f"--min-valid {self.min_valid}: must be between 0 and 1")

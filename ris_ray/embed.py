@@ -93,24 +93,29 @@ def resolve_weights(spec: str) -> ResolvedWeights:
         from torchvision.models import ResNet18_Weights
 
         w = ResNet18_Weights.IMAGENET1K_V1
-        return ResolvedWeights("imagenet", f"{ARCH}/imagenet1k_v1",
-                               f"ImageNet ({w.url.rsplit('/', 1)[-1]})")
+        return ResolvedWeights(
+            "imagenet", f"{ARCH}/imagenet1k_v1", f"ImageNet ({w.url.rsplit('/', 1)[-1]})"
+        )
     if spec == "random" or spec.startswith("random:"):
         try:
             seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
         except ValueError:
             raise InputError(f"--weights {spec!r}: use random or random:SEED") from None
-        return ResolvedWeights("random", f"{ARCH}/random-seed{seed}",
-                               f"random init, seed {seed} (test/demo only: not meaningful)",
-                               seed=seed)
+        return ResolvedWeights(
+            "random",
+            f"{ARCH}/random-seed{seed}",
+            f"random init, seed {seed} (test/demo only: not meaningful)",
+            seed=seed,
+        )
     path = Path(spec).expanduser()
     if not path.is_file():
         raise InputError(
             f"--weights {spec!r}: not 'imagenet', 'random' or an existing weights file"
         )
     digest = _sha256(path)[:12]
-    return ResolvedWeights("file", f"{ARCH}/file-{digest}", f"file {path} (sha256 {digest})",
-                           path=str(path.resolve()))
+    return ResolvedWeights(
+        "file", f"{ARCH}/file-{digest}", f"file {path} (sha256 {digest})", path=str(path.resolve())
+    )
 
 
 def weights_for_model(model_id: str, path: str | None = None) -> ResolvedWeights:
@@ -129,7 +134,8 @@ def weights_for_model(model_id: str, path: str | None = None) -> ResolvedWeights
     if name.startswith("file-"):
         if path is None:
             raise WeightsError(
-                f"dataset was built with weights file {name} (sha256 prefix): pass it as --weights PATH"
+                f"dataset was built with weights file {name} (sha256 prefix): "
+                "pass it as --weights PATH"
             )
         resolved = resolve_weights(path)
         if resolved.model_id != model_id:
@@ -185,18 +191,29 @@ def build_model(weights: ResolvedWeights) -> nn.Module:
             model = resnet18(weights=None)
     else:
         model = resnet18(weights=None)
-        state = _imagenet_state_dict() if weights.kind == "imagenet" else _file_state_dict(
-            str(weights.path))
+        state = (
+            _imagenet_state_dict()
+            if weights.kind == "imagenet"
+            else _file_state_dict(str(weights.path))
+        )
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise WeightsError(
+                f"weights {weights.description} do not fit ResNet-18: "
+                f"{str(exc).splitlines()[-1].strip()}"
+            ) from None
         missing = [k for k in missing if not k.startswith("fc.")]
         if missing or unexpected:
             raise WeightsError(
                 f"weights {weights.description} do not fit ResNet-18: "
                 f"missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
-    model.fc = nn.Identity()  # type: ignore[assignment]
-    return model.eval()
+    model.fc = nn.Identity()
+    model.eval()
+    module: nn.Module = model
+    return module
 
 
 def _pick_device(device: str) -> torch.device:
@@ -242,7 +259,7 @@ class Embedder:
         if num_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(max(1, num_threads))
         model = build_model(self.weights)
-        self.model = model.to(self.device, memory_format=torch.channels_last).to(self.dtype)
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).to(self.dtype)
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(shape) * 255.0
         self._inv_std = 1.0 / (torch.tensor(_IMAGENET_STD, device=self.device).view(shape) * 255.0)
@@ -255,7 +272,9 @@ class Embedder:
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """``(N, H, W, 3)`` uint8 -> ``(N, 512)`` float32, in chunks of ``batch_size``."""
         if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
-            raise ValueError(f"pixels must be (N, H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
+            raise ValueError(
+                f"pixels must be (N, H, W, 3) uint8, got {pixels.shape} {pixels.dtype}"
+            )
         out = np.empty((pixels.shape[0], FINGERPRINT_DIM), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, pixels.shape[0], self.batch_size):
@@ -291,4 +310,4 @@ def imagenet_cached() -> bool:
     from torchvision.models import ResNet18_Weights
 
     name = ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
-    return (Path(get_dir()) / "checkpoints" / name).is_file()
+    return bool((Path(get_dir()) / "checkpoints" / name).is_file())

@@ -41,5 +41,4 @@ def discover(inputs: Iterable[str]) -> list[str]:
             found.append(str(path))
         else:
             raise InputError(f"{item}: no such file or directory")
-    return sorted({p if "://" in p or p.startswith("/vsi") else os.path.abspath(p)
-                   for p in found})
+    return sorted({p if "://" in p or p.startswith("/vsi") else os.path.abspath(p) for p in found})

@@ -98,8 +98,12 @@ class IngestReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(tiles_written=self.tiles_written, tiles_low_valid=self.tiles_low_valid,
-                 files_failed=len(self.files_failed), tiles_per_s=round(self.tiles_per_s, 2))
+        d.update(
+            tiles_written=self.tiles_written,
+            tiles_low_valid=self.tiles_low_valid,
+            files_failed=len(self.files_failed),
+            tiles_per_s=round(self.tiles_per_s, 2),
+        )
         return d
 
 
@@ -137,10 +141,18 @@ def _tile_task(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[dict[s
 class EmbedActor:
     """A Ray actor holding one :class:`Embedder`; returns Arrow tables in the store schema."""
 
-    def __init__(self, weights: ResolvedWeights, params: DatasetParams, device: str,
-                 precision: str, batch_size: int, threads: int) -> None:
-        self.embedder = Embedder(weights, device=device, precision=precision,
-                                 batch_size=batch_size, num_threads=threads)
+    def __init__(
+        self,
+        weights: ResolvedWeights,
+        params: DatasetParams,
+        device: str,
+        precision: str,
+        batch_size: int,
+        threads: int,
+    ) -> None:
+        self.embedder = Embedder(
+            weights, device=device, precision=precision, batch_size=batch_size, num_threads=threads
+        )
         self.params = params
 
     def device(self) -> str:
@@ -164,8 +176,7 @@ def connect(address: str | None = None) -> bool:
     return True
 
 
-def _make_actors(cfg: IngestConfig, weights: ResolvedWeights,
-                 params: DatasetParams) -> list[Any]:
+def _make_actors(cfg: IngestConfig, weights: ResolvedWeights, params: DatasetParams) -> list[Any]:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = gpus > 0 and cfg.device != "cpu"
     n = cfg.num_embedders or (gpus if use_gpu else 1)
@@ -177,8 +188,10 @@ def _make_actors(cfg: IngestConfig, weights: ResolvedWeights,
         max_restarts=ACTOR_RESTARTS,
         max_task_retries=TASK_RETRIES,
     )
-    return [cls.remote(weights, params, device, cfg.precision, cfg.batch_size, threads)
-            for _ in range(n)]
+    return [
+        cls.remote(weights, params, device, cfg.precision, cfg.batch_size, threads)
+        for _ in range(n)
+    ]
 
 
 # ---------------------------------------------------------------- the run
@@ -192,12 +205,22 @@ class _Progress:
         self.n_files = n_files
         if not enabled:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
-        self._p = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("tiles  {task.fields[files]}  {task.fields[rate]}"),
-                           TimeElapsedColumn(), transient=False)
+        self._p = Progress(
+            TextColumn("[bold]ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tiles  {task.fields[files]}  {task.fields[rate]}"),
+            TimeElapsedColumn(),
+            transient=False,
+        )
         self._task = self._p.add_task("tiles", total=None, files="", rate="")
         self._p.start()
 
@@ -205,8 +228,13 @@ class _Progress:
         if not self.enabled:
             return
         rate = tiles_done / max(time.monotonic() - t0, 1e-9)
-        self._p.update(self._task, completed=tiles_done, total=max(tiles_planned, 1),
-                       files=f"files {files_done}/{self.n_files}", rate=f"{rate:.1f} tiles/s")
+        self._p.update(
+            self._task,
+            completed=tiles_done,
+            total=max(tiles_planned, 1),
+            files=f"files {files_done}/{self.n_files}",
+            rate=f"{rate:.1f} tiles/s",
+        )
 
     def stop(self) -> None:
         if self.enabled:
@@ -243,14 +271,26 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
     return report
 
 
-def _run(cfg: IngestConfig, paths: list[str], weights: ResolvedWeights, params: DatasetParams,
-         writer: TileWriter, say: Callable[[str], None], t0: float) -> IngestReport:
+def _run(
+    cfg: IngestConfig,
+    paths: list[str],
+    weights: ResolvedWeights,
+    params: DatasetParams,
+    writer: TileWriter,
+    say: Callable[[str], None],
+    t0: float,
+) -> IngestReport:
     spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id, cfg.thumbnail_size)
     actors = _make_actors(cfg, weights, params)
     device = ray.get(actors[0].device.remote())
     say(f"embedders: {len(actors)} x {device}; files: {len(paths)}")
-    report = IngestReport(db=writer.uri, model=weights.model_id, weights=weights.description,
-                          device=device, files=[FileReport(p) for p in paths])
+    report = IngestReport(
+        db=writer.uri,
+        model=weights.model_id,
+        weights=weights.description,
+        device=device,
+        files=[FileReport(p) for p in paths],
+    )
     files = {f.path: f for f in report.files}
     infos: dict[str, RasterInfo] = {}
     outstanding: dict[str, int] = {}  # windows not yet fully handled, per file
@@ -278,8 +318,9 @@ def _run(cfg: IngestConfig, paths: list[str], weights: ResolvedWeights, params: 
             f.status = "failed"
         elif f.tiles_written == 0:
             f.status = "skipped"
-            f.reason = f.reason or (f"all {f.tiles_planned} tiles below --min-valid "
-                                    f"{cfg.min_valid}")
+            f.reason = f.reason or (
+                f"all {f.tiles_planned} tiles below --min-valid {cfg.min_valid}"
+            )
         else:
             f.status = "ok"
         writer.finish(path)
@@ -306,21 +347,31 @@ def _run(cfg: IngestConfig, paths: list[str], weights: ResolvedWeights, params: 
                     path = probes.pop(ref)
                     result = _get(ref)
                     f = files[path]
-                    if isinstance(result, str) or isinstance(result, BaseException):
-                        f.status, f.reason = "failed", _error_text(result) if isinstance(
-                            result, BaseException) else result
+                    if isinstance(result, (str, BaseException)):
+                        f.status, f.reason = (
+                            "failed",
+                            _error_text(result) if isinstance(result, BaseException) else result,
+                        )
                         files_done += 1
                         continue
                     infos[path] = result
-                    jobs = plan_windows(result.width, result.height, spec.tile, spec.stride,
-                                        block_shape=result.block_shape, target_px=cfg.window_px)
+                    jobs = plan_windows(
+                        result.width,
+                        result.height,
+                        spec.tile,
+                        spec.stride,
+                        block_shape=result.block_shape,
+                        target_px=cfg.window_px,
+                    )
                     f.windows = len(jobs)
                     f.tiles_planned = sum(j.n_tiles for j in jobs)
                     planned += f.tiles_planned
                     if not jobs:
                         f.status = "skipped"
-                        f.reason = (f"{result.width}x{result.height} is smaller than one "
-                                    f"{spec.tile}x{spec.tile} tile")
+                        f.reason = (
+                            f"{result.width}x{result.height} is smaller than one "
+                            f"{spec.tile}x{spec.tile} tile"
+                        )
                         files_done += 1
                         continue
                     outstanding[path] = len(jobs)
@@ -334,8 +385,11 @@ def _run(cfg: IngestConfig, paths: list[str], weights: ResolvedWeights, params: 
                     f.tiles_low_valid += int(stats.get("n_low_valid", 0))
                     if "error" in stats:
                         f.windows_failed += 1
-                        f.reason = stats["error"] if f.windows_failed == 1 else (
-                            f"{f.windows_failed} windows failed; first: {f.reason}")
+                        f.reason = (
+                            stats["error"]
+                            if f.windows_failed == 1
+                            else (f"{f.windows_failed} windows failed; first: {f.reason}")
+                        )
                         settle(path)
                     elif stats["n_tiles"]:
                         to_embed.append((path, batch_ref, stats["n_tiles"]))
@@ -371,6 +425,10 @@ def _get(ref: Any) -> Any:
     """``ray.get`` that returns task errors instead of raising them."""
     try:
         return ray.get(ref)
-    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError,
-            ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as exc:
+    except (
+        ray.exceptions.RayTaskError,
+        ray.exceptions.RayActorError,
+        ray.exceptions.WorkerCrashedError,
+        ray.exceptions.ObjectLostError,
+    ) as exc:
         return exc

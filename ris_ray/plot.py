@@ -29,7 +29,7 @@ def short_label(source: str, width: int = 22) -> str:
     if len(stem) <= width:
         return stem
     half = (width - 1) // 2
-    return f"{stem[:half]}…{stem[-(width - 1 - half):]}"
+    return f"{stem[:half]}…{stem[-(width - 1 - half) :]}"
 
 
 def plot_neighbours(result: QueryResult, *, cell_inches: float = 2.0) -> Figure:
@@ -41,8 +41,9 @@ def plot_neighbours(result: QueryResult, *, cell_inches: float = 2.0) -> Figure:
     n = len(result.neighbours)
     ncols = max(1, math.ceil(math.sqrt(n))) if n else 1
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(cell_inches * (ncols + nrows), cell_inches * nrows + 0.6),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(cell_inches * (ncols + nrows), cell_inches * nrows + 0.6), layout="constrained"
+    )
     grid = fig.add_gridspec(nrows, nrows + ncols)
     q = result.query
     ax = fig.add_subplot(grid[:, :nrows])
@@ -53,9 +54,13 @@ def plot_neighbours(result: QueryResult, *, cell_inches: float = 2.0) -> Figure:
     for i, nb in enumerate(result.neighbours):
         ax = fig.add_subplot(grid[i // ncols, nrows + i % ncols])
         ax.imshow(_image(nb.thumbnail, None))
-        ax.set_title(f"#{nb.rank}  d={nb.distance:.3g}\n{short_label(nb.source)} "
-                     f"r{nb.row} c{nb.col}", fontsize=7)
+        ax.set_title(
+            f"#{nb.rank}  d={nb.distance:.3g}\n{short_label(nb.source)} r{nb.row} c{nb.col}",
+            fontsize=7,
+        )
         ax.set_axis_off()
-    fig.suptitle(f"{result.k} nearest ({result.metric}) among {result.rows_scanned} tiles "
-                 f"· {result.model}", fontsize=9)
+    fig.suptitle(
+        f"{result.k} nearest ({result.metric}) among {result.rows_scanned} tiles · {result.model}",
+        fontsize=9,
+    )
     return fig

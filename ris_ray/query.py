@@ -71,10 +71,15 @@ class QueryResult:
         """JSON-ready dict (thumbnails and pixels left out)."""
         q = {k: v for k, v in asdict(self.query).items() if k not in ("thumbnail", "pixels")}
         return {
-            "query": q, "metric": self.metric, "k": self.k, "model": self.model,
-            "rows_scanned": self.rows_scanned, "search_ms": round(self.search_ms, 3),
-            "neighbours": [{k: v for k, v in asdict(n).items() if k != "thumbnail"}
-                           for n in self.neighbours],
+            "query": q,
+            "metric": self.metric,
+            "k": self.k,
+            "model": self.model,
+            "rows_scanned": self.rows_scanned,
+            "search_ms": round(self.search_ms, 3),
+            "neighbours": [
+                {k: v for k, v in asdict(n).items() if k != "thumbnail"} for n in self.neighbours
+            ],
         }
 
 
@@ -85,8 +90,14 @@ def _check_tile_id(tile_id: str) -> str:
 
 
 def _row_query(row: dict[str, Any]) -> QueryTile:
-    return QueryTile(label=f"{row['tile_id']}", tile_id=row["tile_id"], source=row["source"],
-                     row=row["row"], col=row["col"], thumbnail=row["thumbnail"])
+    return QueryTile(
+        label=f"{row['tile_id']}",
+        tile_id=row["tile_id"],
+        source=row["source"],
+        row=row["row"],
+        col=row["col"],
+        thumbnail=row["thumbnail"],
+    )
 
 
 def _stored_vector(ds: Any, tile_id: str) -> tuple[np.ndarray, QueryTile]:
@@ -106,27 +117,42 @@ def _random_vector(ds: Any, seed: int | None) -> tuple[np.ndarray, QueryTile]:
     return np.asarray(row["fingerprint"], dtype=np.float32), _row_query(row)
 
 
-def _image_vector(ds: Any, image: str, window: tuple[int, int, int, int] | None,
-                  weights_path: str | None, device: str) -> tuple[np.ndarray, QueryTile]:
+def _image_vector(
+    ds: Any,
+    image: str,
+    window: tuple[int, int, int, int] | None,
+    weights_path: str | None,
+    device: str,
+) -> tuple[np.ndarray, QueryTile]:
     params = dataset_params(ds)
     pixels = read_patch(image, window, params.tile_size)
     embedder = Embedder(weights_for_model(params.model, weights_path), device=device)
     vector = embedder.embed(pixels[None])[0]
     label = image.rsplit("/", 1)[-1] + (f" [{','.join(map(str, window))}]" if window else "")
-    return vector, QueryTile(label=label, source=image,
-                             row=window[1] if window else None,
-                             col=window[0] if window else None, pixels=pixels)
+    return vector, QueryTile(
+        label=label,
+        source=image,
+        row=window[1] if window else None,
+        col=window[0] if window else None,
+        pixels=pixels,
+    )
 
 
-def search(ds: Any, vector: np.ndarray, k: int, metric: str = "l2",
-           exclude: str | None = None) -> tuple[list[Neighbour], float]:
+def search(
+    ds: Any, vector: np.ndarray, k: int, metric: str = "l2", exclude: str | None = None
+) -> tuple[list[Neighbour], float]:
     """Exact top-``k`` over all rows (minus ``exclude``). Returns neighbours and ms."""
     if metric not in METRICS:
         raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
     if k < 1:
         raise InputError(f"--k {k}: must be >= 1")
-    nearest = {"column": "fingerprint", "q": vector.astype(np.float32), "k": k,
-               "metric": metric, "use_index": False}
+    nearest = {
+        "column": "fingerprint",
+        "q": vector.astype(np.float32),
+        "k": k,
+        "metric": metric,
+        "use_index": False,
+    }
     kw: dict[str, Any] = {}
     if exclude is not None:
         kw = {"filter": f"tile_id != '{_check_tile_id(exclude)}'", "prefilter": True}
@@ -137,8 +163,19 @@ def search(ds: Any, vector: np.ndarray, k: int, metric: str = "l2",
     for rank, row in enumerate(table.to_pylist(), start=1):
         d = float(row["_distance"])
         d = float(np.sqrt(max(d, 0.0))) if metric == "l2" else d
-        out.append(Neighbour(rank, d, row["tile_id"], row["source"], row["row"], row["col"],
-                             row["lon"], row["lat"], row["thumbnail"]))
+        out.append(
+            Neighbour(
+                rank,
+                d,
+                row["tile_id"],
+                row["source"],
+                row["row"],
+                row["col"],
+                row["lon"],
+                row["lat"],
+                row["thumbnail"],
+            )
+        )
     return out, ms
 
 

@@ -23,8 +23,9 @@ def landscape(height: int, width: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     img = np.empty((3, height, width), np.float32)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    palette = np.array([[92, 120, 60], [150, 140, 90], [70, 95, 50], [180, 160, 120],
-                        [110, 130, 70]], np.float32)
+    palette = np.array(
+        [[92, 120, 60], [150, 140, 90], [70, 95, 50], [180, 160, 120], [110, 130, 70]], np.float32
+    )
     # Fields: a grid of parcels, each with a colour and a row texture.
     cell = int(rng.integers(96, 200))
     for r0 in range(0, height, cell):
@@ -32,19 +33,29 @@ def landscape(height: int, width: int, seed: int) -> np.ndarray:
             colour = palette[rng.integers(len(palette))]
             angle = rng.uniform(0, np.pi)
             period = rng.uniform(4, 14)
-            rows = 12 * np.sin((xx[r0:r0 + cell, c0:c0 + cell] * np.cos(angle)
-                                + yy[r0:r0 + cell, c0:c0 + cell] * np.sin(angle)) / period)
-            img[:, r0:r0 + cell, c0:c0 + cell] = colour[:, None, None] + rows
+            rows = 12 * np.sin(
+                (
+                    xx[r0 : r0 + cell, c0 : c0 + cell] * np.cos(angle)
+                    + yy[r0 : r0 + cell, c0 : c0 + cell] * np.sin(angle)
+                )
+                / period
+            )
+            img[:, r0 : r0 + cell, c0 : c0 + cell] = colour[:, None, None] + rows
     # Tree crowns.
     for _ in range(int(height * width / 4000)):
         cy, cx, rad = rng.integers(height), rng.integers(width), rng.integers(4, 12)
-        y0, y1, x0, x1 = max(cy - rad, 0), min(cy + rad, height), max(cx - rad, 0), min(cx + rad, width)
+        y0, y1, x0, x1 = (
+            max(cy - rad, 0),
+            min(cy + rad, height),
+            max(cx - rad, 0),
+            min(cx + rad, width),
+        )
         disk = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2 <= rad * rad
         for b, v in enumerate((40, 70, 35)):
             img[b, y0:y1, x0:x1][disk] = v
     # A road and a pond.
     r = int(rng.integers(height // 4, 3 * height // 4))
-    img[:, r:r + 10, :] = np.array([120, 120, 118], np.float32)[:, None, None]
+    img[:, r : r + 10, :] = np.array([120, 120, 118], np.float32)[:, None, None]
     pond = (yy - rng.integers(height)) ** 2 + (xx - rng.integers(width)) ** 2 < (height / 8) ** 2
     for b, v in enumerate((40, 70, 90)):
         img[b][pond] = v
@@ -52,10 +63,18 @@ def landscape(height: int, width: int, seed: int) -> np.ndarray:
     return np.clip(img, 1, 254).astype(np.uint8)
 
 
-def write_geotiff(path: Path | str, data: np.ndarray, *, crs: str | None = "EPSG:32633",
-                  origin: tuple[float, float] = (500000.0, 5000000.0), res: float = 0.1,
-                  nodata: float | None = None, alpha: bool = False,
-                  tiled: bool = True, compress: str = "deflate") -> Path:
+def write_geotiff(
+    path: Path | str,
+    data: np.ndarray,
+    *,
+    crs: str | None = "EPSG:32633",
+    origin: tuple[float, float] = (500000.0, 5000000.0),
+    res: float = 0.1,
+    nodata: float | None = None,
+    alpha: bool = False,
+    tiled: bool = True,
+    compress: str = "deflate",
+) -> Path:
     """Write ``(bands, H, W)`` as a GeoTIFF (``crs=None``: no georeferencing).
 
     With ``alpha=True`` the last band is tagged as alpha.
@@ -63,12 +82,19 @@ def write_geotiff(path: Path | str, data: np.ndarray, *, crs: str | None = "EPSG
     path = Path(path)
     count, height, width = data.shape
     profile: dict[str, object] = {
-        "driver": "GTiff", "width": width, "height": height, "count": count,
-        "dtype": data.dtype.name, "compress": compress,
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": data.dtype.name,
+        "compress": compress,
     }
     if tiled and height >= 16 and width >= 16:
-        profile.update(tiled=True, blockxsize=min(512, width // 16 * 16),
-                       blockysize=min(512, height // 16 * 16))
+        profile.update(
+            tiled=True,
+            blockxsize=min(512, width // 16 * 16),
+            blockysize=min(512, height // 16 * 16),
+        )
     if crs is not None:
         profile.update(crs=crs, transform=from_origin(origin[0], origin[1], res, res))
     if nodata is not None:
@@ -93,11 +119,19 @@ def make_samples(out_dir: Path | str, *, size: int = 1024, seed: int = 0) -> lis
     footprint = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.48 * size) ** 2
     alpha = np.where(footprint, 255, 0).astype(np.uint8)
     scene[:, ~footprint] = 0
-    b = write_geotiff(out / "sample_rgba.tif", np.concatenate([scene, alpha[None]]),
-                      origin=(500000.0 + size * 0.1, 5000000.0), alpha=True)
+    b = write_geotiff(
+        out / "sample_rgba.tif",
+        np.concatenate([scene, alpha[None]]),
+        origin=(500000.0 + size * 0.1, 5000000.0),
+        alpha=True,
+    )
     # Panchromatic uint16 with nodata=0 in the top strip.
     pan = (landscape(size, size, seed + 2).astype(np.uint16).mean(axis=0) * 40).astype(np.uint16)
     pan[: size // 8] = 0
-    c = write_geotiff(out / "sample_pan_uint16.tif", pan[None], origin=(500000.0, 5000000.0 - size * 0.1),
-                      nodata=0)
+    c = write_geotiff(
+        out / "sample_pan_uint16.tif",
+        pan[None],
+        origin=(500000.0, 5000000.0 - size * 0.1),
+        nodata=0,
+    )
     return [a, b, c]

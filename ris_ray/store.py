@@ -65,8 +65,9 @@ _FIELDS = [
     pa.field("valid_fraction", pa.float32(), nullable=False),
     pa.field("model", pa.string(), nullable=False),
     pa.field("thumbnail", pa.binary()),
-    pa.field("fingerprint", pa.list_(pa.field("item", pa.float32()), FINGERPRINT_DIM),
-             nullable=False),
+    pa.field(
+        "fingerprint", pa.list_(pa.field("item", pa.float32()), FINGERPRINT_DIM), nullable=False
+    ),
 ]
 #: Row schema without dataset metadata (see :func:`schema_for`).
 SCHEMA = pa.schema(_FIELDS)
@@ -118,11 +119,15 @@ def _exists(uri: str) -> bool:
 def open_dataset(uri: str, version: int | None = None) -> Any:
     """Open a ris_ray Lance dataset, or raise :class:`DatasetError` saying why not."""
     if not _exists(uri):
-        raise DatasetError(f"{uri}: no Lance dataset here (create one with `ris ingest ... --db {uri}`)")
+        raise DatasetError(
+            f"{uri}: no Lance dataset here (create one with `ris ingest ... --db {uri}`)"
+        )
     try:
         ds = lance.dataset(uri, version=version)
     except (ValueError, OSError) as exc:
-        raise DatasetError(f"{uri}: cannot open Lance dataset ({str(exc).splitlines()[0]})") from None
+        raise DatasetError(
+            f"{uri}: cannot open Lance dataset ({str(exc).splitlines()[0]})"
+        ) from None
     if "fingerprint" not in ds.schema.names or "tile_id" not in ds.schema.names:
         raise DatasetError(f"{uri}: a Lance dataset, but not a ris_ray one (no fingerprint column)")
     return ds
@@ -131,8 +136,9 @@ def open_dataset(uri: str, version: int | None = None) -> Any:
 def dataset_params(ds: Any) -> DatasetParams:
     meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
     try:
-        return DatasetParams(int(meta["ris_ray.tile_size"]), int(meta["ris_ray.stride"]),
-                             meta["ris_ray.model"])
+        return DatasetParams(
+            int(meta["ris_ray.tile_size"]), int(meta["ris_ray.stride"]), meta["ris_ray.model"]
+        )
     except KeyError:
         raise DatasetError(f"{ds.uri}: missing ris_ray metadata; was it written by ris?") from None
 
@@ -165,8 +171,9 @@ def to_table(batch: dict[str, Any], params: DatasetParams, crs: str | None) -> p
         "valid_fraction": pa.array(batch["valid_fraction"], pa.float32()),
         "model": pa.array([params.model] * n, pa.string()),
         "thumbnail": pa.array(list(batch["thumbnail"]), pa.binary()),
-        "fingerprint": pa.FixedSizeListArray.from_arrays(pa.array(fp, pa.float32()),
-                                                          FINGERPRINT_DIM),
+        "fingerprint": pa.FixedSizeListArray.from_arrays(
+            pa.array(fp, pa.float32()), FINGERPRINT_DIM
+        ),
     }
     return pa.Table.from_pydict(columns, schema=schema_for(params))
 
@@ -258,16 +265,18 @@ class TileWriter:
             op = lance.LanceOperation.Overwrite(self.schema, frags)
             ds = lance.LanceDataset.commit(self.uri, op)
         else:
-            ds = lance.LanceDataset.commit(self.uri, lance.LanceOperation.Append(frags),
-                                           read_version=self._version)
+            ds = lance.LanceDataset.commit(
+                self.uri, lance.LanceOperation.Append(frags), read_version=self._version
+            )
         self._version = ds.version
         self.rows_committed += sum(f.physical_rows for f in frags)
         self.commits += 1
         return int(ds.version)
 
 
-def iter_fingerprints(ds: Any, batch_rows: int = 65536,
-                      columns: Iterable[str] = ("tile_id",)) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+def iter_fingerprints(
+    ds: Any, batch_rows: int = 65536, columns: Iterable[str] = ("tile_id",)
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Stream ``(batch, fingerprints)`` pairs, ``batch_rows`` at a time (bounded memory)."""
     cols = [*columns, "fingerprint"]
     for batch in ds.to_batches(columns=cols, batch_size=batch_rows):

@@ -15,9 +15,9 @@ smaller than one tile therefore yields no tiles (reported, not an error).
 from __future__ import annotations
 
 import hashlib
-import os
 import io
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +27,6 @@ import numpy as np
 import rasterio
 import rasterio.warp
 import rasterio.windows
-from affine import Affine
 from PIL import Image
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning
@@ -278,8 +277,13 @@ def _open(path: str) -> Any:
         raise RasterReadError(f"{path}: cannot open as a raster ({msg})") from None
 
 
-def _valid_mask(src: Any, info: RasterInfo, data: np.ndarray, window: Window | None,
-                out_shape: tuple[int, int] | None = None) -> np.ndarray:
+def _valid_mask(
+    src: Any,
+    info: RasterInfo,
+    data: np.ndarray,
+    window: Window | None,
+    out_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Boolean ``(H, W)`` validity of ``data`` (the selected bands, same window)."""
     if info.mask == "dataset":
         kw: dict[str, Any] = {"window": window}
@@ -322,9 +326,7 @@ def probe(path: str, bands: tuple[int, ...] | None = None) -> RasterInfo:
             except UnsupportedRasterError as exc:
                 raise UnsupportedRasterError(f"{path}: {exc}") from None
             flags = [src.mask_flag_enums[b - 1] for b in plan.indexes]
-            declared = plan.alpha is not None or any(
-                MaskFlags.all_valid not in f for f in flags
-            )
+            declared = plan.alpha is not None or any(MaskFlags.all_valid not in f for f in flags)
             transform = None if src.transform.is_identity and src.crs is None else src.transform
             info = RasterInfo(
                 path=path,
@@ -333,11 +335,11 @@ def probe(path: str, bands: tuple[int, ...] | None = None) -> RasterInfo:
                 count=src.count,
                 dtype=dtype,
                 crs=_crs_string(src.crs),
-                transform=tuple(transform)[:6] if transform is not None else None,  # type: ignore[arg-type]
+                transform=tuple(transform)[:6] if transform is not None else None,
                 bands=plan,
                 mask="dataset" if declared else "fill",
                 stretch=None,
-                block_shape=tuple(src.block_shapes[0]),  # type: ignore[arg-type]
+                block_shape=tuple(src.block_shapes[0]),
                 size_bytes=st.st_size,
                 mtime_ns=st.st_mtime_ns,
             )
@@ -353,8 +355,11 @@ def _with_stretch(src: Any, info: RasterInfo) -> RasterInfo:
     if scale > 1:
         h, w = max(1, round(h / scale)), max(1, round(w / scale))
     try:
-        data = src.read(list(info.bands.indexes), out_shape=(len(info.bands.indexes), h, w),
-                        resampling=Resampling.nearest)
+        data = src.read(
+            list(info.bands.indexes),
+            out_shape=(len(info.bands.indexes), h, w),
+            resampling=Resampling.nearest,
+        )
         valid = _valid_mask(src, info, data, None, out_shape=(h, w))
     except rasterio.RasterioIOError as exc:
         raise RasterReadError(f"{info.path}: cannot read pixels for the stretch ({exc})") from None
@@ -442,27 +447,43 @@ def _geo_columns(info: RasterInfo, rows: np.ndarray, cols: np.ndarray, tile: int
     n = rows.size
     nan = np.full(n, np.nan)
     if info.transform is None or n == 0:
-        return {"minx": nan, "miny": nan, "maxx": nan.copy(), "maxy": nan.copy(),
-                "lon": nan.copy(), "lat": nan.copy()}
-    t = Affine(*info.transform)
-    xs0, ys0 = t * (cols.astype(np.float64), rows.astype(np.float64))
-    xs1, ys1 = t * (cols + float(tile), rows + float(tile))
-    xc, yc = t * (cols + tile / 2.0, rows + tile / 2.0)
-    xs0, ys0, xs1, ys1 = map(np.asarray, (xs0, ys0, xs1, ys1))
+        return {
+            "minx": nan,
+            "miny": nan,
+            "maxx": nan.copy(),
+            "maxy": nan.copy(),
+            "lon": nan.copy(),
+            "lat": nan.copy(),
+        }
+    a, b, c, d, e, f = info.transform  # x = a*col + b*row + c ; y = d*col + e*row + f
+
+    def xy(cc: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return a * cc + b * rr + c, d * cc + e * rr + f
+
+    cols_f, rows_f = cols.astype(np.float64), rows.astype(np.float64)
+    xs0, ys0 = xy(cols_f, rows_f)
+    xs1, ys1 = xy(cols_f + tile, rows_f + tile)
+    xc, yc = xy(cols_f + tile / 2.0, rows_f + tile / 2.0)
     out = {
-        "minx": np.minimum(xs0, xs1), "maxx": np.maximum(xs0, xs1),
-        "miny": np.minimum(ys0, ys1), "maxy": np.maximum(ys0, ys1),
-        "lon": nan.copy(), "lat": nan.copy(),
+        "minx": np.minimum(xs0, xs1),
+        "maxx": np.maximum(xs0, xs1),
+        "miny": np.minimum(ys0, ys1),
+        "maxy": np.maximum(ys0, ys1),
+        "lon": nan.copy(),
+        "lat": nan.copy(),
     }
     if info.crs is not None:
-        lon, lat = rasterio.warp.transform(info.crs, "EPSG:4326", list(np.asarray(xc)),
-                                           list(np.asarray(yc)))
+        lon, lat = rasterio.warp.transform(info.crs, "EPSG:4326", list(xc), list(yc))
         out["lon"], out["lat"] = np.asarray(lon), np.asarray(lat)
     return out
 
 
-def read_patch(path: str, window: tuple[int, int, int, int] | None, size: int,
-               bands: tuple[int, ...] | None = None) -> np.ndarray:
+def read_patch(
+    path: str,
+    window: tuple[int, int, int, int] | None,
+    size: int,
+    bands: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """Read ``window`` = ``(col, row, width, height)`` of any GDAL-readable image
     (GeoTIFF, PNG, JPEG; the whole image when ``None``) resampled to
     ``size x size`` and converted with the same band rules as ingest.
@@ -486,7 +507,11 @@ def read_patch(path: str, window: tuple[int, int, int, int] | None, size: int,
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with _open(path) as src:
             shape = (len(info.bands.indexes), size, size)
-            data = src.read(list(info.bands.indexes), window=win, out_shape=shape,
-                            resampling=Resampling.bilinear)
+            data = src.read(
+                list(info.bands.indexes),
+                window=win,
+                out_shape=shape,
+                resampling=Resampling.bilinear,
+            )
             valid = _valid_mask(src, info, data, win, out_shape=(size, size))
     return to_rgb8(data, valid, info.stretch)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install ris_ray (+ test tools) into .venv with pinned torch/ray/lance and run every check.
+# Usage: bash scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+.venv/bin/ruff check ris_ray tests jobs benchmarks
+.venv/bin/ruff format --check ris_ray tests jobs benchmarks
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,114 @@
+"""The embedder on hand-built batches, without Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ris_ray.embed import (
+    FINGERPRINT_DIM,
+    Embedder,
+    build_model,
+    resolve_weights,
+    weights_for_model,
+)
+from ris_ray.errors import InputError, WeightsError
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder("random", batch_size=3)
+
+
+def _batch(n: int, seed: int = 0, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_call_adds_fingerprints_and_passes_keys_through(embedder: Embedder) -> None:
+    pixels = _batch(5)
+    out = embedder({"pixels": pixels, "tile_id": np.array(list("abcde"), dtype=object)})
+    assert out["fingerprint"].shape == (5, FINGERPRINT_DIM)
+    assert out["fingerprint"].dtype == np.float32
+    assert list(out["tile_id"]) == list("abcde")
+    assert np.isfinite(out["fingerprint"]).all()
+    # ResNet features after ReLU + average pooling are non-negative.
+    assert (out["fingerprint"] >= 0).all()
+
+
+def test_chunking_and_order_do_not_change_results(embedder: Embedder) -> None:
+    pixels = _batch(7, seed=1)
+    whole = embedder.embed(pixels)  # chunks of 3, 3, 1
+    single = np.stack([embedder.embed(pixels[i : i + 1])[0] for i in range(7)])
+    assert np.allclose(whole, single, atol=1e-4)
+    reordered = embedder.embed(pixels[::-1].copy())
+    assert np.allclose(reordered[::-1], whole, atol=1e-4)
+    assert not np.allclose(whole[0], whole[1])
+
+
+def test_normalisation_matches_torchvision_reference(embedder: Embedder) -> None:
+    pixels = _batch(2, seed=2)
+    model = build_model(resolve_weights("random"))
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        ref = model((x - mean) / std).numpy()
+    assert np.allclose(embedder.embed(pixels), ref, rtol=1e-3, atol=1e-4)
+
+
+def test_random_weights_are_seeded() -> None:
+    a = Embedder("random").embed(_batch(2))
+    b = Embedder("random:0").embed(_batch(2))
+    c = Embedder("random:1").embed(_batch(2))
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert resolve_weights("random:1").model_id == "resnet18/random-seed1"
+
+
+def test_weights_file_roundtrip(tmp_path: Path) -> None:
+    model = build_model(resolve_weights("random:7"))
+    path = tmp_path / "w.pth"
+    torch.save(model.state_dict(), path)
+    from_file = Embedder(str(path))
+    assert from_file.model_id.startswith("resnet18/file-")
+    assert np.allclose(from_file.embed(_batch(2)), Embedder("random:7").embed(_batch(2)), atol=1e-5)
+    assert weights_for_model(from_file.model_id, str(path)).path == str(path.resolve())
+    with pytest.raises(WeightsError, match="pass it as --weights"):
+        weights_for_model(from_file.model_id)
+
+
+def test_weights_file_that_is_not_a_state_dict(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(WeightsError, match="bad.pth"):
+        Embedder(str(bad))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(WeightsError, match="do not fit ResNet-18"):
+        Embedder(str(wrong))
+    with pytest.raises(InputError, match="nope.pth"):
+        resolve_weights(str(tmp_path / "nope.pth"))
+
+
+def test_imagenet_offline_fails_fast_with_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchvision.models._api import WeightsEnum
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(WeightsError, match="--weights PATH") as info:
+        Embedder("imagenet")
+    assert "resnet18-f37072fd.pth" in str(info.value)
+
+
+def test_rejects_bad_pixels(embedder: Embedder) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        embedder.embed(np.zeros((1, 8, 8, 3), np.float32))
