@@ -92,6 +92,19 @@ def ingest(
         str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: fp16 on GPU).")
     ] = "auto",
     report: Annotated[Path | None, typer.Option(help="Write the run report JSON here.")] = None,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            help="Re-read every input and replace the dataset in one commit "
+            "(needed to change tile size, stride or weights)."
+        ),
+    ] = False,
+    prune: Annotated[
+        bool, typer.Option(help="Delete tiles of files under INPUT that no longer exist.")
+    ] = False,
+    commit_every: Annotated[
+        float, typer.Option(help="Seconds between commits of finished files (0: each file).")
+    ] = 120.0,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
@@ -119,6 +132,9 @@ def ingest(
         device=cast(Device, device),
         precision=cast(Precision, precision),
         progress=not quiet,
+        rebuild=rebuild,
+        prune=prune,
+        commit_every_s=commit_every,
     )
     result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
     if report is not None:
@@ -130,21 +146,31 @@ def ingest(
 
 
 def _print_ingest(r: Any) -> None:
-    table = Table(title="files", show_lines=False)
-    for col in ("status", "tiles", "low valid", "file / reason"):
-        table.add_column(col)
-    for f in r.files:
-        text = f.path if not f.reason else f"{f.path}\n  {f.reason}"
-        table.add_row(f.status, str(f.tiles_written), str(f.tiles_low_valid), text)
-    out.print(table)
+    read = r.files_read
+    if read:
+        table = Table(title="files read", show_lines=False)
+        for col in ("status", "tiles", "low valid", "file / reason"):
+            table.add_column(col)
+        for f in read:
+            text = f.path if not f.reason else f"{f.path}\n  {f.reason}"
+            table.add_row(f.status, str(f.tiles_written), str(f.tiles_low_valid), text)
+        out.print(table)
     counts = {s: sum(1 for f in r.files if f.status == s) for s in ("ok", "skipped", "failed")}
-    out.print(
-        f"files: {len(r.files)} read ({counts['ok']} ok, {counts['skipped']} skipped, "
-        f"{counts['failed']} failed) | tiles: {r.tiles_written} written, {r.tiles_low_valid} "
-        f"skipped below --min-valid | {r.wall_s:.1f} s, {r.tiles_per_s:.1f} tiles/s\n"
-        f"weights: {r.weights} | model: {r.model} | device: {r.device}\n"
-        f"dataset: {r.db} (version {r.version})"
-    )
+    unchanged = len(r.files) - len(read)
+    lines = [
+        f"files: {len(read)} new or changed, read ({counts['ok']} ok, {counts['skipped']} "
+        f"skipped, {counts['failed']} failed); {unchanged} unchanged",
+        f"tiles: {r.tiles_written} written, {r.tiles_low_valid} skipped below --min-valid"
+        f" | {r.wall_s:.1f} s, {r.tiles_per_s:.1f} tiles/s",
+    ]
+    if r.pruned_files:
+        lines.append(f"pruned {r.pruned_files} files that no longer exist ({r.pruned_tiles} tiles)")
+    elif r.missing:
+        lines.append(f"{len(r.missing)} files no longer exist (--prune drops their tiles)")
+    if read:
+        lines.append(f"weights: {r.weights} | model: {r.model} | device: {r.device}")
+    lines.append(f"dataset: {r.db} (version {r.version}, {r.commits} commits this run)")
+    out.print("\n".join(lines))
 
 
 @app.command()
@@ -222,17 +248,54 @@ def query(
 @app.command()
 def info(
     db: DbOpt,
+    versions: Annotated[
+        bool, typer.Option("--versions", help="Also list the dataset's version history.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Describe a dataset: rows, sources, model, fingerprint type, version, size."""
-    from ris_ray.store import dataset_info
+    from ris_ray.store import dataset_info, version_history
 
     data = dataset_info(db)
+    if versions:
+        history = version_history(db)
+        if not as_json:
+            table = Table(title="versions")
+            for col in ("version", "time (UTC)", "rows", "files committed", "tiles"):
+                table.add_column(col)
+            for v in history:
+                table.add_row(
+                    str(v["version"]),
+                    v["timestamp"],
+                    str(v["rows"]),
+                    str(v["files"]),
+                    str(v["tiles"]),
+                )
+            out.print(table)
+        data["history"] = history
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     for key, value in data.items():
-        out.print(f"{key:>18}: {value}")
+        if key != "history":
+            out.print(f"{key:>18}: {value}")
+
+
+@app.command()
+def compact(
+    db: DbOpt,
+    keep_days: Annotated[
+        float, typer.Option(help="Keep versions newer than this many days (time travel).")
+    ] = 7.0,
+) -> None:
+    """Merge small fragments and delete versions older than --keep-days."""
+    from ris_ray.store import compact as run_compact
+
+    stats = run_compact(db, keep_days=keep_days)
+    out.print(
+        f"fragments: {stats['fragments_before']} -> {stats['fragments_after']}; "
+        f"versions removed: {stats['versions_removed']}; bytes freed: {stats['bytes_removed']}"
+    )
 
 
 @app.command()

@@ -56,6 +56,9 @@ class IngestConfig:
     commit_every_s: float = 120.0
     max_tasks_in_flight: int | None = None
     progress: bool = True
+    rebuild: bool = False
+    prune: bool = False
+    compact_fragments: int = 64
 
     def __post_init__(self) -> None:
         if not self.inputs:

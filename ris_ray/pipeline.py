@@ -38,10 +38,19 @@ from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
 from ris_ray.errors import RisError
 from ris_ray.inputs import discover
-from ris_ray.store import DatasetParams, TileWriter, local_path, to_table
+from ris_ray.manifest import FileRecord, Manifest
+from ris_ray.store import (
+    DatasetParams,
+    TileWriter,
+    lance_dataset,
+    local_path,
+    open_dataset,
+    sql_in,
+    to_table,
+)
 from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, plan_windows, probe, read_tiles
 
-__all__ = ["FileReport", "IngestReport", "connect", "ingest"]
+__all__ = ["FileReport", "IngestReport", "connect", "ingest", "maybe_compact"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +67,7 @@ class FileReport:
     """What happened to one input file."""
 
     path: str
-    status: str = "pending"  # ok | skipped | failed
+    status: str = "pending"  # ok | skipped | failed | unchanged
     tiles_planned: int = 0
     tiles_written: int = 0
     tiles_low_valid: int = 0
@@ -79,6 +88,9 @@ class IngestReport:
     wall_s: float = 0.0
     version: int | None = None
     commits: int = 0
+    missing: list[str] = field(default_factory=list)
+    pruned_files: int = 0
+    pruned_tiles: int = 0
 
     @property
     def tiles_written(self) -> int:
@@ -93,6 +105,11 @@ class IngestReport:
         return [f for f in self.files if f.status == "failed"]
 
     @property
+    def files_read(self) -> list[FileReport]:
+        """Files this run opened (everything but ``unchanged``)."""
+        return [f for f in self.files if f.status != "unchanged"]
+
+    @property
     def tiles_per_s(self) -> float:
         return self.tiles_written / self.wall_s if self.wall_s > 0 else 0.0
 
@@ -100,6 +117,7 @@ class IngestReport:
         d = asdict(self)
         d.update(
             tiles_written=self.tiles_written,
+            files_read=len(self.files_read),
             tiles_low_valid=self.tiles_low_valid,
             files_failed=len(self.files_failed),
             tiles_per_s=round(self.tiles_per_s, 2),
@@ -241,14 +259,34 @@ class _Progress:
             self._p.stop()
 
 
+def _stat(path: str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a local file, ``None`` for remote or unreadable paths."""
+    if "://" in path or path.startswith("/vsi"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
 def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) -> IngestReport:
     """Run the ingest job described by ``cfg`` and return its report.
 
-    Connects to Ray (embedded unless ``cfg.address``/``RAY_ADDRESS``), reads
-    every TIFF under ``cfg.inputs`` and commits their tiles to ``cfg.db``.
-    Per-file failures are recorded in the report, not raised; configuration
-    problems (missing input, unusable weights, incompatible dataset) raise
-    :class:`~ris_ray.errors.RisError` before any pixel is read.
+    Incremental: files already in the dataset's manifest with the same size
+    and modification time are not read again; new, changed and previously
+    failed files are. With ``cfg.rebuild`` everything is re-read and the
+    dataset is replaced in one commit; with ``cfg.prune`` tiles of manifest
+    files under the inputs that no longer exist are deleted.
+
+    Connects to Ray (embedded unless ``cfg.address``/``RAY_ADDRESS``) only when
+    there is work. Per-file failures are recorded in the report, not raised;
+    configuration problems (missing input, unusable weights, incompatible
+    dataset) raise :class:`~ris_ray.errors.RisError` before any pixel is read.
     """
     say = on_event or (lambda msg: None)
     t0 = time.monotonic()
@@ -256,19 +294,77 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
     weights = resolve_weights(cfg.weights)
     params = DatasetParams(cfg.tile_size, cfg.step, weights.model_id)
     db = local_path(cfg.db)
-    writer = TileWriter(db, params)  # checks an existing dataset is compatible
-    # Build the model once here so missing weights fail before Ray starts work.
-    Embedder(weights, device="cpu", precision="fp32")
-    say(f"weights: {weights.description}")
-
-    started = connect(cfg.address)
+    writer = TileWriter(db, params, rebuild=cfg.rebuild)  # checks compatibility first
     try:
-        report = _run(cfg, paths, weights, params, writer, say, t0)
+        manifest = Manifest(db)
+        known = {} if cfg.rebuild else manifest.load()
+        report = IngestReport(
+            db=db, model=weights.model_id, weights=weights.description, device="-"
+        )
+        todo: list[str] = []
+        for path in paths:
+            ident = _stat(path)
+            rec = known.get(path)
+            if (
+                rec is not None
+                and ident is not None
+                and rec.status != "failed"
+                and rec.same_file(*ident)
+            ):
+                report.files.append(FileReport(path, "unchanged", tiles_written=0, reason=None))
+            else:
+                todo.append(path)
+        roots = [os.path.abspath(i) for i in cfg.inputs if "://" not in i]
+        gone = sorted(p for p in known if _under(p, roots) and not os.path.lexists(p))
+        report.missing = gone
+        say(
+            f"{len(todo)} new or changed files, {len(paths) - len(todo)} unchanged"
+            + (f", {len(gone)} gone" if gone else "")
+        )
+        if todo:
+            # Build the model once here so missing weights fail before Ray starts work.
+            Embedder(weights, device="cpu", precision="fp32")
+            say(f"weights: {weights.description}")
+            started = connect(cfg.address)
+            try:
+                _run(cfg, todo, weights, params, writer, manifest, report, say, t0)
+            finally:
+                if started:
+                    ray.shutdown()
+        if cfg.prune and gone:
+            report.pruned_tiles = _prune(db, manifest, gone)
+            report.pruned_files = len(gone)
+            say(f"pruned {len(gone)} files that no longer exist")
+        report.version = open_dataset(db).version if writer.version is not None else None
+        if report.commits and cfg.compact_fragments:
+            maybe_compact(db, cfg.compact_fragments)
     finally:
-        if started:
-            ray.shutdown()
+        writer.close()
     report.wall_s = time.monotonic() - t0
     return report
+
+
+def _prune(db: str, manifest: Manifest, gone: list[str]) -> int:
+    """Delete the tiles and manifest rows of files that no longer exist."""
+    ds = open_dataset(db)
+    before = ds.count_rows()
+    ds.delete(sql_in("source", gone))
+    manifest.delete(gone)
+    return int(before - lance_dataset(db).count_rows())
+
+
+def _record(f: FileReport, version: int | None, ident: tuple[int, int] | None) -> FileRecord:
+    size, mtime = ident or (-1, -1)
+    return FileRecord(
+        path=f.path,
+        size=size,
+        mtime_ns=mtime,
+        status=f.status,
+        tiles=f.tiles_written,
+        tiles_low_valid=f.tiles_low_valid,
+        reason=f.reason,
+        dataset_version=version,
+    )
 
 
 def _run(
@@ -277,23 +373,22 @@ def _run(
     weights: ResolvedWeights,
     params: DatasetParams,
     writer: TileWriter,
+    manifest: Manifest,
+    report: IngestReport,
     say: Callable[[str], None],
     t0: float,
-) -> IngestReport:
+) -> None:
     spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id, cfg.thumbnail_size)
     actors = _make_actors(cfg, weights, params)
-    device = ray.get(actors[0].device.remote())
-    say(f"embedders: {len(actors)} x {device}; files: {len(paths)}")
-    report = IngestReport(
-        db=writer.uri,
-        model=weights.model_id,
-        weights=weights.description,
-        device=device,
-        files=[FileReport(p) for p in paths],
-    )
-    files = {f.path: f for f in report.files}
+    report.device = ray.get(actors[0].device.remote())
+    say(f"embedders: {len(actors)} x {report.device}; files to read: {len(paths)}")
+    new_reports = [FileReport(p) for p in paths]
+    report.files.extend(new_reports)
+    files = {f.path: f for f in new_reports}
+    idents = {p: _stat(p) for p in paths}
     infos: dict[str, RasterInfo] = {}
     outstanding: dict[str, int] = {}  # windows not yet fully handled, per file
+    unstaged: list[str] = []  # settled files with nothing to publish (probe failures)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     max_inflight = cfg.max_tasks_in_flight or max(4, 2 * cpus + 2 * len(actors))
 
@@ -307,6 +402,16 @@ def _run(
     last_commit = time.monotonic()
     progress = _Progress(cfg.progress, len(paths))
 
+    def publish() -> None:
+        nonlocal last_commit
+        version, sources = writer.commit()
+        version = version if version is not None else writer.version
+        done = [*sources, *unstaged]
+        unstaged.clear()
+        if not writer.rebuild:
+            manifest.upsert(_record(files[p], version, idents[p]) for p in done)
+        last_commit = time.monotonic()
+
     def settle(path: str) -> None:
         nonlocal files_done
         outstanding[path] -= 1
@@ -318,9 +423,7 @@ def _run(
             f.status = "failed"
         elif f.tiles_written == 0:
             f.status = "skipped"
-            f.reason = f.reason or (
-                f"all {f.tiles_planned} tiles below --min-valid {cfg.min_valid}"
-            )
+            f.reason = f.reason or f"all {f.tiles_planned} tiles below --min-valid {cfg.min_valid}"
         else:
             f.status = "ok"
         writer.finish(path)
@@ -348,11 +451,10 @@ def _run(
                     result = _get(ref)
                     f = files[path]
                     if isinstance(result, (str, BaseException)):
-                        f.status, f.reason = (
-                            "failed",
-                            _error_text(result) if isinstance(result, BaseException) else result,
-                        )
+                        f.status = "failed"
+                        f.reason = result if isinstance(result, str) else _error_text(result)
                         files_done += 1
+                        unstaged.append(path)  # keep any tiles an earlier run stored
                         continue
                     infos[path] = result
                     jobs = plan_windows(
@@ -373,6 +475,7 @@ def _run(
                             f"{spec.tile}x{spec.tile} tile"
                         )
                         files_done += 1
+                        writer.finish(path)  # drops tiles of an earlier, larger version
                         continue
                     outstanding[path] = len(jobs)
                     windows.extend((path, j) for j in jobs)
@@ -388,7 +491,7 @@ def _run(
                         f.reason = (
                             stats["error"]
                             if f.windows_failed == 1
-                            else (f"{f.windows_failed} windows failed; first: {f.reason}")
+                            else f"{f.windows_failed} windows failed; first: {f.reason}"
                         )
                         settle(path)
                     elif stats["n_tiles"]:
@@ -409,16 +512,31 @@ def _run(
                         done_tiles += table.num_rows
                     settle(path)
             progress.update(done_tiles, planned, files_done, t0)
-            if writer.pending_sources and time.monotonic() - last_commit >= cfg.commit_every_s:
-                writer.commit()
-                last_commit = time.monotonic()
-        report.version = writer.commit() or writer.version
+            if (writer.pending_sources or unstaged) and (
+                time.monotonic() - last_commit >= cfg.commit_every_s
+            ):
+                publish()
+        if writer.rebuild:
+            version, _ = writer.finalize()
+            manifest.replace_all(_record(f, version, idents[f.path]) for f in new_reports)
+        else:
+            publish()
     finally:
         progress.stop()
         for actor in actors:
             ray.kill(actor)
     report.commits = writer.commits
-    return report
+
+
+def maybe_compact(db: str, max_fragments: int) -> bool:
+    """Compact the dataset (and its manifest) when it has more than ``max_fragments``
+    fragments. Returns True when it compacted."""
+    ds = lance_dataset(db)
+    if len(ds.get_fragments()) <= max_fragments:
+        return False
+    ds.optimize.compact_files()
+    Manifest(db).compact()
+    return True
 
 
 def _get(ref: Any) -> Any:

@@ -4,19 +4,19 @@ Layout: one Lance dataset per ``--db``; one row per tile. Dataset-wide
 parameters (tile size, stride, model id) live in the Arrow schema metadata
 under ``ris_ray.*`` keys so a later run or a query can check it is compatible.
 
-Writing (:class:`TileWriter`) uses Lance's distributed-write API directly:
-rows are written to fragments with :func:`lance.fragment.write_fragments`
-(uncommitted data files, invisible to readers) and published with a single
-:meth:`lance.LanceDataset.commit` per commit group. Fragments never mix files
-and a file's fragments are committed together, so a reader sees either none
-or all of a file's tiles. (We do not use Ray Data's ``write_lance``: in
-Ray 2.60 it breaks with pylance >= 6, and it commits per dataset, not per
-source file.)
+Writing (:class:`TileWriter`) stages each source file's rows on local disk
+and publishes finished files in one Lance transaction per commit group
+(create / append / ``merge_insert`` keyed on ``tile_id``), so a reader sees
+either none or all of a file's tiles and a re-run never duplicates a tile.
+(We do not use Ray Data's ``write_lance``: in Ray 2.60 it breaks with
+pylance >= 6, and it commits per dataset, not per source file.)
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,16 +34,19 @@ os.environ.setdefault("LANCE_LOG", "error")
 # Lance warns at every fork; Ray forks only to exec its own processes.
 warnings.filterwarnings("ignore", "lance is not fork-safe")
 import lance  # noqa: E402
-import lance.fragment  # noqa: E402
 
 __all__ = [
     "SCHEMA",
     "DatasetParams",
     "TileWriter",
+    "compact",
     "dataset_info",
     "dataset_params",
     "dataset_size_bytes",
+    "lance_dataset",
     "open_dataset",
+    "sql_in",
+    "version_history",
 ]
 
 FORMAT_VERSION = "1"
@@ -116,6 +119,11 @@ def _exists(uri: str) -> bool:
     return (Path(uri) / "_versions").is_dir()
 
 
+def lance_dataset(uri: str) -> Any:
+    """The Lance dataset at ``uri`` (latest version), without ris_ray checks."""
+    return lance.dataset(uri)
+
+
 def open_dataset(uri: str, version: int | None = None) -> Any:
     """Open a ris_ray Lance dataset, or raise :class:`DatasetError` saying why not."""
     if not _exists(uri):
@@ -178,100 +186,181 @@ def to_table(batch: dict[str, Any], params: DatasetParams, crs: str | None) -> p
     return pa.Table.from_pydict(columns, schema=schema_for(params))
 
 
-class TileWriter:
-    """Write tiles to uncommitted fragments; publish whole files atomically.
+def sql_in(column: str, values: Iterable[str]) -> str:
+    """``column IN ('a', 'b')`` with SQL string quoting (``'`` doubled)."""
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
 
-    ``add(source, table)`` buffers rows per source and spills them to
-    fragments once ``max_buffer_rows`` is reached; ``finish(source)`` marks the
-    source complete; ``commit()`` publishes every completed source in one
-    Lance transaction (``Overwrite`` for a new dataset, else ``Append``).
-    ``discard(source)`` drops a source's rows (its already-written data files
-    stay unreferenced and are removed by ``cleanup_old_versions``).
+
+class TileWriter:
+    """Stage tiles per source file on local disk; publish whole files atomically.
+
+    ``add(source, table)`` appends rows to the source's staging file (Arrow
+    IPC in a private temp dir, so memory stays bounded), ``finish(source)``
+    marks it complete, and ``commit()`` publishes every completed source in
+    one Lance transaction:
+
+    - a new dataset is created with ``write_dataset``;
+    - when none of the sources has rows yet, rows are appended;
+    - otherwise ``merge_insert`` on ``tile_id`` updates matching tiles,
+      inserts new ones and deletes the sources' tiles that were not produced
+      again (a changed file, a tile now below ``--min-valid``, rows left by a
+      killed run). Readers see the version before or after, never half a file.
+
+    With ``rebuild=True`` nothing is published until :meth:`finalize`, which
+    overwrites the dataset with everything staged (old versions stay readable
+    until cleanup). Call :meth:`close` to remove the staging dir.
     """
 
-    def __init__(self, uri: str, params: DatasetParams, *, max_buffer_rows: int = 8192) -> None:
+    def __init__(
+        self,
+        uri: str,
+        params: DatasetParams,
+        *,
+        rebuild: bool = False,
+        stage_dir: str | None = None,
+    ) -> None:
         self.uri = uri
         self.params = params
         self.schema = schema_for(params)
-        self.max_buffer_rows = max_buffer_rows
-        self._buffers: dict[str, list[pa.Table]] = {}
-        self._buffered_rows: dict[str, int] = {}
-        self._fragments: dict[str, list[Any]] = {}
+        self.rebuild = rebuild
+        self._stage = Path(tempfile.mkdtemp(prefix="ris-stage-", dir=stage_dir))
+        self._writers: dict[str, tuple[Any, Any]] = {}
+        self._files: dict[str, Path] = {}
         self._ready: list[str] = []
         self.rows_committed = 0
         self.commits = 0
+        self._version: int | None = None
         if _exists(uri):
             ds = open_dataset(uri)
-            params.check_same(dataset_params(ds), uri)
-            self._version: int | None = ds.version
-        else:
-            self._version = None
+            if not rebuild:
+                params.check_same(dataset_params(ds), uri)
+            self._version = ds.version
 
     @property
     def version(self) -> int | None:
         """The dataset version this writer last saw or made (None: not created yet)."""
         return self._version
 
-    def add(self, source: str, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            self._buffers.setdefault(source, [])
-            return
-        self._buffers.setdefault(source, []).append(table)
-        self._buffered_rows[source] = self._buffered_rows.get(source, 0) + table.num_rows
-        if self._buffered_rows[source] >= self.max_buffer_rows:
-            self._spill(source)
-
-    def _spill(self, source: str) -> None:
-        tables = self._buffers.get(source) or []
-        if not tables:
-            return
-        data = pa.concat_tables(tables)
-        target = self.uri if self._version is None else lance.dataset(self.uri)
-        frags = lance.fragment.write_fragments(data, target, schema=self.schema)
-        self._fragments.setdefault(source, []).extend(frags)
-        self._buffers[source] = []
-        self._buffered_rows[source] = 0
-
-    def finish(self, source: str) -> None:
-        """Mark ``source`` complete: its rows go out with the next :meth:`commit`."""
-        self._ready.append(source)
-
-    def discard(self, source: str) -> None:
-        self._buffers.pop(source, None)
-        self._buffered_rows.pop(source, None)
-        self._fragments.pop(source, None)
-        if source in self._ready:
-            self._ready.remove(source)
-
     @property
     def pending_sources(self) -> int:
         return len(self._ready)
 
-    def commit(self) -> int | None:
-        """Publish all finished sources in one transaction; return the new version.
+    def add(self, source: str, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if source not in self._writers:
+            path = self._stage / f"{len(self._files):08d}.arrow"
+            sink = pa.OSFile(str(path), "wb")
+            self._writers[source] = (sink, pa.ipc.new_stream(sink, self.schema))
+            self._files[source] = path
+        self._writers[source][1].write_table(table.cast(self.schema))
 
-        Returns ``None`` (and commits nothing) when no finished source has rows.
+    def _close_writer(self, source: str) -> None:
+        if source in self._writers:
+            sink, writer = self._writers.pop(source)
+            writer.close()
+            sink.close()
+
+    def finish(self, source: str) -> None:
+        """Mark ``source`` complete: its rows go out with the next :meth:`commit`."""
+        self._close_writer(source)
+        self._ready.append(source)
+
+    def discard(self, source: str) -> None:
+        """Forget everything staged for ``source``."""
+        self._close_writer(source)
+        path = self._files.pop(source, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        if source in self._ready:
+            self._ready.remove(source)
+
+    def _reader(self, sources: list[str]) -> pa.RecordBatchReader:
+        paths = [self._files[s] for s in sources if s in self._files]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for path in paths:
+                with pa.OSFile(str(path), "rb") as f:
+                    yield from pa.ipc.open_stream(f)
+
+        return pa.RecordBatchReader.from_batches(self.schema, batches())
+
+    def _staged_rows(self, sources: list[str]) -> int:
+        rows = 0
+        for s in sources:
+            if s in self._files:
+                with pa.OSFile(str(self._files[s]), "rb") as f:
+                    rows += sum(b.num_rows for b in pa.ipc.open_stream(f))
+        return rows
+
+    def commit(self) -> tuple[int | None, list[str]]:
+        """Publish all finished sources in one transaction.
+
+        Returns ``(version, sources)``: the new dataset version (``None`` if
+        nothing changed) and the sources it covers. In rebuild mode this
+        publishes nothing (see :meth:`finalize`).
         """
-        ready, self._ready = self._ready, []
-        for source in ready:
-            self._spill(source)
-        frags = [f for s in ready for f in self._fragments.pop(s, [])]
-        for s in ready:
-            self._buffers.pop(s, None)
-            self._buffered_rows.pop(s, None)
-        if not frags:
-            return None
+        if self.rebuild or not self._ready:
+            return None, []
+        sources, self._ready = self._ready, []
+        version = self._publish(sources)
+        return version, sources
+
+    def finalize(self) -> tuple[int | None, list[str]]:
+        """Publish what is left; in rebuild mode, overwrite the dataset with all of it."""
+        if not self.rebuild:
+            return self.commit()
+        sources, self._ready = self._ready, []
+        rows = self._staged_rows(sources)
+        ds = lance.write_dataset(
+            self._reader(sources), self.uri, schema=self.schema, mode="overwrite"
+        )
+        self._after_commit(sources, rows, int(ds.version))
+        return self._version, sources
+
+    def _publish(self, sources: list[str]) -> int | None:
+        rows = self._staged_rows(sources)
         if self._version is None:
-            op = lance.LanceOperation.Overwrite(self.schema, frags)
-            ds = lance.LanceDataset.commit(self.uri, op)
+            if rows == 0:
+                return None
+            ds = lance.write_dataset(self._reader(sources), self.uri, schema=self.schema)
         else:
-            ds = lance.LanceDataset.commit(
-                self.uri, lance.LanceOperation.Append(frags), read_version=self._version
-            )
-        self._version = ds.version
-        self.rows_committed += sum(f.physical_rows for f in frags)
+            ds = lance.dataset(self.uri)
+            present = ds.count_rows(filter=sql_in("source", sources))
+            if present == 0 and rows == 0:
+                return None
+            if present == 0:
+                ds = lance.write_dataset(
+                    self._reader(sources), ds, schema=self.schema, mode="append"
+                )
+            elif rows == 0:
+                ds.delete(sql_in("source", sources))
+            else:
+                (
+                    ds.merge_insert("tile_id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(sql_in("source", sources))
+                    .execute(self._reader(sources))
+                )
+            ds = lance.dataset(self.uri)
+        self._after_commit(sources, rows, int(ds.version))
+        return self._version
+
+    def _after_commit(self, sources: list[str], rows: int, version: int) -> None:
+        for s in sources:
+            path = self._files.pop(s, None)
+            if path is not None:
+                path.unlink(missing_ok=True)
+        self._version = version
+        self.rows_committed += rows
         self.commits += 1
-        return int(ds.version)
+
+    def close(self) -> None:
+        for source in list(self._writers):
+            self._close_writer(source)
+        shutil.rmtree(self._stage, ignore_errors=True)
 
 
 def iter_fingerprints(
@@ -310,4 +399,53 @@ def dataset_info(uri: str) -> dict[str, Any]:
         "lance_format": ds.data_storage_version,
         "pylance": lance.__version__,
         "size_bytes": dataset_size_bytes(local_path(uri)),
+    }
+
+
+def version_history(uri: str) -> list[dict[str, Any]]:
+    """Every retained version: number, UTC time, rows, and what ingest committed in it."""
+    from ris_ray.manifest import Manifest
+
+    ds = open_dataset(local_path(uri))
+    per_version: dict[int, tuple[int, int]] = {}
+    for rec in Manifest(local_path(uri)).load().values():
+        if rec.dataset_version is not None:
+            files, tiles = per_version.get(rec.dataset_version, (0, 0))
+            per_version[rec.dataset_version] = (files + 1, tiles + rec.tiles)
+    out = []
+    for v in ds.versions():
+        files, tiles = per_version.get(int(v["version"]), (0, 0))
+        out.append(
+            {
+                "version": int(v["version"]),
+                "timestamp": v["timestamp"].isoformat(timespec="seconds"),
+                "rows": int(v["metadata"].get("total_rows", -1)),
+                "files": files,
+                "tiles": tiles,
+            }
+        )
+    return out
+
+
+def compact(uri: str, *, keep_days: float = 7.0) -> dict[str, int]:
+    """Compact fragments (dataset and manifest) and clean up old versions."""
+    from datetime import timedelta
+
+    from ris_ray.manifest import Manifest
+
+    db = local_path(uri)
+    ds = open_dataset(db)
+    before = len(ds.get_fragments())
+    ds.optimize.compact_files()
+    Manifest(db).compact()
+    ds = lance.dataset(db)
+    stats = ds.cleanup_old_versions(older_than=timedelta(days=keep_days))
+    manifest_ds = Manifest(db)._dataset()
+    if manifest_ds is not None:
+        manifest_ds.cleanup_old_versions(older_than=timedelta(days=keep_days))
+    return {
+        "fragments_before": before,
+        "fragments_after": len(lance.dataset(db).get_fragments()),
+        "versions_removed": int(stats.old_versions),
+        "bytes_removed": int(stats.bytes_removed),
     }
