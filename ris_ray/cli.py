@@ -87,7 +87,12 @@ def ingest(
     embedders: Annotated[
         int | None, typer.Option(help="Embedder actors (default: one per GPU, else 1).")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[
+        str, typer.Option(help="auto | cpu | cuda (cuda: wait for GPUs, see --gpu-wait).")
+    ] = "auto",
+    gpu_wait: Annotated[
+        float, typer.Option(help="With --device cuda: seconds to wait for GPUs to join.")
+    ] = 900.0,
     precision: Annotated[
         str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: fp16 on GPU).")
     ] = "auto",
@@ -135,6 +140,7 @@ def ingest(
         rebuild=rebuild,
         prune=prune,
         commit_every_s=commit_every,
+        gpu_wait_s=gpu_wait,
     )
     result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
     if report is not None:

@@ -59,6 +59,7 @@ class IngestConfig:
     rebuild: bool = False
     prune: bool = False
     compact_fragments: int = 64
+    gpu_wait_s: float = 900.0
 
     def __post_init__(self) -> None:
         if not self.inputs:

@@ -36,7 +36,7 @@ import ray
 
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
-from ris_ray.errors import RisError
+from ris_ray.errors import InputError, RisError
 from ris_ray.inputs import discover
 from ris_ray.manifest import FileRecord, Manifest
 from ris_ray.store import (
@@ -91,6 +91,7 @@ class IngestReport:
     missing: list[str] = field(default_factory=list)
     pruned_files: int = 0
     pruned_tiles: int = 0
+    ray_gcs_address: str | None = None
 
     @property
     def tiles_written(self) -> int:
@@ -194,11 +195,49 @@ def connect(address: str | None = None) -> bool:
     return True
 
 
-def _make_actors(cfg: IngestConfig, weights: ResolvedWeights, params: DatasetParams) -> list[Any]:
+def _wait_for_gpus(wanted: int, timeout_s: float, say: Callable[[str], None]) -> int:
+    """Ask the autoscaler for ``wanted`` GPUs and wait up to ``timeout_s`` for them.
+
+    A fixed pool sized after the wait avoids the known Ray Data behaviour where
+    an autoscaling GPU actor pool stays at one actor while nodes boot.
+    Returns the number of GPUs present at the end.
+    """
+    from ray.autoscaler.sdk import request_resources
+
+    have = int(ray.cluster_resources().get("GPU", 0))
+    if have >= wanted:
+        return have
+    request_resources(bundles=[{"GPU": 1}] * wanted)
+    say(f"waiting up to {timeout_s:.0f} s for {wanted} GPUs (have {have})")
+    deadline = time.monotonic() + timeout_s
+    while have < wanted and time.monotonic() < deadline:
+        time.sleep(5.0)
+        have = int(ray.cluster_resources().get("GPU", 0))
+    return have
+
+
+def _make_actors(
+    cfg: IngestConfig,
+    weights: ResolvedWeights,
+    params: DatasetParams,
+    say: Callable[[str], None],
+) -> list[Any]:
+    """One embedder per GPU (``num_gpus=1`` each), or one CPU embedder without GPUs.
+
+    ``--device cuda --embedders N`` asks the autoscaler for N GPUs and waits
+    ``cfg.gpu_wait_s`` for them; it fails if none appears.
+    """
     gpus = int(ray.cluster_resources().get("GPU", 0))
+    if cfg.device == "cuda":
+        gpus = _wait_for_gpus(cfg.num_embedders or max(gpus, 1), cfg.gpu_wait_s, say)
+        if gpus == 0:
+            raise InputError(
+                f"--device cuda: no GPU joined the cluster within {cfg.gpu_wait_s:.0f} s; "
+                "check the GPU node type / quotas, or use --device cpu"
+            )
     use_gpu = gpus > 0 and cfg.device != "cpu"
-    n = cfg.num_embedders or (gpus if use_gpu else 1)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if use_gpu else "cpu")
+    n = min(cfg.num_embedders or gpus, gpus) if use_gpu else (cfg.num_embedders or 1)
+    device = "cuda" if use_gpu else "cpu"
     threads = 1 if use_gpu else default_num_threads()
     cls = ray.remote(EmbedActor).options(
         num_gpus=1 if use_gpu else 0,
@@ -379,8 +418,9 @@ def _run(
     t0: float,
 ) -> None:
     spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id, cfg.thumbnail_size)
-    actors = _make_actors(cfg, weights, params)
+    actors = _make_actors(cfg, weights, params, say)
     report.device = ray.get(actors[0].device.remote())
+    report.ray_gcs_address = ray.get_runtime_context().gcs_address
     say(f"embedders: {len(actors)} x {report.device}; files to read: {len(paths)}")
     new_reports = [FileReport(p) for p in paths]
     report.files.extend(new_reports)

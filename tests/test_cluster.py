@@ -1,0 +1,152 @@
+"""Running as operators do: cluster.yaml, and a real `ray start` + `ray job submit`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import lance
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_cluster_yaml_is_valid_for_ray() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    validate_config(config)
+    filled = prepare_config(config)
+    validate_config(filled)
+    types = filled["available_node_types"]
+    assert types["ray.worker.gpu"]["min_workers"] == 0
+    assert types[filled["head_node_type"]]["resources"] == {"CPU": 0}
+    # Dashboard/job API stay on loopback; token auth is on.
+    head = " ".join(filled["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "RAY_AUTH_MODE=token" in head
+
+
+def test_runtime_env_is_valid() -> None:
+    from ray.runtime_env import RuntimeEnv
+
+    env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
+    RuntimeEnv(**env)  # raises on unknown or malformed fields
+    assert any(p.startswith("pylance") for p in env["pip"])
+    assert ".venv" in env["excludes"]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def ray_head() -> Iterator[tuple[str, dict[str, str], int]]:
+    """A real Ray head on loopback with token auth; always torn down."""
+    import psutil
+
+    base = Path(f"/tmp/rishead-{uuid.uuid4().hex[:6]}")  # short: unix socket path limits
+    base.mkdir()
+    token = base / "token"
+    token.write_text(uuid.uuid4().hex)
+    gcs, dash, client, agent, rt_agent, metrics = _free_ports(6)
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+        f"--runtime-env-agent-port={rt_agent}", f"--metrics-export-port={metrics}",
+        "--num-cpus=2", f"--temp-dir={base / 'ray'}",
+    ]  # fmt: skip
+    log = (base / "head.log").open("w")
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (base / "head.log").read_text()[-2000:]
+            try:
+                req = urllib.request.Request(
+                    f"{address}/api/version",
+                    headers={"Authorization": f"Bearer {token.read_text()}"},
+                )
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    json.load(resp)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Ray head did not come up"
+                time.sleep(1)
+        yield address, env, gcs
+    finally:
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Anything of this head that escaped the process group.
+        for p in psutil.process_iter(["cmdline"]):
+            if any(str(base) in part for part in (p.info["cmdline"] or [])):
+                p.kill()
+        log.close()
+
+
+@pytest.mark.cluster
+def test_ray_job_submit_round_trip(
+    ray_head: tuple[str, dict[str, str], int], gen_dir: Path, tmp_path: Path
+) -> None:
+    address, env, gcs_port = ray_head
+    db = tmp_path / "job.lance"
+    runtime_env = json.dumps({"excludes": [".git", ".venv", "*.lance", "__pycache__"]})
+    submit = [
+        str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+        "--runtime-env-json", runtime_env, "--",
+        "python", "jobs/ingest.py", str(gen_dir), "--db", str(db), "--weights", "random", "-q",
+        "--report", str(tmp_path / "report.json"),
+    ]  # fmt: skip
+    proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout + proc.stderr
+    ds = lance.dataset(str(db))
+    assert ds.count_rows() == 7  # the generated corpus (see test_pipeline)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["tiles_written"] == 7
+    # The job joined the running cluster instead of starting its own Ray.
+    # (Ray reports the node's IP for the GCS; the port is the one this test chose.)
+    assert report["ray_gcs_address"].rsplit(":", 1)[1] == str(gcs_port)
+    listing = subprocess.run(
+        [str(BIN / "ray"), "job", "list", "--address", address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "SUCCEEDED" in listing.stdout + listing.stderr
