@@ -96,7 +96,13 @@ def ingest(
     precision: Annotated[
         str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: fp16 on GPU).")
     ] = "auto",
-    report: Annotated[Path | None, typer.Option(help="Write the run report JSON here.")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Run report JSON (default: DB.report.json beside a local dataset)."),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Commit nothing and exit 2 if any file fails.")
+    ] = False,
     rebuild: Annotated[
         bool,
         typer.Option(
@@ -141,12 +147,22 @@ def ingest(
         prune=prune,
         commit_every_s=commit_every,
         gpu_wait_s=gpu_wait,
+        strict=strict,
     )
     result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
+    if report is None and "://" not in db:
+        report = Path(f"{db.rstrip('/')}.report.json")
     if report is not None:
         report.write_text(json.dumps(result.to_dict(), indent=2))
     if not quiet:
         _print_ingest(result)
+        if report is not None:
+            out.print(f"report: {report}")
+    if not result.committed:
+        err.print(
+            f"error: --strict: {len(result.files_failed)} file(s) failed; nothing was committed",
+            markup=False,
+        )
     if result.files_failed:
         raise typer.Exit(EXIT_PARTIAL)
 

@@ -60,6 +60,7 @@ class IngestConfig:
     prune: bool = False
     compact_fragments: int = 64
     gpu_wait_s: float = 900.0
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if not self.inputs:

@@ -48,7 +48,15 @@ from ris_ray.store import (
     sql_in,
     to_table,
 )
-from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, plan_windows, probe, read_tiles
+from ris_ray.tiling import (
+    RasterInfo,
+    TileSpec,
+    WindowJob,
+    display_path,
+    plan_windows,
+    probe,
+    read_tiles,
+)
 
 __all__ = ["FileReport", "IngestReport", "connect", "ingest", "maybe_compact"]
 
@@ -71,6 +79,7 @@ class FileReport:
     tiles_planned: int = 0
     tiles_written: int = 0
     tiles_low_valid: int = 0
+    tiles_empty: int = 0  # under absent blocks of a sparse TIFF: never read
     windows: int = 0
     windows_failed: int = 0
     reason: str | None = None
@@ -92,6 +101,7 @@ class IngestReport:
     pruned_files: int = 0
     pruned_tiles: int = 0
     ray_gcs_address: str | None = None
+    committed: bool = True  # False: --strict saw a failed file and published nothing
 
     @property
     def tiles_written(self) -> int:
@@ -100,6 +110,10 @@ class IngestReport:
     @property
     def tiles_low_valid(self) -> int:
         return sum(f.tiles_low_valid for f in self.files)
+
+    @property
+    def tiles_empty(self) -> int:
+        return sum(f.tiles_empty for f in self.files)
 
     @property
     def files_failed(self) -> list[FileReport]:
@@ -120,6 +134,7 @@ class IngestReport:
             tiles_written=self.tiles_written,
             files_read=len(self.files_read),
             tiles_low_valid=self.tiles_low_valid,
+            tiles_empty=self.tiles_empty,
             files_failed=len(self.files_failed),
             tiles_per_s=round(self.tiles_per_s, 2),
         )
@@ -142,7 +157,8 @@ def _probe_task(path: str, bands: tuple[int, ...] | None) -> RasterInfo | str:
     try:
         return probe(path, bands)
     except Exception as exc:
-        return _error_text(exc) if str(path) in str(exc) else f"{path}: {_error_text(exc)}"
+        shown = display_path(path)
+        return _error_text(exc) if shown in str(exc) else f"{shown}: {_error_text(exc)}"
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES, num_returns=2)
@@ -341,9 +357,10 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
             db=db, model=weights.model_id, weights=weights.description, device="-"
         )
         todo: list[str] = []
+        shown = {display_path(p) for p in paths}
         for path in paths:
             ident = _stat(path)
-            rec = known.get(path)
+            rec = known.get(display_path(path))
             if (
                 rec is not None
                 and ident is not None
@@ -354,7 +371,7 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
             else:
                 todo.append(path)
         roots = [os.path.abspath(i) for i in cfg.inputs if "://" not in i]
-        gone = sorted(p for p in known if _under(p, roots) and not os.path.lexists(p))
+        gone = sorted(p for p in known if _under(p, roots) and p not in shown)
         report.missing = gone
         say(
             f"{len(todo)} new or changed files, {len(paths) - len(todo)} unchanged"
@@ -422,9 +439,9 @@ def _run(
     report.device = ray.get(actors[0].device.remote())
     report.ray_gcs_address = ray.get_runtime_context().gcs_address
     say(f"embedders: {len(actors)} x {report.device}; files to read: {len(paths)}")
-    new_reports = [FileReport(p) for p in paths]
-    report.files.extend(new_reports)
-    files = {f.path: f for f in new_reports}
+    files = {p: FileReport(display_path(p)) for p in paths}  # real path -> report
+    report.files.extend(files.values())
+    real = {f.path: p for p, f in files.items()}  # stored (display) path -> real path
     idents = {p: _stat(p) for p in paths}
     infos: dict[str, RasterInfo] = {}
     outstanding: dict[str, int] = {}  # windows not yet fully handled, per file
@@ -433,6 +450,7 @@ def _run(
     max_inflight = cfg.max_tasks_in_flight or max(4, 2 * cpus + 2 * len(actors))
 
     probes = {_probe_task.remote(p, cfg.bands): p for p in paths}
+    window_args = (spec.tile, spec.stride)
     windows: deque[tuple[str, WindowJob]] = deque()
     tiling: dict[Any, tuple[str, Any]] = {}  # stats ref -> (path, batch ref)
     to_embed: deque[tuple[str, Any, int]] = deque()  # (path, batch ref, n tiles)
@@ -446,7 +464,7 @@ def _run(
         nonlocal last_commit
         version, sources = writer.commit()
         version = version if version is not None else writer.version
-        done = [*sources, *unstaged]
+        done = [*(real[s] for s in sources), *unstaged]
         unstaged.clear()
         if not writer.rebuild:
             manifest.upsert(_record(files[p], version, idents[p]) for p in done)
@@ -463,10 +481,13 @@ def _run(
             f.status = "failed"
         elif f.tiles_written == 0:
             f.status = "skipped"
-            f.reason = f.reason or f"all {f.tiles_planned} tiles below --min-valid {cfg.min_valid}"
+            f.reason = f.reason or (
+                f"no valid tiles: {f.tiles_low_valid} below --min-valid {cfg.min_valid}"
+                + (f", {f.tiles_empty} in absent blocks" if f.tiles_empty else "")
+            )
         else:
             f.status = "ok"
-        writer.finish(path)
+        writer.finish(files[path].path)
 
     try:
         while probes or windows or tiling or to_embed or embedding:
@@ -505,17 +526,22 @@ def _run(
                         block_shape=result.block_shape,
                         target_px=cfg.window_px,
                     )
-                    f.windows = len(jobs)
                     f.tiles_planned = sum(j.n_tiles for j in jobs)
-                    planned += f.tiles_planned
+                    readable = [j for j in jobs if result.window_has_data(j.window(*window_args))]
+                    f.tiles_empty = f.tiles_planned - sum(j.n_tiles for j in readable)
+                    jobs = readable
+                    f.windows = len(jobs)
+                    planned += f.tiles_planned - f.tiles_empty
                     if not jobs:
                         f.status = "skipped"
                         f.reason = (
                             f"{result.width}x{result.height} is smaller than one "
                             f"{spec.tile}x{spec.tile} tile"
+                            if not f.tiles_planned
+                            else f"all {f.tiles_planned} tiles lie in absent (sparse) blocks"
                         )
                         files_done += 1
-                        writer.finish(path)  # drops tiles of an earlier, larger version
+                        writer.finish(f.path)  # drops tiles of an earlier, larger version
                         continue
                     outstanding[path] = len(jobs)
                     windows.extend((path, j) for j in jobs)
@@ -547,18 +573,22 @@ def _run(
                         f.windows_failed += 1
                         f.reason = f"{path}: embedding failed ({_error_text(table)})"
                     else:
-                        writer.add(path, table)
+                        writer.add(files[path].path, table)
                         files[path].tiles_written += table.num_rows
                         done_tiles += table.num_rows
                     settle(path)
             progress.update(done_tiles, planned, files_done, t0)
-            if (writer.pending_sources or unstaged) and (
-                time.monotonic() - last_commit >= cfg.commit_every_s
+            if (
+                not (cfg.strict or writer.rebuild)
+                and (writer.pending_sources or unstaged)
+                and time.monotonic() - last_commit >= cfg.commit_every_s
             ):
                 publish()
-        if writer.rebuild:
+        if cfg.strict and any(f.status == "failed" for f in files.values()):
+            report.committed = False  # --strict: a failed file means nothing is published
+        elif writer.rebuild:
             version, _ = writer.finalize()
-            manifest.replace_all(_record(f, version, idents[f.path]) for f in new_reports)
+            manifest.replace_all(_record(files[p], version, idents[p]) for p in paths)
         else:
             publish()
     finally:

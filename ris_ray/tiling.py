@@ -14,12 +14,13 @@ smaller than one tile therefore yields no tiles (reported, not an error).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ import rasterio.warp
 import rasterio.windows
 from PIL import Image
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterBlockError
 from rasterio.windows import Window
 
 from ris_ray.errors import RasterReadError, UnsupportedRasterError
@@ -40,6 +41,7 @@ __all__ = [
     "TileSpec",
     "WindowJob",
     "count_tiles",
+    "display_path",
     "plan_windows",
     "probe",
     "read_patch",
@@ -54,6 +56,7 @@ __all__ = [
 GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 _SUPPORTED_KINDS = {"u", "i", "f"}  # uint*, int*, float*; not complex or bool
+TIFF_DRIVERS = ("GTiff", "COG")
 _STRETCH_PERCENTILES = (2.0, 98.0)
 _STRETCH_SAMPLE_EDGE = 1024  # longest edge of the decimated read for the stretch
 
@@ -123,7 +126,7 @@ def plan_windows(
     *,
     block_shape: tuple[int, int] = (0, 0),
     target_px: int = 2048,
-    max_window_bytes: int = 256 << 20,
+    max_window_bytes: int = 64 << 20,
     bytes_per_pixel: int = 3,
 ) -> list[WindowJob]:
     """Group the tile grid of an image into read windows.
@@ -155,9 +158,20 @@ def plan_windows(
 
 
 def tile_id(source: str, row: int, col: int, tile: int, stride: int, model: str) -> str:
-    """Deterministic 20-hex-digit id of a tile: SHA-1 of its identity fields."""
-    key = f"{source}\x1f{row}\x1f{col}\x1f{tile}\x1f{stride}\x1f{model}"
+    """Deterministic 20-hex-digit id of a tile: SHA-1 of its identity fields
+    (``source`` as :func:`display_path` writes it)."""
+    key = f"{display_path(source)}\x1f{row}\x1f{col}\x1f{tile}\x1f{stride}\x1f{model}"
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
+
+
+def display_path(path: str) -> str:
+    """``path`` as valid UTF-8 text for storage and messages.
+
+    File names that are not UTF-8 reach Python with surrogate escapes, which
+    Arrow strings cannot hold; their raw bytes are shown as ``\\xNN``.
+    Valid names pass unchanged.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # ---------------------------------------------------------------- band logic
@@ -229,6 +243,8 @@ def to_rgb8(
 class RasterInfo:
     """What the planner needs to know about one file, read from its header.
 
+    ``data_blocks`` marks which internal blocks exist (``None``: all do); a
+    sparse TIFF of enormous declared size costs only its real blocks.
     ``mask`` says how validity is decided: ``"dataset"`` (GDAL's dataset mask:
     alpha, nodata or an internal mask), ``"fill"`` (no mask declared: pixels
     whose bands are all 0 or all the dtype's maximum are fill). Floats also
@@ -249,6 +265,18 @@ class RasterInfo:
     block_shape: tuple[int, int]
     size_bytes: int
     mtime_ns: int
+    data_blocks: np.ndarray | None = None
+
+    def window_has_data(self, window: Window) -> bool:
+        """False when every TIFF block under ``window`` is absent from the file
+        (a sparse TIFF): such a window reads as nodata and is never read."""
+        if self.data_blocks is None:
+            return True
+        bh, bw = self.block_shape
+        r0, c0 = int(window.row_off) // bh, int(window.col_off) // bw
+        r1 = (int(window.row_off + window.height) - 1) // bh
+        c1 = (int(window.col_off + window.width) - 1) // bw
+        return bool(self.data_blocks[r0 : r1 + 1, c0 : c1 + 1].any())
 
 
 @dataclass(frozen=True)
@@ -269,12 +297,49 @@ def _crs_string(crs: Any) -> str | None:
     return f"EPSG:{epsg}" if epsg else str(crs.to_wkt())
 
 
-def _open(path: str) -> Any:
+def _gdal_reason(exc: BaseException) -> str:
+    """The most specific message in a rasterio/GDAL exception chain (GDAL puts
+    the useful text, e.g. 'got 0 bytes, expected 786432', in the causes)."""
+    messages = []
+    seen: BaseException | None = exc
+    while seen is not None and len(messages) < 8:
+        text = str(seen).splitlines()[0].strip() if str(seen) else ""
+        if text and "See previous exception" not in text:
+            messages.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return messages[-1] if messages else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[Any]:
+    """Open ``path`` with rasterio, raising :class:`RasterReadError` naming it.
+
+    GDAL takes UTF-8 paths only; a local file whose name is not valid UTF-8
+    is opened by descriptor (``/proc/self/fd/N``) instead.
+    """
+    fd = None
+    target = path
     try:
-        return rasterio.open(path)
-    except rasterio.RasterioIOError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RasterReadError(f"{path}: cannot open as a raster ({msg})") from None
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise RasterReadError(f"{display_path(path)}: {exc.strerror or exc}") from None
+        target = f"/proc/self/fd/{fd}"
+    try:
+        try:
+            src = rasterio.open(target)
+        except rasterio.RasterioIOError as exc:
+            msg = _gdal_reason(exc).replace(target, "").strip(" :") or type(exc).__name__
+            raise RasterReadError(
+                f"{display_path(path)}: cannot open as a raster ({msg})"
+            ) from None
+        with src:
+            yield src
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _valid_mask(
@@ -306,25 +371,31 @@ def probe(path: str, bands: tuple[int, ...] | None = None) -> RasterInfo:
     """Read a file's header (and, for non-uint8 data, a decimated sample for the
     2-98 % stretch, computed once per file). Raises on unusable files."""
 
+    shown = display_path(path)
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise RasterReadError(f"{path}: {exc.strerror or exc}") from None
+        raise RasterReadError(f"{shown}: {exc.strerror or exc}") from None
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with _open(path) as src:
+            if src.driver not in TIFF_DRIVERS:
+                raise UnsupportedRasterError(
+                    f"{shown}: not a TIFF (GDAL reads it as {src.driver}); "
+                    "convert it with `gdal_translate -of GTiff` or query it with --image"
+                )
             dtypes = set(src.dtypes)
             if len(dtypes) != 1:
-                raise UnsupportedRasterError(f"{path}: bands have mixed dtypes {sorted(dtypes)}")
+                raise UnsupportedRasterError(f"{shown}: bands have mixed dtypes {sorted(dtypes)}")
             dtype = src.dtypes[0]
             if np.dtype(dtype).kind not in _SUPPORTED_KINDS:
                 raise UnsupportedRasterError(
-                    f"{path}: dtype {dtype} is not supported (use uint8/16/32, int or float)"
+                    f"{shown}: dtype {dtype} is not supported (use uint8/16/32, int or float)"
                 )
             try:
                 plan = select_bands(src.count, src.colorinterp, bands)
             except UnsupportedRasterError as exc:
-                raise UnsupportedRasterError(f"{path}: {exc}") from None
+                raise UnsupportedRasterError(f"{shown}: {exc}") from None
             flags = [src.mask_flag_enums[b - 1] for b in plan.indexes]
             declared = plan.alpha is not None or any(MaskFlags.all_valid not in f for f in flags)
             transform = None if src.transform.is_identity and src.crs is None else src.transform
@@ -342,10 +413,28 @@ def probe(path: str, bands: tuple[int, ...] | None = None) -> RasterInfo:
                 block_shape=tuple(src.block_shapes[0]),
                 size_bytes=st.st_size,
                 mtime_ns=st.st_mtime_ns,
+                data_blocks=_data_blocks(src, plan.indexes[0]),
             )
             if dtype != "uint8":
                 info = _with_stretch(src, info)
     return info
+
+
+def _data_blocks(src: Any, band: int) -> np.ndarray | None:
+    """Boolean grid of the blocks of ``band`` that exist in the file, or ``None``
+    when all do. Costs about 1 us per block and reads no pixels."""
+    bh, bw = src.block_shapes[band - 1]
+    rows, cols = -(-src.height // bh), -(-src.width // bw)
+    if rows * cols > 50_000_000:  # > 400 MB of offsets: do not even look
+        return None
+    present = np.ones((rows, cols), dtype=bool)
+    for j in range(rows):
+        for i in range(cols):
+            try:
+                src.block_size(band, j, i)
+            except RasterBlockError:
+                present[j, i] = False
+    return None if present.all() else present
 
 
 def _with_stretch(src: Any, info: RasterInfo) -> RasterInfo:
@@ -362,7 +451,10 @@ def _with_stretch(src: Any, info: RasterInfo) -> RasterInfo:
         )
         valid = _valid_mask(src, info, data, None, out_shape=(h, w))
     except rasterio.RasterioIOError as exc:
-        raise RasterReadError(f"{info.path}: cannot read pixels for the stretch ({exc})") from None
+        raise RasterReadError(
+            f"{display_path(info.path)}: cannot read pixels for the stretch "
+            f"({_gdal_reason(exc)})"
+        ) from None
     stretch = []
     for band in data:
         values = band[valid].astype(np.float64)
@@ -399,10 +491,11 @@ def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> dict[str, An
                 data = src.read(list(info.bands.indexes), window=window)
                 valid = _valid_mask(src, info, data, window)
             except rasterio.RasterioIOError as exc:
-                first = str(exc).splitlines()[0] if str(exc) else "read failed"
+                first = _gdal_reason(exc)
                 raise RasterReadError(
-                    f"{info.path}: window col={int(window.col_off)} row={int(window.row_off)} "
-                    f"{int(window.width)}x{int(window.height)} unreadable ({first})"
+                    f"{display_path(info.path)}: window col={int(window.col_off)} "
+                    f"row={int(window.row_off)} {int(window.width)}x{int(window.height)} "
+                    f"unreadable ({first})"
                 ) from None
     rgb = to_rgb8(data, valid, info.stretch)
 
@@ -428,7 +521,7 @@ def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> dict[str, An
             [tile_id(info.path, r, c, tile, stride, spec.model) for r, c in zip(rows, cols)],
             dtype=object,
         ),
-        "source": np.array([info.path] * n, dtype=object),
+        "source": np.array([display_path(info.path)] * n, dtype=object),
         "row": np.array(rows, dtype=np.int32),
         "col": np.array(cols, dtype=np.int32),
         "width": np.full(n, tile, dtype=np.int32),
