@@ -300,7 +300,7 @@ def _crs_string(crs: Any) -> str | None:
 def _gdal_reason(exc: BaseException) -> str:
     """The most specific message in a rasterio/GDAL exception chain (GDAL puts
     the useful text, e.g. 'got 0 bytes, expected 786432', in the causes)."""
-    messages = []
+    messages: list[str] = []
     seen: BaseException | None = exc
     while seen is not None and len(messages) < 8:
         text = str(seen).splitlines()[0].strip() if str(seen) else ""
