@@ -367,7 +367,9 @@ def _valid_mask(
     return valid
 
 
-def probe(path: str, bands: tuple[int, ...] | None = None) -> RasterInfo:
+def probe(
+    path: str, bands: tuple[int, ...] | None = None, *, require_tiff: bool = True
+) -> RasterInfo:
     """Read a file's header (and, for non-uint8 data, a decimated sample for the
     2-98 % stretch, computed once per file). Raises on unusable files."""
 
@@ -379,7 +381,7 @@ def probe(path: str, bands: tuple[int, ...] | None = None) -> RasterInfo:
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with _open(path) as src:
-            if src.driver not in TIFF_DRIVERS:
+            if require_tiff and src.driver not in TIFF_DRIVERS:
                 raise UnsupportedRasterError(
                     f"{shown}: not a TIFF (GDAL reads it as {src.driver}); "
                     "convert it with `gdal_translate -of GTiff` or query it with --image"
@@ -584,7 +586,7 @@ def read_patch(
     Returns ``(size, size, 3)`` uint8. Only the requested window is read, at
     the output resolution, so memory stays ``O(size^2)`` for any input.
     """
-    info = probe(path, bands)
+    info = probe(path, bands, require_tiff=False)
     if window is None:
         win = Window(0, 0, info.width, info.height)
     else:
