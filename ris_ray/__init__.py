@@ -7,7 +7,11 @@ The library is organised one stage per module:
 - :mod:`ris_ray.store`    the Lance schema, writer and readers
 - :mod:`ris_ray.pipeline` the Ray job that ties them together (``ingest``)
 - :mod:`ris_ray.query`    exact k-NN search over a dataset
-- :mod:`ris_ray.plot`     figures of a query and its neighbours
+- :mod:`ris_ray.filters`  prefilters for a search (sources, area, exclusions)
+- :mod:`ris_ray.geo`      places: coordinates, CRS transforms, tile outlines
+- :mod:`ris_ray.export`   results as GeoJSON / CSV
+- :mod:`ris_ray.diff`     change between two captures of the same area
+- :mod:`ris_ray.plot`     figures of a query and its neighbours, change heat maps
 - :mod:`ris_ray.cli`      the ``ris`` command line
 """
 

@@ -1,9 +1,28 @@
 """k-nearest-neighbour queries over a ris_ray dataset.
 
-The query vector comes from a stored tile (``tile_id``), a random stored tile
-(seeded), or an external image embedded with the dataset's own model. The
-search is Lance's exact vector scan (``use_index=False``): every fingerprint
-is compared, in Lance's chunked, vectorised scan. Distances:
+The query vector is built from one or more *positives* and optional
+*negatives*:
+
+- positives: stored tiles (``tile_ids``), the tile containing a place
+  (``lonlat`` in WGS84, or ``point`` in any ``point_crs``), a crop of an
+  external image (``image`` with a pixel ``window`` or a ``bbox`` in the
+  file's CRS, embedded with the dataset's own model), or, when none of these
+  is given, a random stored tile (seeded);
+- negatives: stored tiles (``negatives``) to steer away from.
+
+``query = mean(positives) - alpha * mean(negatives)`` (Rocchio-style
+feedback; with no negatives it is just the mean of the positives, and a
+single positive is used as it is). The query tiles never rank themselves:
+positives are excluded unless ``include_self``, negatives always.
+
+Filters (:class:`ris_ray.filters.SearchFilter`) are applied *before* the
+ranking (Lance prefilter), so ``k`` results come back whenever ``k`` rows
+qualify. ``max_distance`` then drops results farther than ``D``: the
+nearest rows within ``D`` are a prefix of the ranking, so it returns every
+qualifying row up to ``k``, and fewer than ``k`` when fewer lie within ``D``.
+
+The search is Lance's exact vector scan (``use_index=False``): every
+fingerprint is compared, in Lance's chunked, vectorised scan. Distances:
 
 - ``l2``: Euclidean distance ``||x - q||`` (Lance reports its square; we take
   the root so numbers read as distances),
@@ -12,28 +31,62 @@ is compared, in Lance's chunked, vectorised scan. Distances:
 
 from __future__ import annotations
 
-import re
+import math
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ris_ray.embed import Embedder, weights_for_model
 from ris_ray.errors import InputError, QueryError
+from ris_ray.filters import SearchFilter, check_tile_id
+from ris_ray.geo import WGS84, bbox_window, check_crs, fmt_coords, sql_in, tiles_at
 from ris_ray.store import dataset_params, open_dataset
 from ris_ray.tiling import read_patch
 
-__all__ = ["METRICS", "Neighbour", "QueryResult", "QueryTile", "query"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "METRICS",
+    "Neighbour",
+    "QueryMember",
+    "QueryResult",
+    "QueryTile",
+    "query",
+    "search",
+]
 
 METRICS = ("l2", "cosine")
-_TILE_ID = re.compile(r"^[0-9a-f]{20}$")
-_RESULT_COLUMNS = ["tile_id", "source", "row", "col", "lon", "lat", "thumbnail"]
+#: Weight of the negatives' mean in ``mean(pos) - alpha * mean(neg)``.
+DEFAULT_ALPHA = 0.5
+_GEO = ["width", "height", "crs", "minx", "miny", "maxx", "maxy"]
+_RESULT_COLUMNS = ["tile_id", "source", "row", "col", "lon", "lat", *_GEO, "thumbnail"]
+
+
+@dataclass
+class QueryMember:
+    """One tile or image crop that went into the query vector."""
+
+    role: str  # "positive" | "negative"
+    label: str
+    tile_id: str | None = None
+    source: str | None = None
+    row: int | None = None
+    col: int | None = None
+    lon: float | None = None
+    lat: float | None = None
 
 
 @dataclass
 class QueryTile:
-    """What was searched for: a stored tile or a crop of an external image."""
+    """What was searched for: a stored tile, a crop of an external image, or a
+    combination of several (see ``members``).
+
+    With a single positive, ``tile_id``/``source``/``row``/``col`` describe it;
+    with several they are ``None`` and ``thumbnail``/``pixels`` show the first.
+    """
 
     label: str
     tile_id: str | None = None
@@ -42,6 +95,10 @@ class QueryTile:
     col: int | None = None
     thumbnail: bytes | None = field(default=None, repr=False)
     pixels: np.ndarray | None = field(default=None, repr=False)
+    lon: float | None = None
+    lat: float | None = None
+    members: list[QueryMember] = field(default_factory=list)
+    alpha: float | None = None
 
 
 @dataclass
@@ -55,6 +112,13 @@ class Neighbour:
     lon: float | None
     lat: float | None
     thumbnail: bytes | None = field(default=None, repr=False)
+    width: int | None = None
+    height: int | None = None
+    crs: str | None = None
+    minx: float | None = None
+    miny: float | None = None
+    maxx: float | None = None
+    maxy: float | None = None
 
 
 @dataclass
@@ -66,6 +130,8 @@ class QueryResult:
     rows_scanned: int
     search_ms: float
     neighbours: list[Neighbour]
+    filter: str | None = None
+    max_distance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (thumbnails and pixels left out)."""
@@ -77,75 +143,170 @@ class QueryResult:
             "model": self.model,
             "rows_scanned": self.rows_scanned,
             "search_ms": round(self.search_ms, 3),
+            "filter": self.filter,
+            "max_distance": self.max_distance,
             "neighbours": [
                 {k: v for k, v in asdict(n).items() if k != "thumbnail"} for n in self.neighbours
             ],
         }
 
 
-def _check_tile_id(tile_id: str) -> str:
-    if not _TILE_ID.match(tile_id):
-        raise InputError(f"--tile-id {tile_id!r}: tile ids are 20 lowercase hex digits")
-    return tile_id
+@dataclass
+class _Part:
+    vector: np.ndarray
+    member: QueryMember
+    thumbnail: bytes | None = None
+    pixels: np.ndarray | None = None
 
 
-def _row_query(row: dict[str, Any]) -> QueryTile:
-    return QueryTile(
-        label=f"{row['tile_id']}",
+def _part(row: dict[str, Any], role: str, label: str | None = None) -> _Part:
+    member = QueryMember(
+        role=role,
+        label=label or row["tile_id"],
         tile_id=row["tile_id"],
         source=row["source"],
         row=row["row"],
         col=row["col"],
-        thumbnail=row["thumbnail"],
+        lon=row["lon"],
+        lat=row["lat"],
     )
+    return _Part(np.asarray(row["fingerprint"], np.float32), member, row["thumbnail"])
 
 
-def _stored_vector(ds: Any, tile_id: str) -> tuple[np.ndarray, QueryTile]:
-    t = ds.to_table(columns=[*_RESULT_COLUMNS, "fingerprint"], filter=f"tile_id = '{tile_id}'")
-    if t.num_rows == 0:
-        raise QueryError(f"tile id {tile_id} is not in {ds.uri}")
-    row = t.slice(0, 1).to_pylist()[0]
-    return np.asarray(row["fingerprint"], dtype=np.float32), _row_query(row)
+def _stored(ds: Any, tile_ids: Sequence[str], role: str, option: str) -> list[_Part]:
+    if not tile_ids:
+        return []
+    ids = [check_tile_id(t, option) for t in tile_ids]
+    table = ds.to_table(columns=[*_RESULT_COLUMNS, "fingerprint"], filter=sql_in("tile_id", ids))
+    rows = {r["tile_id"]: r for r in table.to_pylist()}
+    missing = [t for t in ids if t not in rows]
+    if missing:
+        raise QueryError(f"{option}: tile id {', '.join(missing)} is not in {ds.uri}")
+    return [_part(rows[t], role) for t in ids]
 
 
-def _random_vector(ds: Any, seed: int | None) -> tuple[np.ndarray, QueryTile]:
+def _random(ds: Any, seed: int | None) -> _Part:
     n = ds.count_rows()
     if n == 0:
         raise QueryError(f"{ds.uri} holds no tiles")
     index = int(np.random.default_rng(seed).integers(n))
     row = ds.take([index], columns=[*_RESULT_COLUMNS, "fingerprint"]).to_pylist()[0]
-    return np.asarray(row["fingerprint"], dtype=np.float32), _row_query(row)
+    return _part(row, "positive")
 
 
-def _image_vector(
+def _at_point(ds: Any, x: float, y: float, crs: str, option: str) -> _Part:
+    rows = tiles_at(ds, x, y, crs, columns=["tile_id", "valid_fraction"])
+    if not rows:
+        raise QueryError(
+            f"{option}: no tile in {ds.uri} contains this point (only georeferenced files "
+            "have locations; `ris info` lists the dataset, --bbox-wgs84 filters by area)"
+        )
+    best = min(rows, key=lambda r: (r["_centre_d"], -r["valid_fraction"], r["tile_id"]))
+    part = _stored(ds, [best["tile_id"]], "positive", option)[0]
+    part.member.label = f"{best['tile_id']} (contains {option.split(' ', 1)[1]})"
+    return part
+
+
+def _image(
     ds: Any,
     image: str,
     window: tuple[int, int, int, int] | None,
+    bbox: tuple[float, float, float, float] | None,
     weights_path: str | None,
     device: str,
-) -> tuple[np.ndarray, QueryTile]:
+) -> _Part:
     params = dataset_params(ds)
+    centre: tuple[float, float] | None = None
+    label = image.rsplit("/", 1)[-1]
+    if bbox is not None:
+        window, centre = bbox_window(image, bbox)
+        label += f" [bbox {fmt_coords(bbox)}]"
+    elif window is not None:
+        label += f" [{','.join(map(str, window))}]"
     pixels = read_patch(image, window, params.tile_size)
     embedder = Embedder(weights_for_model(params.model, weights_path), device=device)
     vector = embedder.embed(pixels[None])[0]
-    label = image.rsplit("/", 1)[-1] + (f" [{','.join(map(str, window))}]" if window else "")
-    return vector, QueryTile(
+    source = image if "://" in image or image.startswith("/vsi") else os.path.abspath(image)
+    member = QueryMember(
+        role="positive",
         label=label,
-        source=image,
+        source=source,
         row=window[1] if window else None,
         col=window[0] if window else None,
-        pixels=pixels,
+        lon=centre[0] if centre else None,
+        lat=centre[1] if centre else None,
+    )
+    return _Part(np.asarray(vector, np.float32), member, pixels=pixels)
+
+
+def _dedupe(parts: list[_Part]) -> list[_Part]:
+    seen: set[str] = set()
+    out: list[_Part] = []
+    for p in parts:
+        if p.member.tile_id is not None:
+            if p.member.tile_id in seen:
+                continue
+            seen.add(p.member.tile_id)
+        out.append(p)
+    return out
+
+
+def _query_tile(pos: list[_Part], neg: list[_Part], alpha: float) -> QueryTile:
+    members = [p.member for p in (*pos, *neg)]
+    first = pos[0]
+    suffix = f" − {alpha:g}·mean of {len(neg)} negative(s)" if neg else ""
+    if len(pos) == 1:
+        m = first.member
+        return QueryTile(
+            label=m.label + suffix,
+            tile_id=m.tile_id,
+            source=m.source,
+            row=m.row,
+            col=m.col,
+            thumbnail=first.thumbnail,
+            pixels=first.pixels,
+            lon=m.lon,
+            lat=m.lat,
+            members=members,
+            alpha=alpha if neg else None,
+        )
+    return QueryTile(
+        label=f"mean of {len(pos)} positives{suffix}",
+        thumbnail=first.thumbnail,
+        pixels=first.pixels,
+        members=members,
+        alpha=alpha if neg else None,
     )
 
 
+def _combine(conditions: list[str | None]) -> str | None:
+    """AND the non-empty SQL conditions (``None`` when there are none)."""
+    parts = [c for c in conditions if c]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else " AND ".join(f"({p})" for p in parts)
+
+
 def search(
-    ds: Any, vector: np.ndarray, k: int, metric: str = "l2", exclude: str | None = None
+    ds: Any,
+    vector: np.ndarray,
+    k: int,
+    metric: str = "l2",
+    exclude: str | Sequence[str] | None = None,
+    *,
+    where: str | None = None,
+    max_distance: float | None = None,
 ) -> tuple[list[Neighbour], float]:
-    """Exact top-``k`` over all rows (minus ``exclude``). Returns neighbours and ms."""
+    """Exact top-``k`` over the rows passing ``where`` (minus the tile ids in
+    ``exclude``), prefiltered; then results beyond ``max_distance`` are
+    dropped. Returns neighbours and the search time in ms.
+    """
     if metric not in METRICS:
         raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
     if k < 1:
         raise InputError(f"--k {k}: must be >= 1")
+    if max_distance is not None and not (math.isfinite(max_distance) and max_distance >= 0):
+        raise InputError(f"--max-distance {max_distance}: must be a number >= 0")
     nearest = {
         "column": "fingerprint",
         "q": vector.astype(np.float32),
@@ -153,27 +314,31 @@ def search(
         "metric": metric,
         "use_index": False,
     }
-    kw: dict[str, Any] = {}
-    if exclude is not None:
-        kw = {"filter": f"tile_id != '{_check_tile_id(exclude)}'", "prefilter": True}
+    ids = [exclude] if isinstance(exclude, str) else list(exclude or ())
+    excluded = sql_in("tile_id", [check_tile_id(t) for t in ids], negate=True) if ids else None
+    sql = _combine([excluded, where])
+    kw: dict[str, Any] = {"filter": sql, "prefilter": True} if sql else {}
     t0 = time.perf_counter()
     table = ds.to_table(columns=[*_RESULT_COLUMNS, "_distance"], nearest=nearest, **kw)
     ms = (time.perf_counter() - t0) * 1000.0
-    out = []
-    for rank, row in enumerate(table.to_pylist(), start=1):
+    out: list[Neighbour] = []
+    for row in table.to_pylist():
         d = float(row["_distance"])
         d = float(np.sqrt(max(d, 0.0))) if metric == "l2" else d
+        if max_distance is not None and d > max_distance:
+            break
         out.append(
             Neighbour(
-                rank,
-                d,
-                row["tile_id"],
-                row["source"],
-                row["row"],
-                row["col"],
-                row["lon"],
-                row["lat"],
-                row["thumbnail"],
+                rank=len(out) + 1,
+                distance=d,
+                tile_id=row["tile_id"],
+                source=row["source"],
+                row=row["row"],
+                col=row["col"],
+                lon=row["lon"],
+                lat=row["lat"],
+                thumbnail=row["thumbnail"],
+                **{c: row[c] for c in _GEO},
             )
         )
     return out, ms
@@ -182,35 +347,103 @@ def search(
 def query(
     db: str,
     *,
-    tile_id: str | None = None,
+    tile_id: str | Sequence[str] | None = None,
     image: str | None = None,
     window: tuple[int, int, int, int] | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    lonlat: tuple[float, float] | None = None,
+    point: tuple[float, float] | None = None,
+    point_crs: str | None = None,
+    negatives: Sequence[str] = (),
+    alpha: float = DEFAULT_ALPHA,
     seed: int | None = None,
     k: int = 10,
     metric: str = "l2",
     include_self: bool = False,
+    filters: SearchFilter | None = None,
+    exclude_same_source: bool = False,
+    max_distance: float | None = None,
     weights_path: str | None = None,
     device: str = "auto",
 ) -> QueryResult:
     """Answer one k-NN query against the dataset at ``db``.
 
-    Exactly one source of the query: ``tile_id``, ``image`` (optionally with
-    ``window`` = col,row,width,height) or, when neither is given, a random
-    tile chosen with ``seed``. A stored query tile is excluded from its own
-    results unless ``include_self``.
+    Positives: any mix of ``tile_id`` (one id or several), ``lonlat``,
+    ``point`` (with ``point_crs``) and ``image`` (optionally with ``window``
+    = col,row,width,height or ``bbox`` = minx,miny,maxx,maxy in the file's
+    CRS); with none of them, a random tile chosen with ``seed``. They are
+    averaged; ``negatives`` (tile ids) are subtracted with weight ``alpha``.
+
+    A place is resolved to the stored tile whose bounds contain it; when
+    several do (overlapping captures, stride < tile), the one whose centre is
+    nearest (in tile units) wins, then the higher valid fraction.
+
+    ``filters`` restrict the rows ranked; ``exclude_same_source`` also leaves
+    out every file a positive comes from.
     """
-    if tile_id is not None and image is not None:
-        raise InputError("give only one of --tile-id, --image, --random")
     if window is not None and image is None:
         raise InputError("--window needs --image")
+    if bbox is not None and image is None:
+        raise InputError("--bbox needs --image")
+    if window is not None and bbox is not None:
+        raise InputError("give only one of --window, --bbox")
+    if (point is None) != (point_crs is None):
+        raise InputError("--point X,Y needs --crs EPSG:NNNN (and --crs needs --point)")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise InputError(f"--alpha {alpha}: must be a number >= 0")
+    pos_ids = [tile_id] if isinstance(tile_id, str) else list(tile_id or ())
+    for t in pos_ids:
+        check_tile_id(t, "--tile-id")
+    for t in negatives:
+        check_tile_id(t, "--not")
+    both = sorted(set(pos_ids) & set(negatives))
+    if both:
+        raise InputError(f"--not {both[0]}: also given as --tile-id; a tile is one or the other")
+    if point_crs is not None:
+        check_crs(point_crs)
+
     ds = open_dataset(db)
     params = dataset_params(ds)
+    pos: list[_Part] = []
+    if lonlat is not None:
+        pos.append(_at_point(ds, *lonlat, WGS84, f"--lonlat {fmt_coords(lonlat)}"))
+    if point is not None and point_crs is not None:
+        pos.append(_at_point(ds, *point, point_crs, f"--point {fmt_coords(point)}"))
+    pos += _stored(ds, pos_ids, "positive", "--tile-id")
     if image is not None:
-        vector, q = _image_vector(ds, image, window, weights_path, device)
-    elif tile_id is not None:
-        vector, q = _stored_vector(ds, _check_tile_id(tile_id))
-    else:
-        vector, q = _random_vector(ds, seed)
-    exclude = q.tile_id if (q.tile_id is not None and not include_self) else None
-    neighbours, ms = search(ds, vector, k, metric, exclude)
-    return QueryResult(q, metric, k, params.model, ds.count_rows(), ms, neighbours)
+        pos.append(_image(ds, image, window, bbox, weights_path, device))
+    if not pos:
+        pos.append(_random(ds, seed))
+    pos = _dedupe(pos)
+    neg = _dedupe(_stored(ds, list(negatives), "negative", "--not"))
+    clash = {p.member.tile_id for p in pos if p.member.tile_id} & {
+        n.member.tile_id for n in neg if n.member.tile_id
+    }
+    if clash:
+        raise InputError(f"--not {sorted(clash)[0]}: that tile is also a positive of this query")
+
+    vector = np.mean([p.vector for p in pos], axis=0)
+    if neg:
+        vector = vector - alpha * np.mean([n.vector for n in neg], axis=0)
+
+    exclude = [n.member.tile_id for n in neg if n.member.tile_id]
+    if not include_self:
+        exclude += [p.member.tile_id for p in pos if p.member.tile_id]
+    f = filters or SearchFilter()
+    if exclude_same_source:
+        own = tuple(p.member.source for p in pos if p.member.source)
+        f = replace(f, exclude_sources=(*f.exclude_sources, *own))
+    where = f.to_sql(ds)
+    neighbours, ms = search(ds, vector, k, metric, exclude, where=where, max_distance=max_distance)
+    shown = _combine([sql_in("tile_id", exclude, negate=True) if exclude else None, where])
+    return QueryResult(
+        _query_tile(pos, neg, alpha),
+        metric,
+        k,
+        params.model,
+        ds.count_rows(),
+        ms,
+        neighbours,
+        filter=shown,
+        max_distance=max_distance,
+    )

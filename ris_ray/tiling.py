@@ -30,7 +30,7 @@ import rasterio.warp
 import rasterio.windows
 from PIL import Image
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterBlockError
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterBlockError
 from rasterio.windows import Window
 
 from ris_ray.errors import RasterReadError, UnsupportedRasterError
@@ -311,11 +311,22 @@ def _gdal_reason(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
+def _gdal() -> Iterator[None]:
+    """Our GDAL settings, minus the rasterio warnings we handle ourselves
+    (missing georeferencing becomes null columns; nodata beside alpha is fine)."""
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        yield
+
+
+@contextlib.contextmanager
 def _open(path: str) -> Iterator[Any]:
     """Open ``path`` with rasterio, raising :class:`RasterReadError` naming it.
 
     GDAL takes UTF-8 paths only; a local file whose name is not valid UTF-8
-    is opened by descriptor (``/proc/self/fd/N``) instead.
+    is opened by descriptor (``/proc/self/fd/N``) instead. The dataset is
+    used under :func:`_gdal`'s settings.
     """
     fd = None
     target = path
@@ -335,7 +346,7 @@ def _open(path: str) -> Iterator[Any]:
             raise RasterReadError(
                 f"{display_path(path)}: cannot open as a raster ({msg})"
             ) from None
-        with src:
+        with _gdal(), src:
             yield src
     finally:
         if fd is not None:
@@ -378,47 +389,45 @@ def probe(
         st = os.stat(path)
     except OSError as exc:
         raise RasterReadError(f"{shown}: {exc.strerror or exc}") from None
-    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _open(path) as src:
-            if require_tiff and src.driver not in TIFF_DRIVERS:
-                raise UnsupportedRasterError(
-                    f"{shown}: not a TIFF (GDAL reads it as {src.driver}); "
-                    "convert it with `gdal_translate -of GTiff` or query it with --image"
-                )
-            dtypes = set(src.dtypes)
-            if len(dtypes) != 1:
-                raise UnsupportedRasterError(f"{shown}: bands have mixed dtypes {sorted(dtypes)}")
-            dtype = src.dtypes[0]
-            if np.dtype(dtype).kind not in _SUPPORTED_KINDS:
-                raise UnsupportedRasterError(
-                    f"{shown}: dtype {dtype} is not supported (use uint8/16/32, int or float)"
-                )
-            try:
-                plan = select_bands(src.count, src.colorinterp, bands)
-            except UnsupportedRasterError as exc:
-                raise UnsupportedRasterError(f"{shown}: {exc}") from None
-            flags = [src.mask_flag_enums[b - 1] for b in plan.indexes]
-            declared = plan.alpha is not None or any(MaskFlags.all_valid not in f for f in flags)
-            transform = None if src.transform.is_identity and src.crs is None else src.transform
-            info = RasterInfo(
-                path=path,
-                width=src.width,
-                height=src.height,
-                count=src.count,
-                dtype=dtype,
-                crs=_crs_string(src.crs),
-                transform=tuple(transform)[:6] if transform is not None else None,
-                bands=plan,
-                mask="dataset" if declared else "fill",
-                stretch=None,
-                block_shape=tuple(src.block_shapes[0]),
-                size_bytes=st.st_size,
-                mtime_ns=st.st_mtime_ns,
-                data_blocks=_data_blocks(src, plan.indexes[0]),
+    with _open(path) as src:
+        if require_tiff and src.driver not in TIFF_DRIVERS:
+            raise UnsupportedRasterError(
+                f"{shown}: not a TIFF (GDAL reads it as {src.driver}); "
+                "convert it with `gdal_translate -of GTiff` or query it with --image"
             )
-            if dtype != "uint8":
-                info = _with_stretch(src, info)
+        dtypes = set(src.dtypes)
+        if len(dtypes) != 1:
+            raise UnsupportedRasterError(f"{shown}: bands have mixed dtypes {sorted(dtypes)}")
+        dtype = src.dtypes[0]
+        if np.dtype(dtype).kind not in _SUPPORTED_KINDS:
+            raise UnsupportedRasterError(
+                f"{shown}: dtype {dtype} is not supported (use uint8/16/32, int or float)"
+            )
+        try:
+            plan = select_bands(src.count, src.colorinterp, bands)
+        except UnsupportedRasterError as exc:
+            raise UnsupportedRasterError(f"{shown}: {exc}") from None
+        flags = [src.mask_flag_enums[b - 1] for b in plan.indexes]
+        declared = plan.alpha is not None or any(MaskFlags.all_valid not in f for f in flags)
+        transform = None if src.transform.is_identity and src.crs is None else src.transform
+        info = RasterInfo(
+            path=path,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtype=dtype,
+            crs=_crs_string(src.crs),
+            transform=tuple(transform)[:6] if transform is not None else None,
+            bands=plan,
+            mask="dataset" if declared else "fill",
+            stretch=None,
+            block_shape=tuple(src.block_shapes[0]),
+            size_bytes=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            data_blocks=_data_blocks(src, plan.indexes[0]),
+        )
+        if dtype != "uint8":
+            info = _with_stretch(src, info)
     return info
 
 
@@ -454,8 +463,7 @@ def _with_stretch(src: Any, info: RasterInfo) -> RasterInfo:
         valid = _valid_mask(src, info, data, None, out_shape=(h, w))
     except rasterio.RasterioIOError as exc:
         raise RasterReadError(
-            f"{display_path(info.path)}: cannot read pixels for the stretch "
-            f"({_gdal_reason(exc)})"
+            f"{display_path(info.path)}: cannot read pixels for the stretch ({_gdal_reason(exc)})"
         ) from None
     stretch = []
     for band in data:
@@ -486,19 +494,17 @@ def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> dict[str, An
     """
     tile, stride = spec.tile, spec.stride
     window = job.window(tile, stride)
-    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _open(info.path) as src:
-            try:
-                data = src.read(list(info.bands.indexes), window=window)
-                valid = _valid_mask(src, info, data, window)
-            except rasterio.RasterioIOError as exc:
-                first = _gdal_reason(exc)
-                raise RasterReadError(
-                    f"{display_path(info.path)}: window col={int(window.col_off)} "
-                    f"row={int(window.row_off)} {int(window.width)}x{int(window.height)} "
-                    f"unreadable ({first})"
-                ) from None
+    with _open(info.path) as src:
+        try:
+            data = src.read(list(info.bands.indexes), window=window)
+            valid = _valid_mask(src, info, data, window)
+        except rasterio.RasterioIOError as exc:
+            first = _gdal_reason(exc)
+            raise RasterReadError(
+                f"{display_path(info.path)}: window col={int(window.col_off)} "
+                f"row={int(window.row_off)} {int(window.width)}x{int(window.height)} "
+                f"unreadable ({first})"
+            ) from None
     rgb = to_rgb8(data, valid, info.stretch)
 
     rows, cols, fracs, pixels, thumbs = [], [], [], [], []
@@ -598,15 +604,13 @@ def read_patch(
                 f"{path}: --window {col},{row},{w},{h} is not inside the "
                 f"{info.width}x{info.height} image"
             )
-    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _open(path) as src:
-            shape = (len(info.bands.indexes), size, size)
-            data = src.read(
-                list(info.bands.indexes),
-                window=win,
-                out_shape=shape,
-                resampling=Resampling.bilinear,
-            )
-            valid = _valid_mask(src, info, data, win, out_shape=(size, size))
+    with _open(path) as src:
+        shape = (len(info.bands.indexes), size, size)
+        data = src.read(
+            list(info.bands.indexes),
+            window=win,
+            out_shape=shape,
+            resampling=Resampling.bilinear,
+        )
+        valid = _valid_mask(src, info, data, win, out_shape=(size, size))
     return to_rgb8(data, valid, info.stretch)
