@@ -339,15 +339,16 @@ def _open(path: str) -> Iterator[Any]:
             raise RasterReadError(f"{display_path(path)}: {exc.strerror or exc}") from None
         target = f"/proc/self/fd/{fd}"
     try:
-        try:
-            src = rasterio.open(target)
-        except rasterio.RasterioIOError as exc:
-            msg = _gdal_reason(exc).replace(target, "").strip(" :") or type(exc).__name__
-            raise RasterReadError(
-                f"{display_path(path)}: cannot open as a raster ({msg})"
-            ) from None
-        with _gdal(), src:
-            yield src
+        with _gdal():
+            try:
+                src = rasterio.open(target)
+            except rasterio.RasterioIOError as exc:
+                msg = _gdal_reason(exc).replace(target, "").strip(" :") or type(exc).__name__
+                raise RasterReadError(
+                    f"{display_path(path)}: cannot open as a raster ({msg})"
+                ) from None
+            with src:
+                yield src
     finally:
         if fd is not None:
             os.close(fd)
