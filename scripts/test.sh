@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
-.venv/bin/ruff check ris_ray tests jobs benchmarks
-.venv/bin/ruff format --check ris_ray tests jobs benchmarks
+src=$(ls -d ris_ray tests jobs benchmarks 2>/dev/null)
+.venv/bin/ruff check $src
+.venv/bin/ruff format --check $src
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
