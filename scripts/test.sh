@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
-src=$(ls -d ris_ray tests jobs benchmarks 2>/dev/null)
+src=""
+for d in ris_ray tests jobs benchmarks; do [ -d "$d" ] && src="$src $d"; done
 .venv/bin/ruff check $src
 .venv/bin/ruff format --check $src
 .venv/bin/mypy

@@ -93,3 +93,12 @@ def shared_db(
         IngestConfig(inputs=(str(shared_data),), db=str(db), weights="random", progress=False)
     )
     return db, report
+
+
+@pytest.fixture(scope="session")
+def db(request: pytest.FixtureRequest) -> Path:
+    """The shared-data dataset when available (more tiles), else the generated one."""
+    try:
+        return request.getfixturevalue("shared_db")[0]  # type: ignore[no-any-return]
+    except pytest.skip.Exception:
+        return request.getfixturevalue("gen_db")  # type: ignore[no-any-return]

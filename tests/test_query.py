@@ -27,15 +27,6 @@ def _brute(x: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
     return 1.0 - (x @ q) / (np.linalg.norm(x, axis=1) * np.linalg.norm(q))
 
 
-@pytest.fixture(scope="module")
-def db(request: pytest.FixtureRequest) -> Path:
-    """The shared-data dataset when available, else the generated one."""
-    try:
-        return request.getfixturevalue("shared_db")[0]  # type: ignore[no-any-return]
-    except pytest.skip.Exception:
-        return request.getfixturevalue("gen_db")  # type: ignore[no-any-return]
-
-
 def test_every_tile_finds_itself_first(db: Path) -> None:
     ids, _ = _all(db)
     for tid in ids:

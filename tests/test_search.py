@@ -56,15 +56,6 @@ def _rgb_tile(gen_db: Path, col: int) -> dict[str, Any]:
     return next(r for r in rows if r["source"].endswith("/rgb.tif") and r["col"] == col)
 
 
-@pytest.fixture(scope="module")
-def db(request: pytest.FixtureRequest) -> Path:
-    """The shared-data dataset when available (more tiles), else the generated one."""
-    try:
-        return request.getfixturevalue("shared_db")[0]  # type: ignore[no-any-return]
-    except pytest.skip.Exception:
-        return request.getfixturevalue("gen_db")  # type: ignore[no-any-return]
-
-
 # ------------------------------------------------------------------ places
 
 
