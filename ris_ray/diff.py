@@ -30,8 +30,9 @@ import numpy as np
 
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import dataset_sources, match_sources
-from ris_ray.geo import sql_literal, transform_points
+from ris_ray.geo import transform_points
 from ris_ray.query import METRICS
+from ris_ray.sql import sql_literal
 from ris_ray.store import dataset_params, open_dataset
 
 __all__ = [

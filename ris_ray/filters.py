@@ -21,7 +21,8 @@ from pathlib import PurePath
 from typing import Any
 
 from ris_ray.errors import InputError, QueryError
-from ris_ray.geo import fmt_coords, sql_in
+from ris_ray.geo import fmt_coords
+from ris_ray.sql import sql_in
 
 __all__ = ["TILE_ID", "SearchFilter", "check_tile_id", "dataset_sources", "match_sources"]
 

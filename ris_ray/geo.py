@@ -25,6 +25,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError, NotGeoreferencedWarning
 
 from ris_ray.errors import InputError, RasterReadError
+from ris_ray.sql import sql_in, sql_literal
 
 __all__ = [
     "WGS84",
@@ -36,8 +37,6 @@ __all__ = [
     "parse_xy",
     "ring_to_geometry",
     "source_footprints",
-    "sql_in",
-    "sql_literal",
     "tile_rings",
     "tiles_at",
     "transform_points",
@@ -88,19 +87,6 @@ def check_crs(text: str, option: str = "--crs") -> str:
     except CRSError:
         raise InputError(f"{option} {text!r}: not a CRS PROJ knows (use e.g. EPSG:32633)") from None
     return text
-
-
-def sql_literal(value: str) -> str:
-    """``value`` as a SQL string literal for a Lance filter (quotes doubled)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def sql_in(column: str, values: Iterable[str], negate: bool = False) -> str:
-    """``column [NOT] IN ('a', 'b')`` with every value quoted by :func:`sql_literal`."""
-    items = ", ".join(sql_literal(v) for v in values)
-    if not items:
-        raise ValueError("sql_in needs at least one value")
-    return f"{column} {'NOT IN' if negate else 'IN'} ({items})"
 
 
 # --------------------------------------------------------------- transforms

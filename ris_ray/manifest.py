@@ -26,6 +26,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from ris_ray.sql import sql_in
+
 warnings.filterwarnings("ignore", "lance is not fork-safe")
 import lance  # noqa: E402
 
@@ -111,8 +113,6 @@ class Manifest:
         lance.write_dataset(table, self.uri, schema=SCHEMA, mode="overwrite")
 
     def delete(self, paths: Iterable[str]) -> None:
-        from ris_ray.store import sql_in
-
         paths = list(paths)
         ds = self._dataset()
         if ds is not None and paths:

@@ -39,13 +39,13 @@ from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolv
 from ris_ray.errors import InputError, RisError
 from ris_ray.inputs import discover
 from ris_ray.manifest import FileRecord, Manifest
+from ris_ray.sql import sql_in
 from ris_ray.store import (
     DatasetParams,
     TileWriter,
     lance_dataset,
     local_path,
     open_dataset,
-    sql_in,
     to_table,
 )
 from ris_ray.tiling import (

@@ -43,7 +43,8 @@ import numpy as np
 from ris_ray.embed import Embedder, weights_for_model
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import SearchFilter, check_tile_id
-from ris_ray.geo import WGS84, bbox_window, check_crs, fmt_coords, sql_in, tiles_at
+from ris_ray.geo import WGS84, bbox_window, check_crs, fmt_coords, tiles_at
+from ris_ray.sql import sql_in
 from ris_ray.store import dataset_params, open_dataset
 from ris_ray.tiling import read_patch
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from ris_ray.embed import FINGERPRINT_DIM
 from ris_ray.errors import DatasetError, ModelMismatchError
+from ris_ray.sql import sql_in
 
 # Lance logs a WARN line for every fragment written before the first commit.
 os.environ.setdefault("LANCE_LOG", "error")
@@ -45,7 +46,6 @@ __all__ = [
     "dataset_size_bytes",
     "lance_dataset",
     "open_dataset",
-    "sql_in",
     "version_history",
 ]
 
@@ -184,12 +184,6 @@ def to_table(batch: dict[str, Any], params: DatasetParams, crs: str | None) -> p
         ),
     }
     return pa.Table.from_pydict(columns, schema=schema_for(params))
-
-
-def sql_in(column: str, values: Iterable[str]) -> str:
-    """``column IN ('a', 'b')`` with SQL string quoting (``'`` doubled)."""
-    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-    return f"{column} IN ({quoted})"
 
 
 class TileWriter:

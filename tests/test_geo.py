@@ -13,8 +13,9 @@ import rasterio.warp
 
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import SearchFilter
-from ris_ray.geo import bbox_window, parse_bbox, parse_xy, sql_literal, tile_rings
+from ris_ray.geo import bbox_window, parse_bbox, parse_xy, tile_rings
 from ris_ray.sample import landscape, write_geotiff
+from ris_ray.sql import sql_literal
 
 
 def test_parsing() -> None:
