@@ -11,7 +11,10 @@ from typing import Literal
 
 from ris_ray.errors import InputError
 
-__all__ = ["Device", "IngestConfig", "Precision", "parse_bands"]
+__all__ = ["FINGERPRINT_DIM", "Device", "IngestConfig", "Precision", "parse_bands"]
+
+#: Length of a fingerprint: ResNet-18's pooled feature size.
+FINGERPRINT_DIM = 512
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]

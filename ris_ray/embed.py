@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.errors import InputError, WeightsError
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_DIM = 512
 ARCH = "resnet18"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -2,10 +2,10 @@
 
 Streaming design on Ray core, bounded at every stage:
 
-1. ``_probe_task`` (CPU task per file) reads the header and, for non-uint8
+1. ``probe_task`` (CPU task per file) reads the header and, for non-uint8
    data, a decimated sample for the stretch. The driver plans windows
    (:func:`ris_ray.tiling.plan_windows`).
-2. ``_tile_task`` (CPU task per window) opens the file itself, reads only its
+2. ``tile_task`` (CPU task per window) opens the file itself, reads only its
    window and cuts tiles. At most ``max_tasks_in_flight`` windows are read or
    waiting for an embedder at any time (backpressure: memory does not grow
    with input size).
@@ -36,7 +36,7 @@ import ray
 
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
-from ris_ray.errors import InputError, RisError
+from ris_ray.errors import InputError
 from ris_ray.inputs import discover
 from ris_ray.manifest import FileRecord, Manifest
 from ris_ray.sql import sql_in
@@ -48,21 +48,14 @@ from ris_ray.store import (
     open_dataset,
     to_table,
 )
-from ris_ray.tiling import (
-    RasterInfo,
-    TileSpec,
-    WindowJob,
-    display_path,
-    plan_windows,
-    probe,
-    read_tiles,
-)
+from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
+from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, display_path, plan_windows
 
 __all__ = ["FileReport", "IngestReport", "connect", "ingest", "maybe_compact"]
 
 log = logging.getLogger(__name__)
 
-TASK_RETRIES = 3
+
 ACTOR_RESTARTS = 3
 EMBED_INFLIGHT_PER_ACTOR = 2
 
@@ -142,35 +135,6 @@ class IngestReport:
 
 
 # ---------------------------------------------------------------- Ray parts
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, RisError):
-        return str(exc)
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first}"
-
-
-@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def _probe_task(path: str, bands: tuple[int, ...] | None) -> RasterInfo | str:
-    """Probe one file; an unusable file comes back as its error message."""
-    try:
-        return probe(path, bands)
-    except Exception as exc:
-        shown = display_path(path)
-        return _error_text(exc) if shown in str(exc) else f"{shown}: {_error_text(exc)}"
-
-
-@ray.remote(num_cpus=1, max_retries=TASK_RETRIES, num_returns=2)
-def _tile_task(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[dict[str, Any], Any]:
-    """Cut one window's tiles. Returns ``(stats, batch)``; ``batch`` is None if empty."""
-    try:
-        batch = read_tiles(info, job, spec)
-    except Exception as exc:
-        return {"error": _error_text(exc), "n_planned": job.n_tiles, "n_tiles": 0}, None
-    stats = dict(batch.pop("_stats"))
-    stats["n_tiles"] = len(batch["tile_id"])
-    return stats, (batch if stats["n_tiles"] else None)
 
 
 class EmbedActor:
@@ -449,7 +413,7 @@ def _run(
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     max_inflight = cfg.max_tasks_in_flight or max(4, 2 * cpus + 2 * len(actors))
 
-    probes = {_probe_task.remote(p, cfg.bands): p for p in paths}
+    probes = {probe_task.remote(p, cfg.bands): p for p in paths}
     window_args = (spec.tile, spec.stride)
     windows: deque[tuple[str, WindowJob]] = deque()
     tiling: dict[Any, tuple[str, Any]] = {}  # stats ref -> (path, batch ref)
@@ -494,7 +458,7 @@ def _run(
             # Feed tiling tasks while the pipeline has room (backpressure).
             while windows and len(tiling) + len(to_embed) + len(embedding) < max_inflight:
                 path, job = windows.popleft()
-                stats_ref, batch_ref = _tile_task.remote(infos[path], job, spec)
+                stats_ref, batch_ref = tile_task.remote(infos[path], job, spec)
                 tiling[stats_ref] = (path, batch_ref)
             # Hand tile batches to the least-loaded embedder with a free slot.
             while to_embed and min(load) < EMBED_INFLIGHT_PER_ACTOR:
@@ -513,7 +477,7 @@ def _run(
                     f = files[path]
                     if isinstance(result, (str, BaseException)):
                         f.status = "failed"
-                        f.reason = result if isinstance(result, str) else _error_text(result)
+                        f.reason = result if isinstance(result, str) else error_text(result)
                         files_done += 1
                         unstaged.append(path)  # keep any tiles an earlier run stored
                         continue
@@ -550,7 +514,7 @@ def _run(
                     stats = _get(ref)
                     f = files[path]
                     if isinstance(stats, BaseException):
-                        stats = {"error": f"{path}: {_error_text(stats)}", "n_tiles": 0}
+                        stats = {"error": f"{path}: {error_text(stats)}", "n_tiles": 0}
                     f.tiles_low_valid += int(stats.get("n_low_valid", 0))
                     if "error" in stats:
                         f.windows_failed += 1
@@ -571,7 +535,7 @@ def _run(
                     if isinstance(table, BaseException):
                         f = files[path]
                         f.windows_failed += 1
-                        f.reason = f"{path}: embedding failed ({_error_text(table)})"
+                        f.reason = f"{path}: embedding failed ({error_text(table)})"
                     else:
                         writer.add(files[path].path, table)
                         files[path].tiles_written += table.num_rows

@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from ris_ray.embed import Embedder, weights_for_model
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import SearchFilter, check_tile_id
 from ris_ray.geo import WGS84, bbox_window, check_crs, fmt_coords, tiles_at
@@ -225,6 +224,8 @@ def _image(
     elif window is not None:
         label += f" [{','.join(map(str, window))}]"
     pixels = read_patch(image, window, params.tile_size)
+    from ris_ray.embed import Embedder, weights_for_model  # torch: only for image queries
+
     embedder = Embedder(weights_for_model(params.model, weights_path), device=device)
     vector = embedder.embed(pixels[None])[0]
     source = image if "://" in image or image.startswith("/vsi") else os.path.abspath(image)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ris_ray.embed import FINGERPRINT_DIM
+from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.errors import DatasetError, ModelMismatchError
 from ris_ray.sql import sql_in
 

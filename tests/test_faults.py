@@ -90,7 +90,7 @@ def test_killed_tiling_worker_is_retried(ray_session: None, tmp_path: Path) -> N
     _fault_run(
         ray_session,
         tmp_path,
-        "ray::_tile_task",
+        "ray::tile_task",
         0.005,
         lambda d: _files(d, 3, 1024, 2048, compress="jpeg"),
         min_valid=0.0,

@@ -1,0 +1,50 @@
+"""The Ray tasks that read rasters: probing files and cutting windows into tiles.
+
+They live apart from :mod:`ris_ray.pipeline` so that a tiling worker imports
+only rasterio, numpy and Pillow (unpickling a task imports its module; the
+pipeline module would pull in torch, about 0.5 GB per worker for nothing).
+Application errors come back as values, so a bad file never fails the run;
+worker crashes are retried by Ray (``max_retries``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from ris_ray.errors import RisError
+from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, display_path, probe, read_tiles
+
+__all__ = ["TASK_RETRIES", "error_text", "probe_task", "tile_task"]
+
+TASK_RETRIES = 3
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, RisError):
+        return str(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def probe_task(path: str, bands: tuple[int, ...] | None) -> RasterInfo | str:
+    """Probe one file; an unusable file comes back as its error message."""
+    try:
+        return probe(path, bands)
+    except Exception as exc:
+        shown = display_path(path)
+        return error_text(exc) if shown in str(exc) else f"{shown}: {error_text(exc)}"
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES, num_returns=2)
+def tile_task(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[dict[str, Any], Any]:
+    """Cut one window's tiles. Returns ``(stats, batch)``; ``batch`` is None if empty."""
+    try:
+        batch = read_tiles(info, job, spec)
+    except Exception as exc:
+        return {"error": error_text(exc), "n_planned": job.n_tiles, "n_tiles": 0}, None
+    stats = dict(batch.pop("_stats"))
+    stats["n_tiles"] = len(batch["tile_id"])
+    return stats, (batch if stats["n_tiles"] else None)
