@@ -437,15 +437,15 @@ def info(
         history = version_history(db)
         if not as_json:
             table = Table(title="versions")
-            for col in ("version", "time (UTC)", "rows", "files committed", "tiles"):
+            for col in ("version", "time (UTC)", "rows", "change", "operation"):
                 table.add_column(col)
             for v in history:
                 table.add_row(
                     str(v["version"]),
                     v["timestamp"],
                     str(v["rows"]),
-                    str(v["files"]),
-                    str(v["tiles"]),
+                    f"{v['change']:+d}",
+                    v["operation"],
                 )
             out.print(table)
         data["history"] = history

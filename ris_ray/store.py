@@ -397,27 +397,27 @@ def dataset_info(uri: str) -> dict[str, Any]:
 
 
 def version_history(uri: str) -> list[dict[str, Any]]:
-    """Every retained version: number, UTC time, rows, and what ingest committed in it."""
-    from ris_ray.manifest import Manifest
-
+    """Every retained version: number, UTC time, rows, the change in rows and
+    the Lance operation that made it (``Overwrite`` create/rebuild, ``Append``
+    new files, ``Update`` replaced files, ``Delete`` prune, ``Rewrite``
+    compaction)."""
     ds = open_dataset(local_path(uri))
-    per_version: dict[int, tuple[int, int]] = {}
-    for rec in Manifest(local_path(uri)).load().values():
-        if rec.dataset_version is not None:
-            files, tiles = per_version.get(rec.dataset_version, (0, 0))
-            per_version[rec.dataset_version] = (files + 1, tiles + rec.tiles)
-    out = []
+    out: list[dict[str, Any]] = []
+    previous = 0
     for v in ds.versions():
-        files, tiles = per_version.get(int(v["version"]), (0, 0))
+        number = int(v["version"])
+        rows = int(v["metadata"].get("total_rows", -1))
+        tx = ds.read_transaction(number)
         out.append(
             {
-                "version": int(v["version"]),
+                "version": number,
                 "timestamp": v["timestamp"].isoformat(timespec="seconds"),
-                "rows": int(v["metadata"].get("total_rows", -1)),
-                "files": files,
-                "tiles": tiles,
+                "rows": rows,
+                "change": rows - previous,
+                "operation": type(tx.operation).__name__ if tx is not None else "?",
             }
         )
+        previous = rows
     return out
 
 

@@ -193,11 +193,18 @@ def test_versions_and_compaction(ray_session: None, captures: Path, tmp_path: Pa
     _run(captures, db)
     _capture(captures, "c.tif", 3)
     _run(captures, db)
+    (captures / "a.tif").unlink()
+    _run(captures, db, prune=True)
     history = version_history(str(db))
-    assert [h["rows"] for h in history][-1] == 7
-    assert sum(h["files"] for h in history) == 3
+    assert [(h["operation"], h["rows"], h["change"]) for h in history] == [
+        ("Overwrite", 2, 2),  # a.tif (commit_every_s=0: one commit per file)
+        ("Append", 5, 3),  # b.tif
+        ("Append", 7, 2),  # c.tif
+        ("Delete", 5, -2),  # a.tif pruned
+    ]
     stats = compact(str(db), keep_days=0)
     assert stats["fragments_after"] <= stats["fragments_before"]
-    assert lance.dataset(str(db)).count_rows() == 7
+    assert lance.dataset(str(db)).count_rows() == 5
+    assert version_history(str(db))[-1]["operation"] == "Rewrite"
     assert _run(captures, db).files_read == []  # manifest survives compaction + cleanup
     shutil.rmtree(db)
