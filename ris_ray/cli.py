@@ -245,6 +245,9 @@ def query(
     max_distance: Annotated[
         float | None, typer.Option(help="Drop results farther than this (may return fewer).")
     ] = None,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Scan every row even if an ANN index exists.")
+    ] = False,
     k: Annotated[int, typer.Option("--k", "-k", help="Number of neighbours.")] = 10,
     metric: Annotated[str, typer.Option(help="l2 (Euclidean) | cosine (1 - cos).")] = "l2",
     include_self: Annotated[
@@ -297,6 +300,7 @@ def query(
         filters=filters,
         exclude_same_source=exclude_same_source,
         max_distance=max_distance,
+        exact=exact,
         weights_path=weights,
     )
     written = _write_query_files(db, result, geojson, csv, plot, overview)
@@ -455,6 +459,26 @@ def info(
     for key, value in data.items():
         if key != "history":
             out.print(f"{key:>18}: {value}")
+
+
+@app.command()
+def index(
+    db: DbOpt,
+    metric: Annotated[str, typer.Option(help="l2 | cosine: the metric queries will use.")] = "l2",
+    partitions: Annotated[
+        int | None, typer.Option(help="IVF partitions (default: sqrt(rows)).")
+    ] = None,
+    sub_vectors: Annotated[int, typer.Option(help="PQ sub-vectors (must divide 512).")] = 64,
+) -> None:
+    """Build an IVF_PQ index so queries on millions of tiles need not scan them all."""
+    from ris_ray.index import build_index
+
+    info = build_index(db, metric=metric, partitions=partitions, sub_vectors=sub_vectors)
+    out.print(
+        f"index {info['name']}: {info['rows']} rows, {info['partitions']} partitions, "
+        f"{info['sub_vectors']} sub-vectors, built in {info['seconds']} s "
+        "(queries use it; --exact forces a full scan)"
+    )
 
 
 @app.command()

@@ -37,6 +37,7 @@ import ray
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
 from ris_ray.errors import InputError
+from ris_ray.index import refresh_indices
 from ris_ray.inputs import discover
 from ris_ray.manifest import FileRecord, Manifest
 from ris_ray.sql import sql_in
@@ -358,6 +359,8 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
         report.version = open_dataset(db).version if writer.version is not None else None
         if report.commits and cfg.compact_fragments:
             maybe_compact(db, cfg.compact_fragments)
+        if report.commits or report.pruned_files:
+            refresh_indices(db)
     finally:
         writer.close()
     report.wall_s = time.monotonic() - t0

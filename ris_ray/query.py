@@ -298,10 +298,16 @@ def search(
     *,
     where: str | None = None,
     max_distance: float | None = None,
+    exact: bool = False,
 ) -> tuple[list[Neighbour], float]:
-    """Exact top-``k`` over the rows passing ``where`` (minus the tile ids in
+    """Top-``k`` over the rows passing ``where`` (minus the tile ids in
     ``exclude``), prefiltered; then results beyond ``max_distance`` are
     dropped. Returns neighbours and the search time in ms.
+
+    Exact (every row compared) unless the dataset has an index for
+    ``metric`` (see :mod:`ris_ray.index`) and ``exact`` is False: then
+    Lance's IVF_PQ search probes ``ANN_NPROBES`` partitions and re-ranks
+    ``k * ANN_REFINE`` candidates with exact distances.
     """
     if metric not in METRICS:
         raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
@@ -309,13 +315,17 @@ def search(
         raise InputError(f"--k {k}: must be >= 1")
     if max_distance is not None and not (math.isfinite(max_distance) and max_distance >= 0):
         raise InputError(f"--max-distance {max_distance}: must be a number >= 0")
-    nearest = {
+    from ris_ray.index import ANN_NPROBES, ANN_REFINE, vector_index
+
+    nearest: dict[str, Any] = {
         "column": "fingerprint",
         "q": vector.astype(np.float32),
         "k": k,
         "metric": metric,
         "use_index": False,
     }
+    if not exact and vector_index(ds, metric) is not None:
+        nearest.update(use_index=True, nprobes=ANN_NPROBES, refine_factor=ANN_REFINE)
     ids = [exclude] if isinstance(exclude, str) else list(exclude or ())
     excluded = sql_in("tile_id", [check_tile_id(t) for t in ids], negate=True) if ids else None
     sql = _combine([excluded, where])
@@ -367,6 +377,7 @@ def query(
     max_distance: float | None = None,
     weights_path: str | None = None,
     device: str = "auto",
+    exact: bool = False,
 ) -> QueryResult:
     """Answer one k-NN query against the dataset at ``db``.
 
@@ -436,7 +447,9 @@ def query(
         own = tuple(p.member.source for p in pos if p.member.source)
         f = replace(f, exclude_sources=(*f.exclude_sources, *own))
     where = f.to_sql(ds)
-    neighbours, ms = search(ds, vector, k, metric, exclude, where=where, max_distance=max_distance)
+    neighbours, ms = search(
+        ds, vector, k, metric, exclude, where=where, max_distance=max_distance, exact=exact
+    )
     shown = _combine([sql_in("tile_id", exclude, negate=True) if exclude else None, where])
     return QueryResult(
         _query_tile(pos, neg, alpha),

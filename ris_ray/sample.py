@@ -15,7 +15,13 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-__all__ = ["landscape", "make_samples", "write_geotiff"]
+__all__ = [
+    "landscape",
+    "make_samples",
+    "synthetic_fingerprints",
+    "write_fingerprint_dataset",
+    "write_geotiff",
+]
 
 
 def landscape(height: int, width: int, seed: int) -> np.ndarray:
@@ -135,3 +141,48 @@ def make_samples(out_dir: Path | str, *, size: int = 1024, seed: int = 0) -> lis
         nodata=0,
     )
     return [a, b, c]
+
+
+def synthetic_fingerprints(n: int, seed: int = 0, clusters: int = 256) -> np.ndarray:
+    """``(n, 512)`` float32 vectors shaped like ResNet features: non-negative,
+    clustered (so an index has structure to find), deterministic for ``seed``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.gamma(2.0, 0.5, size=(clusters, 512)).astype(np.float32)
+    out = np.empty((n, 512), np.float32)
+    for start in range(0, n, 1 << 16):
+        m = min(1 << 16, n - start)
+        which = rng.integers(clusters, size=m)
+        noise = rng.normal(0.0, 0.35, size=(m, 512)).astype(np.float32)
+        out[start : start + m] = np.maximum(centres[which] + noise, 0.0)
+    return out
+
+
+def write_fingerprint_dataset(uri: str, vectors: np.ndarray, *, model: str = "synthetic") -> None:
+    """A ris_ray dataset holding ``vectors`` as fingerprints of made-up tiles
+    (no thumbnails, no geo), for index tests and query benchmarks."""
+    from ris_ray.store import DatasetParams, TileWriter, to_table
+
+    params = DatasetParams(256, 256, model)
+    writer = TileWriter(uri, params)
+    try:
+        for start in range(0, len(vectors), 1 << 16):
+            chunk = vectors[start : start + (1 << 16)]
+            n = len(chunk)
+            rows = np.arange(start, start + n, dtype=np.int32)
+            batch = {
+                "tile_id": np.array([f"{i:020x}" for i in rows], dtype=object),
+                "source": np.array([f"synthetic/{i // 1024:06d}.tif" for i in rows], dtype=object),
+                "row": (rows // 1024) * 256,
+                "col": (rows % 1024) * 256,
+                "width": np.full(n, 256, np.int32),
+                "height": np.full(n, 256, np.int32),
+                "valid_fraction": np.ones(n, np.float32),
+                "thumbnail": np.array([b""] * n, dtype=object),
+                "fingerprint": chunk,
+                **{c: np.full(n, np.nan) for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
+            }
+            writer.add("synthetic", to_table(batch, params, None))
+        writer.finish("synthetic")
+        writer.commit()
+    finally:
+        writer.close()

@@ -1,0 +1,92 @@
+"""The in-memory exact scan and the IVF_PQ index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lance
+import numpy as np
+import pytest
+
+from ris_ray.errors import InputError
+from ris_ray.index import build_index, vector_index
+from ris_ray.query import query, search
+from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
+from ris_ray.scan import FlatScan
+
+
+def _brute(x: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
+    x64, q64 = x.astype(np.float64), q.astype(np.float64)
+    if metric == "l2":
+        return np.asarray(np.sqrt(((x64 - q64) ** 2).sum(axis=1)))
+    return np.asarray(1 - x64 @ q64 / (np.linalg.norm(x64, axis=1) * np.linalg.norm(q64)))
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_flat_scan_matches_brute_force(metric: str) -> None:
+    x = synthetic_fingerprints(5000, seed=1)
+    x[100] = x[7]  # an exact duplicate: a tie at distance 0 for query 7
+    scan = FlatScan(x, chunk_rows=1024)  # several chunks
+    for qi in (7, 42, 4999):
+        idx, dist = scan.search(x[qi], 10, metric)
+        d = _brute(x, x[qi], metric)
+        assert dist == pytest.approx(np.sort(d)[:10], abs=1e-9)
+        if qi == 7:
+            assert set(idx[:2]) == {7, 100} and dist[1] == pytest.approx(0.0, abs=1e-12)
+        else:
+            assert idx[0] == qi and dist[0] == pytest.approx(0.0, abs=1e-12)
+        assert (np.diff(dist) >= 0).all()
+
+
+def test_flat_scan_from_dataset(gen_db: Path) -> None:
+    scan = FlatScan.from_dataset(lance.dataset(str(gen_db)))
+    assert scan.ids is not None and len(scan.ids) == len(scan.x)
+    idx, dist = scan.search(scan.x[3], 1)
+    assert idx[0] == 3 and dist[0] == 0.0
+
+
+@pytest.fixture(scope="module")
+def synthetic_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    db = tmp_path_factory.mktemp("ann") / "syn.lance"
+    x = synthetic_fingerprints(10_000, seed=3)
+    write_fingerprint_dataset(str(db), x)
+    return db, x
+
+
+def test_index_is_used_and_recall_is_high(synthetic_db: tuple[Path, np.ndarray]) -> None:
+    db, x = synthetic_db
+    info = build_index(str(db), partitions=64, sub_vectors=64)
+    assert info["rows"] == 10_000 and info["partitions"] == 64
+    ds = lance.dataset(str(db))
+    assert vector_index(ds, "l2") == "fingerprint_ivf_pq_l2"
+    assert vector_index(ds, "cosine") is None
+    hits = 0
+    queries = range(0, 10_000, 499)
+    for qi in queries:
+        exact, _ = search(ds, x[qi], 10, exact=True)
+        approx, _ = search(ds, x[qi], 10)
+        truth = np.argsort(_brute(x, x[qi], "l2"), kind="stable")[:10]
+        assert [int(n.tile_id, 16) for n in exact] == truth.tolist()
+        hits += len({n.tile_id for n in approx} & {n.tile_id for n in exact})
+        # Re-ranked candidates carry exact distances.
+        for n in approx:
+            assert n.distance == pytest.approx(
+                _brute(x[[int(n.tile_id, 16)]], x[qi], "l2")[0], rel=1e-4
+            )
+    assert hits / (10 * len(queries)) >= 0.9
+
+
+def test_index_needs_rows_and_valid_params(
+    gen_db: Path, synthetic_db: tuple[Path, np.ndarray]
+) -> None:
+    with pytest.raises(InputError, match="too few"):
+        build_index(str(gen_db))
+    with pytest.raises(InputError, match="must divide 512"):
+        build_index(str(synthetic_db[0]), sub_vectors=7)
+
+
+def test_exact_flag_through_query(synthetic_db: tuple[Path, np.ndarray]) -> None:
+    db, _ = synthetic_db
+    build_index(str(db), partitions=32)
+    res = query(str(db), tile_id=f"{5:020x}", k=5, exact=True, include_self=True)
+    assert res.neighbours[0].tile_id == f"{5:020x}" and res.neighbours[0].distance == 0.0
