@@ -230,10 +230,11 @@ def to_rgb8(
             band = (data[b].astype(np.float32) - np.float32(lo)) * np.float32(scale)
             np.nan_to_num(band, copy=False, nan=0.0)
             out[b] = np.clip(band, 0.0, 255.0).astype(np.uint8)
-    out = np.where(valid[None, :, :], out, np.uint8(0))
-    if out.shape[0] == 1:
-        out = np.repeat(out, 3, axis=0)
-    return np.ascontiguousarray(out.transpose(1, 2, 0))
+    # One strided pass: band-sequential -> pixel-interleaved, invalid -> 0
+    # (a single band broadcasts to all three channels).
+    rgb = np.empty((*out.shape[1:], 3), dtype=np.uint8)
+    np.multiply(out.transpose(1, 2, 0), valid[:, :, None], out=rgb, casting="unsafe")
+    return rgb
 
 
 # ---------------------------------------------------------------- raster I/O

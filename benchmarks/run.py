@@ -1,0 +1,544 @@
+"""ris_ray benchmark suite: every stage side by side, in one run.
+
+    .venv/bin/pip install -c constraints.txt -e ".[bench]"
+    .venv/bin/python benchmarks/run.py              # full (about 10 min on 2 cores)
+    .venv/bin/python benchmarks/run.py --quick      # smaller sizes (about 3 min)
+
+Prints one table per stage and writes ``bench-out/results.json``. Ratios are
+measured within one run, on the same data, so they hold on a loaded machine;
+absolute numbers are this machine's. Not part of the test suite.
+
+Stages: tiling (ours vs a bare rasterio read of the same windows), embedder
+alone (batch sizes; GPU fp32 baseline vs the shipped path when CUDA exists),
+end to end (``ingest`` vs the slowest stage; 1x/2x/4x input scaling with peak
+RSS), query (Lance exact scan cold/warm vs numpy and FAISS flat, float16,
+IVF_PQ), storage (bytes per tile) and retrieval quality (recall under
+shifts and photometric change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ris_ray.embed import Embedder  # noqa: E402
+from ris_ray.inputs import discover  # noqa: E402
+from ris_ray.tiling import TileSpec, plan_windows, probe, read_patch, read_tiles  # noqa: E402
+
+Row = dict[str, Any]
+
+
+def _median_ms(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
+def _table(title: str, rows: list[Row]) -> None:
+    print(f"\n## {title}")
+    if not rows:
+        return
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    width = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(width[c]) for c in cols))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(width[c]) for c in cols))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return "" if v is None else str(v)
+
+
+# ------------------------------------------------------------------ 1. tiling
+
+
+def bench_tiling(data: Path) -> tuple[list[Row], np.ndarray]:
+    """Decode + tile vs bare rasterio reads of the same windows (one process = one core)."""
+    import rasterio
+
+    spec = TileSpec(256, 256, 0.5, "bench")
+    files = discover([str(data)])
+    rows: list[Row] = []
+    pixels: list[np.ndarray] = []
+    for label, target in (("2048 px windows, block-aligned", 2048), ("one window per tile", 256)):
+        plans = []
+        for p in files:
+            info = probe(p)
+            plans += [
+                (info, j)
+                for j in plan_windows(
+                    info.width,
+                    info.height,
+                    256,
+                    256,
+                    block_shape=info.block_shape,
+                    target_px=target,
+                )
+            ]
+        n_tiles = sum(j.n_tiles for _, j in plans)
+        t0 = time.perf_counter()
+        for info, j in plans:
+            batch = read_tiles(info, j, spec)
+            if target == 2048:
+                pixels.append(batch["pixels"])
+        ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for info, j in plans:
+            with rasterio.open(info.path) as src:
+                src.read(list(info.bands.indexes), window=j.window(256, 256))
+        bare = time.perf_counter() - t0
+        rows.append(
+            {
+                "windows": label,
+                "tiles": n_tiles,
+                "ours tiles/s": n_tiles / ours,
+                "bare read tiles/s": n_tiles / bare,
+                "overhead x": ours / bare,
+            }
+        )
+    return rows, np.concatenate(pixels)
+
+
+# ------------------------------------------------------------------ 2. embedder
+
+
+def bench_embedder(pixels: np.ndarray, batch_sizes: list[int]) -> list[Row]:
+    import torch
+
+    rows: list[Row] = []
+    for bs in batch_sizes:
+        emb = Embedder("random", batch_size=bs, device="cpu")
+        emb.embed(pixels[:bs])  # warm-up (oneDNN primitive creation)
+        t0 = time.perf_counter()
+        emb.embed(pixels)
+        dt = time.perf_counter() - t0
+        rows.append(
+            {
+                "device": "cpu fp32 channels_last",
+                "batch": bs,
+                "tiles": len(pixels),
+                "tiles/s": len(pixels) / dt,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    if torch.cuda.is_available():
+        rows += _bench_gpu(pixels)
+    else:
+        rows.append(
+            {
+                "device": "cuda",
+                "batch": None,
+                "tiles": None,
+                "tiles/s": None,
+                "threads": "skipped: no CUDA device",
+            }
+        )
+    return rows
+
+
+def _bench_gpu(pixels: np.ndarray) -> list[Row]:
+    """fp32 eager NCHW baseline (normalise on CPU, float32 copy) vs the shipped path."""
+    import torch
+
+    from ris_ray.embed import build_model, resolve_weights
+
+    x = np.concatenate([pixels] * max(1, 2048 // len(pixels)))[:2048]
+    rows: list[Row] = []
+    model = build_model(resolve_weights("random")).cuda()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+
+    def baseline() -> None:
+        with torch.inference_mode():
+            for s in range(0, len(x), 256):
+                t = torch.from_numpy(x[s : s + 256]).permute(0, 3, 1, 2).float()
+                model(((t - mean) / std).cuda()).cpu()
+        torch.cuda.synchronize()
+
+    baseline()
+    t0 = time.perf_counter()
+    baseline()
+    rows.append(
+        {
+            "device": "cuda fp32 eager (baseline)",
+            "batch": 256,
+            "tiles": len(x),
+            "tiles/s": len(x) / (time.perf_counter() - t0),
+            "threads": None,
+        }
+    )
+    for precision in ("fp16", "bf16"):
+        emb = Embedder("random", device="cuda", precision=precision, batch_size=256)
+        emb.embed(x[:256])
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        emb.embed(x)
+        torch.cuda.synchronize()
+        rows.append(
+            {
+                "device": f"cuda {precision} channels_last uint8-in (shipped)",
+                "batch": 256,
+                "tiles": len(x),
+                "tiles/s": len(x) / (time.perf_counter() - t0),
+                "threads": None,
+            }
+        )
+    return rows
+
+
+# ------------------------------------------------------------------ 3. end to end
+
+
+def _peak_rss_during(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    """Run ``fn`` in a thread while sampling RSS of this process and its children."""
+    import psutil
+
+    out: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", fn()))
+    peak: dict[str, float] = {"driver": 0.0, "tiling worker": 0.0, "embedder": 0.0}
+    me = psutil.Process()
+    t.start()
+    while t.is_alive():
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                title = "driver" if p.pid == me.pid else p.cmdline()[0]
+                rss = p.memory_info().rss / 2**20
+            except (psutil.Error, IndexError):
+                continue
+            key = (
+                "driver"
+                if title == "driver"
+                else "embedder"
+                if "EmbedActor" in title
+                else "tiling worker"
+                if "task" in title or "IDLE" in title
+                else None
+            )
+            if key:
+                peak[key] = max(peak[key], rss)
+        time.sleep(0.05)
+    t.join()
+    return out["r"], peak
+
+
+def bench_end_to_end(
+    data: Path, scales: list[int], embed_rate: float, work: Path
+) -> tuple[list[Row], Path]:
+    import ray
+
+    from ris_ray.config import IngestConfig
+    from ris_ray.pipeline import ingest
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    rows: list[Row] = []
+    first_db = work / "e2e-1x.lance"
+    try:
+        for scale in scales:
+            src = work / f"input-{scale}x"
+            src.mkdir()
+            for i in range(scale):  # copies under other names: distinct sources, same pixels
+                for f in discover([str(data)]):
+                    (src / f"copy{i}_{Path(f).name}").symlink_to(f)
+            db = work / f"e2e-{scale}x.lance"
+            cfg = IngestConfig(inputs=(str(src),), db=str(db), weights="random", progress=False)
+            report, peak = _peak_rss_during(lambda cfg=cfg: ingest(cfg))
+            rows.append(
+                {
+                    "input": f"{scale}x shared data",
+                    "tiles": report.tiles_written,
+                    "wall s": report.wall_s,
+                    "tiles/s": report.tiles_per_s,
+                    "efficiency": report.tiles_per_s / embed_rate,
+                    "driver MiB": peak["driver"],
+                    "tiling MiB": peak["tiling worker"],
+                    "embedder MiB": peak["embedder"],
+                }
+            )
+    finally:
+        ray.shutdown()
+    if len(rows) >= 2:  # marginal throughput: fixed start-up costs cancel out
+        a, b = rows[0], rows[-1]
+        rate = (b["tiles"] - a["tiles"]) / (b["wall s"] - a["wall s"])
+        rows.append(
+            {
+                "input": f"marginal {scales[0]}x->{scales[-1]}x",
+                "tiles": None,
+                "wall s": None,
+                "tiles/s": rate,
+                "efficiency": rate / embed_rate,
+            }
+        )
+    return rows, first_db
+
+
+# ------------------------------------------------------------------ 4-5. query
+
+
+def bench_query(sizes: list[int], work: Path, ann_at: int | None) -> list[Row]:
+    import faiss
+    import lance
+
+    from ris_ray.index import build_index
+    from ris_ray.query import search
+    from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
+    from ris_ray.scan import FlatScan
+
+    rows: list[Row] = []
+    k, n_queries = 10, 5
+    for n in sizes:
+        x = synthetic_fingerprints(n, seed=n)
+        qs = x[np.linspace(0, n - 1, n_queries).astype(int)] + 0.05
+        db = work / f"q{n}.lance"
+        write_fingerprint_dataset(str(db), x)
+
+        def lance_scan(q: np.ndarray, ds: Any = None) -> list[int]:
+            ds = ds or lance.dataset(str(db))
+            nb, _ = search(ds, q, k, exact=True)
+            return [int(t.tile_id, 16) for t in nb]
+
+        cold = statistics.median(_median_ms(lambda q=q: lance_scan(q), 1) for q in qs)
+        ds = lance.dataset(str(db))
+        warm_lance = statistics.median(_median_ms(lambda q=q: lance_scan(q, ds), 1) for q in qs)
+        scan = FlatScan(x)
+        warm = statistics.median(_median_ms(lambda q=q: scan.search(q, k), 3) for q in qs)
+        brute = statistics.median(
+            _median_ms(lambda q=q: np.argpartition(((x - q) ** 2).sum(axis=1), k)[:k], 1)
+            for q in qs
+        )
+        flat = faiss.IndexFlatL2(x.shape[1])
+        flat.add(x)
+        fa = statistics.median(_median_ms(lambda q=q: flat.search(q[None], k), 3) for q in qs)
+        same = all(
+            lance_scan(q, ds)
+            == scan.search(q, k)[0].tolist()
+            == flat.search(q[None], k)[1][0].tolist()
+            for q in qs
+        )
+        half = FlatScan(x.astype(np.float16).astype(np.float32))
+        recall16 = np.mean(
+            [len(set(half.search(q, k)[0]) & set(scan.search(q, k)[0])) / k for q in qs]
+        )
+        rows.append(
+            {
+                "N": n,
+                "lance cold ms": cold,
+                "lance warm ms": warm_lance,
+                "in-memory scan ms": warm,
+                "numpy brute ms": brute,
+                "faiss flat ms": fa,
+                "scan/faiss": warm / fa,
+                "same top-k": same,
+                "fp16 recall@10": float(recall16),
+            }
+        )
+        if ann_at == n:
+            info = build_index(str(db))
+            ds = lance.dataset(str(db))
+            hits, t_ann, t_exact = 0, [], []
+            for q in qs:
+                t0 = time.perf_counter()
+                approx, _ = search(ds, q, k)
+                t_ann.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                exact, _ = search(ds, q, k, exact=True)
+                t_exact.append(time.perf_counter() - t0)
+                hits += len({a.tile_id for a in approx} & {e.tile_id for e in exact})
+            rows.append(
+                {
+                    "N": f"{n} IVF_PQ ({info['partitions']}p, built {info['seconds']} s)",
+                    "lance warm ms": statistics.median(t_ann) * 1000,
+                    "scan/faiss": None,
+                    "same top-k": None,
+                    "fp16 recall@10": None,
+                    "ann recall@10": hits / (k * len(qs)),
+                    "speed-up vs exact": statistics.median(t_exact) / statistics.median(t_ann),
+                }
+            )
+        shutil.rmtree(db, ignore_errors=True)
+    return rows
+
+
+# ------------------------------------------------------------------ 6. storage
+
+
+def bench_storage(db: Path) -> list[Row]:
+    import lance
+
+    from ris_ray.store import dataset_size_bytes
+
+    ds = lance.dataset(str(db))
+    n = ds.count_rows()
+    size = dataset_size_bytes(str(db))
+    thumbs = sum(len(b) for b in ds.to_table(columns=["thumbnail"])["thumbnail"].to_pylist())
+    per = size / n
+    return [
+        {
+            "rows": n,
+            "bytes/tile": per,
+            "of which thumbnail": thumbs / n,
+            "fingerprint (float32)": 2048,
+            "float32 tile (786432 B) / ours": 786432 / per,
+        }
+    ]
+
+
+# ------------------------------------------------------------------ quality
+
+
+def bench_quality(db: Path, weights: list[str]) -> list[Row]:
+    """Recall@1/@10 of perturbed queries; relevant = the stored tile overlapping most."""
+    import lance
+    from PIL import Image, ImageEnhance
+
+    from ris_ray.scan import FlatScan
+
+    rows: list[Row] = []
+    ds = lance.dataset(str(db))
+    meta = ds.to_table(columns=["source", "row", "col"]).to_pylist()
+    scan = FlatScan.from_dataset(ds)
+
+    def jpeg(px: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(px).save(buf, format="JPEG", quality=75)
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+    def bright(f: float) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda px: np.asarray(ImageEnhance.Brightness(Image.fromarray(px)).enhance(f))
+
+    infos: dict[str, Any] = {}
+    for w in weights:
+        emb = Embedder(w, device="cpu")
+        if emb.model_id != ds.schema.metadata[b"ris_ray.model"].decode():
+            continue  # the dataset's vectors come from another model
+        perturb: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray] | None]] = {
+            "shift 16 px": (16, None),
+            "shift 32 px": (32, None),
+            "shift 64 px": (64, None),
+            "brightness +10%": (0, bright(1.1)),
+            "brightness -10%": (0, bright(0.9)),
+            "JPEG q75": (0, jpeg),
+        }
+        for name, (shift, fn) in perturb.items():
+            queries, relevant = [], []
+            for i, m in enumerate(meta):
+                if m["source"] not in infos:
+                    infos[m["source"]] = probe(m["source"])
+                info = infos[m["source"]]
+                c = m["col"] + shift if m["col"] + shift + 256 <= info.width else m["col"] - shift
+                r = m["row"] + shift if m["row"] + shift + 256 <= info.height else m["row"] - shift
+                if c < 0 or r < 0:
+                    continue
+                px = read_patch(m["source"], (c, r, 256, 256), 256)
+                queries.append(fn(px) if fn else px)
+                relevant.append(_most_overlap(meta, m["source"], r, c, i))
+            vecs = emb.embed(np.stack(queries))
+            top = [scan.search(v, 10)[0] for v in vecs]
+            rows.append(
+                {
+                    "weights": emb.model_id,
+                    "perturbation": name,
+                    "queries": len(queries),
+                    "recall@1": np.mean([t[0] == rel for t, rel in zip(top, relevant)]),
+                    "recall@10": np.mean([rel in t for t, rel in zip(top, relevant)]),
+                }
+            )
+    return rows
+
+
+def _most_overlap(meta: list[Row], source: str, r: int, c: int, default: int) -> int:
+    best, best_area = default, -1
+    for j, m in enumerate(meta):
+        if m["source"] != source:
+            continue
+        area = max(0, 256 - abs(m["row"] - r)) * max(0, 256 - abs(m["col"] - c))
+        if area > best_area:
+            best, best_area = j, area
+    return best
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=REPO / "bench-out")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, no 1M query stage")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"benchmark data not found at {args.data} (use --data DIR)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ris-bench-"))
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "args": {"quick": args.quick, "data": str(args.data)},
+    }
+    try:
+        rows, pixels = bench_tiling(args.data)
+        _table("1. tiling (one process)", rows)
+        results["tiling"] = rows
+
+        rows = bench_embedder(pixels, [8, 32, 64])
+        _table("2. embedder alone", rows)
+        results["embedder"] = rows
+        embed_rate = max(
+            r["tiles/s"] for r in rows if r["tiles/s"] and r["device"].startswith("cpu")
+        )
+
+        scales = [1, 2] if args.quick else [1, 2, 4]
+        rows, db = bench_end_to_end(args.data, scales, embed_rate, work)
+        _table(f"3. end to end vs embedder alone ({embed_rate:.1f} tiles/s)", rows)
+        results["end_to_end"] = rows
+
+        sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+        rows = bench_query(sizes, work, ann_at=sizes[-1])
+        _table("4-5. query: exact scans side by side, float16, IVF_PQ", rows)
+        results["query"] = rows
+
+        rows = bench_storage(db)
+        _table("6. storage", rows)
+        results["storage"] = rows
+
+        from ris_ray.embed import imagenet_cached
+
+        weights = ["random", *(["imagenet"] if imagenet_cached() else [])]
+        rows = bench_quality(db, weights)
+        _table("retrieval quality (dataset built with random weights)", rows)
+        results["quality"] = rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = args.out / "results.json"
+    out.write_text(
+        json.dumps(results, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
