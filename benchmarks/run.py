@@ -212,34 +212,44 @@ def _bench_gpu(pixels: np.ndarray) -> list[Row]:
 
 
 def _peak_rss_during(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
-    """Run ``fn`` in a thread while sampling RSS of this process and its children."""
+    """Run ``fn`` in a thread while sampling RSS of this process and its children.
+
+    Peaks are kept per process and labelled by the titles the process had
+    (a Ray worker is ``ray::IDLE`` before it becomes an actor or runs a task).
+    """
     import psutil
 
     out: dict[str, Any] = {}
     t = threading.Thread(target=lambda: out.setdefault("r", fn()))
-    peak: dict[str, float] = {"driver": 0.0, "tiling worker": 0.0, "embedder": 0.0}
+    rss: dict[int, float] = {}
+    titles: dict[int, set[str]] = {}
     me = psutil.Process()
     t.start()
     while t.is_alive():
         for p in [me, *me.children(recursive=True)]:
             try:
                 title = "driver" if p.pid == me.pid else p.cmdline()[0]
-                rss = p.memory_info().rss / 2**20
+                value = p.memory_info().rss / 2**20
             except (psutil.Error, IndexError):
                 continue
-            key = (
-                "driver"
-                if title == "driver"
-                else "embedder"
-                if "EmbedActor" in title
-                else "tiling worker"
-                if "task" in title or "IDLE" in title
-                else None
-            )
-            if key:
-                peak[key] = max(peak[key], rss)
+            rss[p.pid] = max(rss.get(p.pid, 0.0), value)
+            titles.setdefault(p.pid, set()).add(title)
         time.sleep(0.05)
     t.join()
+    peak = {"driver": 0.0, "tiling worker": 0.0, "embedder": 0.0}
+    for pid, seen in titles.items():
+        text = " ".join(seen)
+        key = (
+            "driver"
+            if "driver" in seen
+            else "embedder"
+            if "EmbedActor" in text
+            else "tiling worker"
+            if "_task" in text
+            else None
+        )
+        if key:
+            peak[key] = max(peak[key], rss[pid])
     return out["r"], peak
 
 
