@@ -54,11 +54,17 @@ def _median_ms(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
+MARKDOWN: list[str] = []
+
+
 def _table(title: str, rows: list[Row]) -> None:
+    """Print a plain-text table and keep a Markdown copy for ``results.md``."""
     print(f"\n## {title}")
     if not rows:
         return
     cols = list(dict.fromkeys(c for r in rows for c in r))
+    MARKDOWN.extend([f"\n**{title}**\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)])
+    MARKDOWN.extend("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows)
     width = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
     print("  ".join(c.ljust(width[c]) for c in cols))
     for r in rows:
@@ -547,7 +553,8 @@ def main() -> None:
     out.write_text(
         json.dumps(results, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     )
-    print(f"\nresults: {out}")
+    (args.out / "results.md").write_text("\n".join(MARKDOWN) + "\n")
+    print(f"\nresults: {out} (tables: {args.out / 'results.md'})")
 
 
 if __name__ == "__main__":
