@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ris_ray.embed import (
+    CPU_MAX_BATCH,
     FINGERPRINT_DIM,
     Embedder,
     build_model,
@@ -20,7 +21,7 @@ from ris_ray.errors import InputError, WeightsError
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    return Embedder("random", batch_size=3)
+    return Embedder("random", batch_size=3, precision="fp32")
 
 
 def _batch(n: int, seed: int = 0, size: int = 64) -> np.ndarray:
@@ -112,3 +113,56 @@ def test_imagenet_offline_fails_fast_with_instructions(
 def test_rejects_bad_pixels(embedder: Embedder) -> None:
     with pytest.raises(ValueError, match="uint8"):
         embedder.embed(np.zeros((1, 8, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_cpu_is_bf16_only_where_native(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ris_ray.embed as embed
+
+    monkeypatch.setattr(embed, "cpu_has_fast_bf16", lambda: native)
+    auto = Embedder("random", device="cpu")
+    assert auto.dtype == (torch.bfloat16 if native else torch.float32)
+    assert Embedder("random", device="cpu", precision="fp32").dtype == torch.float32
+    assert Embedder("random", device="cpu", precision="bf16").dtype == torch.bfloat16
+    with pytest.raises(InputError, match="--precision"):
+        Embedder("random", device="cpu", precision="int8")
+
+
+def test_bf16_fingerprints_stay_close_to_fp32() -> None:
+    pixels = _batch(4, seed=5)
+    ref = Embedder("random", device="cpu", precision="fp32").embed(pixels)
+    got = Embedder("random", device="cpu", precision="bf16").embed(pixels)
+    assert got.dtype == np.float32
+    cos = (ref * got).sum(axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.min() > 0.999
+    # Each tile is still nearest to its own fp32 fingerprint.
+    d = ((got[:, None, :] - ref[None, :, :]) ** 2).sum(axis=2)
+    assert (d.argmin(axis=1) == np.arange(4)).all()
+
+
+class _Spy(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(int(x.shape[0]))
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+def test_cpu_forward_passes_are_capped_without_changing_results() -> None:
+    e = Embedder("random", device="cpu", precision="fp32", batch_size=64)
+    assert e.batch_size == 64 and e.step == CPU_MAX_BATCH
+    pixels = _batch(CPU_MAX_BATCH + 3, seed=6)
+    spy = _Spy(e.model)
+    e.model = spy
+    capped = e.embed(pixels)
+    assert spy.sizes == [CPU_MAX_BATCH, 3]
+    e.step = len(pixels)  # one pass over everything
+    whole = e.embed(pixels)
+    assert spy.sizes[-1] == len(pixels)
+    assert np.allclose(capped, whole, atol=1e-4)
