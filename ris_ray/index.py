@@ -38,10 +38,7 @@ def index_name(metric: str) -> str:
 def vector_index(ds: Any, metric: str) -> str | None:
     """Name of the fingerprint index built for ``metric``, if the dataset has one."""
     wanted = index_name(metric)
-    for idx in ds.list_indices():
-        if idx.get("name") == wanted:
-            return wanted
-    return None
+    return wanted if any(idx.name == wanted for idx in ds.describe_indices()) else None
 
 
 def build_index(
@@ -87,7 +84,7 @@ def build_index(
 def refresh_indices(db: str) -> bool:
     """Fold rows added since the last build into the dataset's indexes, if any."""
     ds = open_dataset(local_path(db))
-    if not ds.list_indices():
+    if not ds.describe_indices():
         return False
     ds.optimize.optimize_indices()
     return True
