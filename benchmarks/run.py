@@ -299,18 +299,6 @@ def bench_end_to_end(
             )
     finally:
         ray.shutdown()
-    if len(rows) >= 2:  # marginal throughput: fixed start-up costs cancel out
-        a, b = rows[0], rows[-1]
-        rate = (b["tiles"] - a["tiles"]) / (b["wall s"] - a["wall s"])
-        rows.append(
-            {
-                "input": f"marginal {scales[0]}x->{scales[-1]}x",
-                "tiles": None,
-                "wall s": None,
-                "tiles/s": rate,
-                "efficiency": rate / embed_rate,
-            }
-        )
     return rows, first_db
 
 

@@ -183,7 +183,8 @@ def _print_ingest(r: Any) -> None:
         f"files: {len(read)} new or changed, read ({counts['ok']} ok, {counts['skipped']} "
         f"skipped, {counts['failed']} failed); {unchanged} unchanged",
         f"tiles: {r.tiles_written} written, {r.tiles_low_valid} skipped below --min-valid"
-        f" | {r.wall_s:.1f} s, {r.tiles_per_s:.1f} tiles/s",
+        f" | {r.wall_s:.1f} s, {r.tiles_per_s:.1f} tiles/s"
+        + (f" ({r.steady_tiles_per_s:.1f} once running)" if r.steady_tiles_per_s else ""),
     ]
     if r.pruned_files:
         lines.append(f"pruned {r.pruned_files} files that no longer exist ({r.pruned_tiles} tiles)")

@@ -96,6 +96,7 @@ class IngestReport:
     pruned_tiles: int = 0
     ray_gcs_address: str | None = None
     committed: bool = True  # False: --strict saw a failed file and published nothing
+    steady_tiles_per_s: float = 0.0  # between the first and last embedded batch
 
     @property
     def tiles_written(self) -> int:
@@ -426,6 +427,7 @@ def _run(
     planned = done_tiles = files_done = 0
     last_commit = time.monotonic()
     progress = _Progress(cfg.progress, len(paths))
+    steady = _SteadyRate()
 
     def publish() -> None:
         nonlocal last_commit
@@ -543,6 +545,7 @@ def _run(
                         writer.add(files[path].path, table)
                         files[path].tiles_written += table.num_rows
                         done_tiles += table.num_rows
+                        steady.mark(table.num_rows)
                     settle(path)
             progress.update(done_tiles, planned, files_done, t0)
             if (
@@ -563,6 +566,30 @@ def _run(
         for actor in actors:
             ray.kill(actor)
     report.commits = writer.commits
+    report.steady_tiles_per_s = steady.rate
+
+
+class _SteadyRate:
+    """Tiles/s between the first and the last embedded batch: the pipeline's
+    throughput once it runs, without Ray start-up and model loading."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last = 0.0
+        self.after_first = 0
+
+    def mark(self, rows: int) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+        else:
+            self.after_first += rows
+        self.last = now
+
+    @property
+    def rate(self) -> float:
+        span = self.last - (self.first or self.last)
+        return self.after_first / span if span > 0 else 0.0
 
 
 def maybe_compact(db: str, max_fragments: int) -> bool:

@@ -96,6 +96,7 @@ def test_report_counts_and_reasons(ray_session: None, gen_dir: Path, tmp_path: P
         assert f.tiles_written + f.tiles_low_valid == f.tiles_planned
     assert r.tiles_written == lance.dataset(str(tmp_path / "db")).count_rows()
     assert r.files_failed == []
+    assert r.steady_tiles_per_s > 0  # several batches: a rate once the pipeline runs
 
 
 def test_second_run_with_other_params_is_refused(gen_db: Path, gen_dir: Path) -> None:
