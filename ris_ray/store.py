@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,6 @@ _FIELDS = [
 ]
 #: Row schema without dataset metadata (see :func:`schema_for`).
 SCHEMA = pa.schema(_FIELDS)
-#: Columns that are cheap to read (everything but the fingerprint and thumbnail).
-META_COLUMNS = [f.name for f in _FIELDS if f.name not in ("fingerprint", "thumbnail")]
 
 
 @dataclass(frozen=True)
@@ -355,17 +353,6 @@ class TileWriter:
         for source in list(self._writers):
             self._close_writer(source)
         shutil.rmtree(self._stage, ignore_errors=True)
-
-
-def iter_fingerprints(
-    ds: Any, batch_rows: int = 65536, columns: Iterable[str] = ("tile_id",)
-) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Stream ``(batch, fingerprints)`` pairs, ``batch_rows`` at a time (bounded memory)."""
-    cols = [*columns, "fingerprint"]
-    for batch in ds.to_batches(columns=cols, batch_size=batch_rows):
-        fp = batch.column("fingerprint")
-        values = fp.values.to_numpy(zero_copy_only=False).reshape(len(fp), FINGERPRINT_DIM)
-        yield batch, values
 
 
 def local_path(uri: str) -> str:

@@ -208,3 +208,11 @@ def test_versions_and_compaction(ray_session: None, captures: Path, tmp_path: Pa
     assert version_history(str(db))[-1]["operation"] == "Rewrite"
     assert _run(captures, db).files_read == []  # manifest survives compaction + cleanup
     shutil.rmtree(db)
+
+
+def test_ingest_compacts_automatically(ray_session: None, captures: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db.lance"
+    _run(captures, db, compact_fragments=1)  # one commit per file: 2 fragments > 1
+    assert len(lance.dataset(str(db)).get_fragments()) == 1
+    assert version_history(str(db))[-1]["operation"] == "Rewrite"
+    assert len(set(_ids(db))) == lance.dataset(str(db)).count_rows() == 5
