@@ -333,7 +333,7 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
                 and rec.status != "failed"
                 and rec.same_file(*ident)
             ):
-                report.files.append(FileReport(path, "unchanged", tiles_written=0, reason=None))
+                report.files.append(FileReport(display_path(path), "unchanged"))
             else:
                 todo.append(path)
         roots = [os.path.abspath(i) for i in cfg.inputs if "://" not in i]
@@ -357,11 +357,11 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
             report.pruned_tiles = _prune(db, manifest, gone)
             report.pruned_files = len(gone)
             say(f"pruned {len(gone)} files that no longer exist")
-        report.version = open_dataset(db).version if writer.version is not None else None
         if report.commits and cfg.compact_fragments:
             maybe_compact(db, cfg.compact_fragments)
         if report.commits or report.pruned_files:
             refresh_indices(db)
+        report.version = open_dataset(db).version if writer.version is not None else None
     finally:
         writer.close()
     report.wall_s = time.monotonic() - t0

@@ -236,3 +236,19 @@ def test_cli_exit_codes_and_report(
     assert "nothing was committed" in capsys.readouterr().err
     assert not strict_db.exists() or not (strict_db / "_versions").exists()
     assert json.loads((tmp_path / "strict.json").read_text())["committed"] is False
+
+
+def test_rerun_remembers_good_files_and_retries_failed_ones(
+    run: tuple[Path, IngestReport], corpus: tuple[Path, dict[str, Any]]
+) -> None:
+    db, first = run
+    d, _ = corpus
+    again = ingest(
+        IngestConfig(inputs=(str(d),), db=str(db), weights="random", progress=False, window_px=256)
+    )
+    status = {Path(f.path).name: f.status for f in again.files}
+    assert status["caf\\xe9 scene.tif"] == "unchanged"  # non-UTF-8 name matched by its stored form
+    assert status["bands7.tif"] == status["small.tif"] == status["all_nodata.tif"] == "unchanged"
+    assert status["zero.tif"] == status["truncated.tif"] == "failed"  # retried, still failing
+    ids = lance.dataset(str(db)).to_table(columns=["tile_id"])["tile_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == first.tiles_written  # the retry duplicated nothing
