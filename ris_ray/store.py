@@ -219,6 +219,7 @@ class TileWriter:
         self._stage = Path(tempfile.mkdtemp(prefix="ris-stage-", dir=stage_dir))
         self._writers: dict[str, tuple[Any, Any]] = {}
         self._files: dict[str, Path] = {}
+        self._rows: dict[str, int] = {}  # rows staged per source
         self._ready: list[str] = []
         self.rows_committed = 0
         self.commits = 0
@@ -247,6 +248,7 @@ class TileWriter:
             self._writers[source] = (sink, pa.ipc.new_stream(sink, self.schema))
             self._files[source] = path
         self._writers[source][1].write_table(table.cast(self.schema))
+        self._rows[source] = self._rows.get(source, 0) + table.num_rows
 
     def _close_writer(self, source: str) -> None:
         if source in self._writers:
@@ -263,6 +265,7 @@ class TileWriter:
         """Forget everything staged for ``source``."""
         self._close_writer(source)
         path = self._files.pop(source, None)
+        self._rows.pop(source, None)
         if path is not None:
             path.unlink(missing_ok=True)
         if source in self._ready:
@@ -279,12 +282,7 @@ class TileWriter:
         return pa.RecordBatchReader.from_batches(self.schema, batches())
 
     def _staged_rows(self, sources: list[str]) -> int:
-        rows = 0
-        for s in sources:
-            if s in self._files:
-                with pa.OSFile(str(self._files[s]), "rb") as f:
-                    rows += sum(b.num_rows for b in pa.ipc.open_stream(f))
-        return rows
+        return sum(self._rows.get(s, 0) for s in sources)
 
     def commit(self) -> tuple[int | None, list[str]]:
         """Publish all finished sources in one transaction.
@@ -343,6 +341,7 @@ class TileWriter:
     def _after_commit(self, sources: list[str], rows: int, version: int) -> None:
         for s in sources:
             path = self._files.pop(s, None)
+            self._rows.pop(s, None)
             if path is not None:
                 path.unlink(missing_ok=True)
         self._version = version
