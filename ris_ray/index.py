@@ -28,7 +28,7 @@ __all__ = [
 
 #: Partitions probed per query and the exact re-rank factor (k * refine candidates).
 ANN_NPROBES = 32
-ANN_REFINE = 10
+ANN_REFINE = 50  # 1M synthetic vectors: recall@10 0.71 at 10, 0.97 at 50 (15 ms)
 
 
 def index_name(metric: str) -> str:

@@ -66,6 +66,7 @@ def test_generated_files(gen_db: Path, gen_dir: Path) -> None:
             assert None not in (r["lon"], r["lat"], r["minx"])
     ds = lance.dataset(str(gen_db))
     assert ds.schema.field("fingerprint").type.list_size == 512
+    assert ds.data_storage_version == "2.0"  # the faster format for the vector scan
     assert str(ds.schema.field("fingerprint").type.value_type) == "float"
     p = dataset_params(ds)
     assert (p.tile_size, p.stride, p.model) == (256, 256, "resnet18/random-seed0")
