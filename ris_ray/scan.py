@@ -5,10 +5,14 @@ the benchmark's "warm" case) this keeps the vectors in RAM and scores a
 query with one matrix-vector product per chunk, which is memory-bandwidth
 bound like FAISS's flat index:
 
-``||x - q||^2 = ||x||^2 - 2 x.q + ||q||^2`` (norms precomputed), top-k by
-``argpartition`` per chunk, then the final candidates' distances recomputed
-exactly in float64 so near-ties and near-zero distances are not float32
-round-off.
+``||x - q||^2 = ||x||^2 - 2 x.q + ||q||^2``, so rows are ranked by the key
+``||x||^2 / 2 - x.q`` (cosine: ``-x.q / ||x||``), norms precomputed. A pool of
+the best ``m = 2k + 8`` keys so far gives a threshold ``tau``; each later chunk
+only keeps rows whose key is ``<= tau`` (a compare, not a sort), so the cost
+beyond the matrix-vector product is a few milliseconds per million rows. The
+pool's distances are finally recomputed exactly in float64, so near-ties and
+near-zero distances are not float32 round-off (the margin over ``k`` keeps a
+true neighbour that round-off ranked just below the k-th).
 """
 
 from __future__ import annotations
@@ -22,16 +26,44 @@ __all__ = ["FlatScan"]
 
 
 class FlatScan:
-    """Exact k-NN over an ``(N, D)`` matrix (``l2`` or ``cosine``)."""
+    """Exact k-NN over an ``(N, D)`` matrix (``l2`` or ``cosine``).
+
+    The vectors are kept as column blocks of ``chunk_rows`` rows, each a
+    C-contiguous ``(D, rows)`` array: scoring a block is then BLAS's
+    non-transposed ``sgemv`` (``q @ block``), which streams memory faster
+    here than the transposed one that ``x @ q`` on an ``(N, D)`` matrix uses
+    (60 vs 85 ms per million 512-d rows on 2 cores).
+    """
 
     def __init__(
-        self, vectors: np.ndarray, ids: Sequence[str] | None = None, chunk_rows: int = 1 << 17
+        self, vectors: np.ndarray, ids: Sequence[str] | None = None, chunk_rows: int = 1 << 16
     ) -> None:
-        self.x = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.ids = list(ids) if ids is not None else None
-        self.sq = np.einsum("ij,ij->i", self.x, self.x)
-        self.norm = np.sqrt(self.sq)
+        v = np.asarray(vectors)
+        if v.ndim != 2:
+            raise ValueError(f"expected an (N, D) matrix, got shape {v.shape}")
+        self.n, self.dim = int(v.shape[0]), int(v.shape[1])
         self.chunk_rows = chunk_rows
+        self.blocks = [
+            np.ascontiguousarray(v[s : s + chunk_rows].T, dtype=np.float32)
+            for s in range(0, self.n, chunk_rows)
+        ]
+        self.ids = list(ids) if ids is not None else None
+        sq = np.concatenate([np.einsum("ij,ij->j", b, b) for b in self.blocks] or [np.empty(0)])
+        self.half_sq = (0.5 * sq).astype(np.float32)
+        self.neg_inv_norm = (-1.0 / (np.sqrt(sq) + 1e-30)).astype(np.float32)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def rows(self, idx: np.ndarray | Sequence[int]) -> np.ndarray:
+        """The float32 vectors of the given row indexes, as an ``(len(idx), D)`` array."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        block, col = np.divmod(idx, self.chunk_rows)
+        out = np.empty((len(idx), self.dim), dtype=np.float32)
+        for b in np.unique(block):
+            sel = block == b
+            out[sel] = self.blocks[int(b)][:, col[sel]].T
+        return out
 
     @classmethod
     def from_dataset(cls, ds: Any) -> FlatScan:
@@ -43,29 +75,40 @@ class FlatScan:
 
     def search(self, q: np.ndarray, k: int, metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
         """Row indexes and distances of the ``k`` nearest rows, nearest first."""
+        if metric not in ("l2", "cosine"):
+            raise ValueError(f"unknown metric {metric!r} (use l2 or cosine)")
         q32 = np.asarray(q, dtype=np.float32).reshape(-1)
-        k = min(k, len(self.x))
-        cand_idx, cand_score = [], []
-        qq, qn = float(q32 @ q32), float(np.sqrt(q32 @ q32))
-        for start in range(0, len(self.x), self.chunk_rows):
-            dots = self.x[start : start + self.chunk_rows] @ q32
+        n = self.n
+        k = min(k, n)
+        if k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        m = 2 * k + 8
+        scale = self.half_sq if metric == "l2" else self.neg_inv_norm
+        pool_idx = np.empty(0, dtype=np.int64)
+        pool_key = np.empty(0, dtype=np.float32)
+        tau = np.float32(np.inf)
+        for b, block in enumerate(self.blocks):
+            start = b * self.chunk_rows
+            key = q32 @ block
+            part = scale[start : start + len(key)]
             if metric == "l2":
-                score = self.sq[start : start + len(dots)] - 2.0 * dots + qq
+                np.subtract(part, key, out=key)
             else:
-                score = 1.0 - dots / (self.norm[start : start + len(dots)] * qn + 1e-30)
-            m = min(k, len(score))
-            top = np.argpartition(score, m - 1)[:m]
-            cand_idx.append(top + start)
-            cand_score.append(score[top])
-        idx = np.concatenate(cand_idx)
-        # Keep a margin over k so float32 round-off cannot push the true k-th out.
-        keep = idx[np.argsort(np.concatenate(cand_score), kind="stable")[: 2 * k + 8]]
-        exact = self._exact(keep, q32, metric)
-        order = np.argsort(exact, kind="stable")[:k]
-        return keep[order], exact[order]
+                np.multiply(key, part, out=key)
+            sel = np.flatnonzero(key <= tau) if len(pool_idx) >= m else np.arange(len(key))
+            pool_idx = np.concatenate([pool_idx, sel + start])
+            pool_key = np.concatenate([pool_key, key[sel]])
+            if len(pool_idx) > m:
+                top = np.argpartition(pool_key, m - 1)[:m]
+                pool_idx, pool_key = pool_idx[top], pool_key[top]
+            if len(pool_idx) >= m:
+                tau = pool_key.max()
+        exact = self._exact(pool_idx, q32, metric)
+        order = np.lexsort((pool_idx, exact))[:k]
+        return pool_idx[order], exact[order]
 
     def _exact(self, rows: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
-        x = self.x[rows].astype(np.float64)
+        x = self.rows(rows).astype(np.float64)
         q64 = q.astype(np.float64)
         if metric == "l2":
             return np.asarray(np.sqrt(((x - q64) ** 2).sum(axis=1)))

@@ -38,10 +38,35 @@ def test_flat_scan_matches_brute_force(metric: str) -> None:
         assert (np.diff(dist) >= 0).all()
 
 
+@pytest.mark.parametrize("k", [1, 3000, 6000])
+def test_flat_scan_any_k_across_chunks(k: int) -> None:
+    """k larger than a chunk, and k >= N, still give exactly the brute-force order."""
+    x = synthetic_fingerprints(5000, seed=2)
+    q = x[4321] + 0.01
+    idx, dist = FlatScan(x, chunk_rows=1024).search(q, k)
+    d = _brute(x, q, "l2")
+    assert len(idx) == min(k, len(x))
+    assert dist == pytest.approx(d[idx], abs=1e-9)
+    assert dist == pytest.approx(np.sort(d)[: len(idx)], abs=1e-9)
+    assert len(set(idx.tolist())) == len(idx)
+
+
+def test_flat_scan_rows_round_trip() -> None:
+    x = synthetic_fingerprints(2500, seed=4)
+    scan = FlatScan(x, chunk_rows=1000)  # last block is partial
+    idx = np.array([2499, 0, 1000, 999, 1500])
+    assert np.array_equal(scan.rows(idx), x[idx]) and len(scan) == 2500
+
+
+def test_flat_scan_rejects_unknown_metric() -> None:
+    with pytest.raises(ValueError, match="metric"):
+        FlatScan(synthetic_fingerprints(10, seed=0)).search(np.zeros(512), 1, "dot")
+
+
 def test_flat_scan_from_dataset(gen_db: Path) -> None:
     scan = FlatScan.from_dataset(lance.dataset(str(gen_db)))
-    assert scan.ids is not None and len(scan.ids) == len(scan.x)
-    idx, dist = scan.search(scan.x[3], 1)
+    assert scan.ids is not None and len(scan.ids) == len(scan) > 3
+    idx, dist = scan.search(scan.rows([3])[0], 1)
     assert idx[0] == 3 and dist[0] == 0.0
 
 
