@@ -1,4 +1,4 @@
-"""An in-memory exact scan: all fingerprints as one float32 matrix.
+"""An in-memory exact scan: all fingerprints held in RAM as float32 blocks.
 
 For a long-lived process that answers many queries (a service, a notebook,
 the benchmark's "warm" case) this keeps the vectors in RAM and scores a
