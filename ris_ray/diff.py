@@ -31,7 +31,7 @@ import numpy as np
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import dataset_sources, match_sources
 from ris_ray.geo import transform_points
-from ris_ray.query import METRICS
+from ris_ray.query import check_metric
 from ris_ray.sql import sql_literal
 from ris_ray.store import dataset_params, open_dataset
 
@@ -236,8 +236,7 @@ def diff(db: str, before: str, after: str, *, metric: str = "l2") -> DiffResult:
     """Pair the tiles of ``before`` and ``after`` (sources of ``db``, by path,
     file name or glob) by location and rank the pairs by fingerprint
     distance (``l2`` or ``cosine``, as in ``ris query``), largest first."""
-    if metric not in METRICS:
-        raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
+    check_metric(metric)
     ds = open_dataset(db)
     params = dataset_params(ds)
     src_a = resolve_source(ds, before, "--before")

@@ -43,6 +43,7 @@ import numpy as np
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import SearchFilter, check_tile_id
 from ris_ray.geo import WGS84, bbox_window, check_crs, fmt_coords, tiles_at
+from ris_ray.scan import METRICS
 from ris_ray.sql import sql_in
 from ris_ray.store import dataset_params, open_dataset
 from ris_ray.tiling import read_patch
@@ -54,11 +55,18 @@ __all__ = [
     "QueryMember",
     "QueryResult",
     "QueryTile",
+    "check_metric",
     "query",
     "search",
 ]
 
-METRICS = ("l2", "cosine")
+
+def check_metric(metric: str) -> None:
+    """Refuse a metric that is not one of :data:`METRICS` (a usage error)."""
+    if metric not in METRICS:
+        raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
+
+
 #: Weight of the negatives' mean in ``mean(pos) - alpha * mean(neg)``.
 DEFAULT_ALPHA = 0.5
 _GEO = ["width", "height", "crs", "minx", "miny", "maxx", "maxy"]
@@ -309,8 +317,7 @@ def search(
     Lance's IVF_PQ search probes ``ANN_NPROBES`` partitions and re-ranks
     ``k * ANN_REFINE`` candidates with exact distances.
     """
-    if metric not in METRICS:
-        raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
+    check_metric(metric)
     if k < 1:
         raise InputError(f"--k {k}: must be >= 1")
     if max_distance is not None and not (math.isfinite(max_distance) and max_distance >= 0):

@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FlatScan"]
+__all__ = ["METRICS", "FlatScan"]
+
+#: Distance metrics of every search in ris_ray (exact scans, Lance, diff).
+METRICS = ("l2", "cosine")
 
 
 class FlatScan:
@@ -75,8 +78,8 @@ class FlatScan:
 
     def search(self, q: np.ndarray, k: int, metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
         """Row indexes and distances of the ``k`` nearest rows, nearest first."""
-        if metric not in ("l2", "cosine"):
-            raise ValueError(f"unknown metric {metric!r} (use l2 or cosine)")
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r} (use {' or '.join(METRICS)})")
         q32 = np.asarray(q, dtype=np.float32).reshape(-1)
         n = self.n
         k = min(k, n)
