@@ -116,6 +116,9 @@ def ingest(
     commit_every: Annotated[
         float, typer.Option(help="Seconds between commits of finished files (0: each file).")
     ] = 120.0,
+    thumbnail_size: Annotated[
+        int, typer.Option(help="Edge of the stored JPEG thumbnails (0: store none).")
+    ] = 64,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
@@ -138,6 +141,7 @@ def ingest(
         weights=weights,
         batch_size=batch_size,
         window_px=window_px,
+        thumbnail_size=thumbnail_size,
         address=address,
         num_embedders=embedders,
         device=cast(Device, device),

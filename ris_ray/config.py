@@ -55,7 +55,7 @@ class IngestConfig:
     num_embedders: int | None = None
     device: Device = "auto"
     precision: Precision = "auto"
-    thumbnail_size: int = 96
+    thumbnail_size: int = 64
     commit_every_s: float = 120.0
     max_tasks_in_flight: int | None = None
     progress: bool = True
@@ -80,8 +80,10 @@ class IngestConfig:
             object.__setattr__(self, "window_px", self.tile_size)
         if self.num_embedders is not None and self.num_embedders < 1:
             raise InputError(f"--embedders {self.num_embedders}: must be >= 1")
-        if not 8 <= self.thumbnail_size <= 512:
-            raise InputError(f"thumbnail size {self.thumbnail_size}: must be 8..512")
+        if self.thumbnail_size != 0 and not 8 <= self.thumbnail_size <= 512:
+            raise InputError(
+                f"--thumbnail-size {self.thumbnail_size}: must be 0 (no thumbnails) or 8..512"
+            )
 
     @property
     def step(self) -> int:

@@ -296,10 +296,23 @@ class Embedder:
         return self.weights.model_id
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 -> ``(N, 512)`` float32, in forward passes of ``step`` tiles."""
-        if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+        """``(N, H, W, 3)`` or band-first ``(N, 3, H, W)`` uint8 -> ``(N, 512)`` float32,
+        in forward passes of ``step`` tiles.
+
+        The layout is told by the position of the 3 (tiles are at least 16 px).
+        Either way the uint8 block goes to the device as it is and becomes the
+        model's channels_last input there (on a GPU the layout change is free).
+        """
+        if pixels.ndim == 4 and pixels.shape[-1] == 3:
+            band_first = False
+        elif pixels.ndim == 4 and pixels.shape[1] == 3:
+            band_first = True
+        else:
+            band_first = None
+        if band_first is None or pixels.dtype != np.uint8:
             raise ValueError(
-                f"pixels must be (N, H, W, 3) uint8, got {pixels.shape} {pixels.dtype}"
+                "pixels must be (N, H, W, 3) or (N, 3, H, W) uint8, "
+                f"got {pixels.shape} {pixels.dtype}"
             )
         out = np.empty((pixels.shape[0], FINGERPRINT_DIM), dtype=np.float32)
         with torch.inference_mode():
@@ -310,7 +323,9 @@ class Embedder:
                 chunk = torch.from_numpy(part)
                 if self.device.type == "cuda":
                     chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-                x = chunk.permute(0, 3, 1, 2)  # NHWC memory viewed as NCHW: channels_last
+                # NHWC memory viewed as NCHW is channels_last already; NCHW is
+                # made channels_last by the contiguous() below, on the device.
+                x = chunk if band_first else chunk.permute(0, 3, 1, 2)
                 x = ((x.float() - self._mean) * self._inv_std).to(self.dtype)
                 x = x.contiguous(memory_format=torch.channels_last)
                 feats = self.model(x).float()

@@ -161,7 +161,8 @@ class EmbedActor:
 
     def embed(self, batch: dict[str, Any], crs: str | None) -> Any:
         batch["fingerprint"] = self.embedder.embed(batch.pop("pixels"))
-        return to_table(batch, self.params, crs)
+        # float32 to the writer, which stores the dataset's own type (float16 when new)
+        return to_table(batch, self.params, crs, "float32")
 
 
 def connect(address: str | None = None) -> bool:

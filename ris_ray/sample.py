@@ -157,13 +157,16 @@ def synthetic_fingerprints(n: int, seed: int = 0, clusters: int = 256) -> np.nda
     return out
 
 
-def write_fingerprint_dataset(uri: str, vectors: np.ndarray, *, model: str = "synthetic") -> None:
-    """A ris_ray dataset holding ``vectors`` as fingerprints of made-up tiles
-    (no thumbnails, no geo), for index tests and query benchmarks."""
+def write_fingerprint_dataset(
+    uri: str, vectors: np.ndarray, *, model: str = "synthetic", fingerprint: str = "float16"
+) -> None:
+    """A ris_ray dataset holding ``vectors`` as ``fingerprint`` (float16 or
+    float32) fingerprints of made-up tiles (no thumbnails, no geo), for index
+    tests and query benchmarks."""
     from ris_ray.store import DatasetParams, TileWriter, to_table
 
     params = DatasetParams(256, 256, model)
-    writer = TileWriter(uri, params)
+    writer = TileWriter(uri, params, fingerprint=fingerprint)
     try:
         for start in range(0, len(vectors), 1 << 16):
             chunk = vectors[start : start + (1 << 16)]
@@ -181,7 +184,7 @@ def write_fingerprint_dataset(uri: str, vectors: np.ndarray, *, model: str = "sy
                 "fingerprint": chunk,
                 **{c: np.full(n, np.nan) for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
             }
-            writer.add("synthetic", to_table(batch, params, None))
+            writer.add("synthetic", to_table(batch, params, None, fingerprint))
         writer.finish("synthetic")
         writer.commit()
     finally:

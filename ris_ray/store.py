@@ -37,13 +37,17 @@ warnings.filterwarnings("ignore", "lance is not fork-safe")
 import lance  # noqa: E402
 
 __all__ = [
+    "FINGERPRINT_TYPES",
     "SCHEMA",
     "DatasetParams",
     "TileWriter",
+    "cast_fingerprints",
     "compact",
     "dataset_info",
     "dataset_params",
     "dataset_size_bytes",
+    "fingerprint_dtype",
+    "fingerprint_type",
     "lance_dataset",
     "open_dataset",
     "version_history",
@@ -73,11 +77,29 @@ _FIELDS = [
     pa.field("model", pa.string(), nullable=False),
     pa.field("thumbnail", pa.binary()),
     pa.field(
-        "fingerprint", pa.list_(pa.field("item", pa.float32()), FINGERPRINT_DIM), nullable=False
+        "fingerprint", pa.list_(pa.field("item", pa.float16()), FINGERPRINT_DIM), nullable=False
     ),
 ]
-#: Row schema without dataset metadata (see :func:`schema_for`).
+#: Row schema of new datasets, without dataset metadata (see :func:`schema_for`).
+#: Fingerprints are float16 (1 KB per tile; recall@10 1.0 against float32 in
+#: benchmarks/run.py); datasets written before keep their float32 column.
 SCHEMA = pa.schema(_FIELDS)
+#: The fingerprint element types a dataset may hold; the first is written by default.
+FINGERPRINT_TYPES: Final = ("float16", "float32")
+
+
+def fingerprint_type(ds: Any) -> str:
+    """``"float16"`` or ``"float32"``: the element type of a dataset's fingerprint column."""
+    t = ds.schema.field("fingerprint").type.value_type
+    return "float16" if t == pa.float16() else "float32"
+
+
+def fingerprint_dtype(name: str) -> np.dtype[Any]:
+    """The numpy dtype for a :data:`FINGERPRINT_TYPES` name (distances are always
+    computed in float32 or wider after reading)."""
+    if name not in FINGERPRINT_TYPES:
+        raise ValueError(f"fingerprint type {name!r}: use one of {FINGERPRINT_TYPES}")
+    return np.dtype(name)
 
 
 @dataclass(frozen=True)
@@ -107,8 +129,12 @@ class DatasetParams:
         return f"model {self.model}, tile {self.tile_size}, stride {self.stride}"
 
 
-def schema_for(params: DatasetParams) -> pa.Schema:
-    return SCHEMA.with_metadata(params.to_metadata())
+def schema_for(params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]) -> pa.Schema:
+    """:data:`SCHEMA` with ``params`` as metadata and ``fingerprint`` elements."""
+    value = pa.from_numpy_dtype(fingerprint_dtype(fingerprint))
+    i = SCHEMA.get_field_index("fingerprint")
+    field = pa.field("fingerprint", pa.list_(pa.field("item", value), FINGERPRINT_DIM), False)
+    return SCHEMA.set(i, field).with_metadata(params.to_metadata())
 
 
 def _exists(uri: str) -> bool:
@@ -160,10 +186,17 @@ def dataset_size_bytes(uri: str) -> int:
     return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())
 
 
-def to_table(batch: dict[str, Any], params: DatasetParams, crs: str | None) -> pa.Table:
-    """Build an Arrow table in :data:`SCHEMA` from a columnar batch with fingerprints."""
+def to_table(
+    batch: dict[str, Any],
+    params: DatasetParams,
+    crs: str | None,
+    fingerprint: str = FINGERPRINT_TYPES[0],
+) -> pa.Table:
+    """Build an Arrow table in :func:`schema_for` ``(params, fingerprint)`` from a
+    columnar batch with fingerprints (rounded to ``fingerprint``'s precision)."""
     n = len(batch["tile_id"])
-    fp = np.ascontiguousarray(batch["fingerprint"], dtype=np.float32).reshape(-1)
+    dtype = fingerprint_dtype(fingerprint)
+    fp = np.ascontiguousarray(batch["fingerprint"], dtype=dtype).reshape(-1)
 
     def geo(name: str) -> pa.Array:
         values = np.asarray(batch[name], dtype=np.float64)
@@ -182,10 +215,23 @@ def to_table(batch: dict[str, Any], params: DatasetParams, crs: str | None) -> p
         "model": pa.array([params.model] * n, pa.string()),
         "thumbnail": pa.array(list(batch["thumbnail"]), pa.binary()),
         "fingerprint": pa.FixedSizeListArray.from_arrays(
-            pa.array(fp, pa.float32()), FINGERPRINT_DIM
+            pa.array(fp, pa.from_numpy_dtype(dtype)), FINGERPRINT_DIM
         ),
     }
-    return pa.Table.from_pydict(columns, schema=schema_for(params))
+    return pa.Table.from_pydict(columns, schema=schema_for(params, fingerprint))
+
+
+def cast_fingerprints(table: pa.Table, fingerprint: str) -> pa.Table:
+    """``table`` with its fingerprint column converted to ``fingerprint`` elements
+    (through numpy: float32 -> float16 rounds to nearest, float16 -> float32 is exact)."""
+    col = table.column("fingerprint").combine_chunks()
+    dtype = fingerprint_dtype(fingerprint)
+    if col.type.value_type == pa.from_numpy_dtype(dtype):
+        return table
+    values = col.values.to_numpy(zero_copy_only=False).astype(dtype)
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(values), FINGERPRINT_DIM)
+    i = table.schema.get_field_index("fingerprint")
+    return table.set_column(i, pa.field("fingerprint", fixed.type, False), fixed)
 
 
 class TileWriter:
@@ -215,10 +261,10 @@ class TileWriter:
         *,
         rebuild: bool = False,
         stage_dir: str | None = None,
+        fingerprint: str = FINGERPRINT_TYPES[0],
     ) -> None:
         self.uri = uri
         self.params = params
-        self.schema = schema_for(params)
         self.rebuild = rebuild
         self._stage = Path(tempfile.mkdtemp(prefix="ris-stage-", dir=stage_dir))
         self._writers: dict[str, tuple[Any, Any]] = {}
@@ -228,11 +274,17 @@ class TileWriter:
         self.rows_committed = 0
         self.commits = 0
         self._version: int | None = None
+        #: Fingerprint type written: ``fingerprint`` for a new (or rebuilt) dataset,
+        #: else the dataset's own (float32 for datasets written before float16).
+        self.fingerprint = fingerprint
+        fingerprint_dtype(fingerprint)  # checks the name
         if _exists(uri):
             ds = open_dataset(uri)
             if not rebuild:
                 params.check_same(dataset_params(ds), uri)
+                self.fingerprint = fingerprint_type(ds)
             self._version = ds.version
+        self.schema = schema_for(params, self.fingerprint)
 
     @property
     def version(self) -> int | None:
@@ -251,6 +303,7 @@ class TileWriter:
             sink = pa.OSFile(str(path), "wb")
             self._writers[source] = (sink, pa.ipc.new_stream(sink, self.schema))
             self._files[source] = path
+        table = cast_fingerprints(table, self.fingerprint)
         self._writers[source][1].write_table(table.cast(self.schema))
         self._rows[source] = self._rows.get(source, 0) + table.num_rows
 

@@ -110,9 +110,22 @@ def test_imagenet_offline_fails_fast_with_instructions(
     assert "resnet18-f37072fd.pth" in str(info.value)
 
 
+def test_band_first_input_gives_the_same_fingerprints(embedder: Embedder) -> None:
+    pixels = _batch(4, seed=3)
+    band_first = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+    assert band_first.shape[1] == 3
+    assert np.allclose(embedder.embed(band_first), embedder.embed(pixels), atol=1e-5)
+    # a read-only, non-contiguous band-first view (as Ray may hand out) works too
+    view = np.broadcast_to(band_first[:, :1], band_first.shape)
+    grey = np.repeat(pixels[..., :1], 3, axis=-1)
+    assert np.allclose(embedder.embed(view), embedder.embed(grey), atol=1e-5)
+
+
 def test_rejects_bad_pixels(embedder: Embedder) -> None:
     with pytest.raises(ValueError, match="uint8"):
         embedder.embed(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        embedder.embed(np.zeros((1, 4, 8, 8), np.uint8))
 
 
 @pytest.mark.parametrize("native", [True, False])

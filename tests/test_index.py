@@ -13,6 +13,7 @@ from ris_ray.index import build_index, vector_index
 from ris_ray.query import query, search
 from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
 from ris_ray.scan import FlatScan
+from ris_ray.store import fingerprint_type
 
 
 def _brute(x: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
@@ -70,12 +71,33 @@ def test_flat_scan_from_dataset(gen_db: Path) -> None:
     assert idx[0] == 3 and dist[0] == 0.0
 
 
-@pytest.fixture(scope="module")
-def synthetic_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+@pytest.fixture(scope="module", params=["float16", "float32"])
+def synthetic_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, np.ndarray]:
+    """A 10k-row dataset in both fingerprint types (float32: a dataset written
+    before float16), and the vectors as stored."""
     db = tmp_path_factory.mktemp("ann") / "syn.lance"
     x = synthetic_fingerprints(10_000, seed=3)
-    write_fingerprint_dataset(str(db), x)
-    return db, x
+    write_fingerprint_dataset(str(db), x, fingerprint=request.param)
+    ds = lance.dataset(str(db))
+    assert fingerprint_type(ds) == request.param
+    return db, x.astype(request.param).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_exact_search_ranks_in_float32(synthetic_db: tuple[Path, np.ndarray], metric: str) -> None:
+    """Exact search = brute force in float64 over the stored values, distances
+    to float32 precision, on float16 and float32 datasets alike."""
+    db, x = synthetic_db
+    ds = lance.dataset(str(db))
+    for qi in range(3, 10_000, 997):
+        q = x[qi] + 0.01
+        got, _ = search(ds, q, 10, metric, exact=True)
+        ref = _brute(x, q, metric)
+        truth = np.argsort(ref, kind="stable")[:10]
+        assert [int(n.tile_id, 16) for n in got] == truth.tolist()
+        assert [n.distance for n in got] == pytest.approx(ref[truth], rel=1e-4, abs=1e-6)
 
 
 def test_index_is_used_and_recall_is_high(synthetic_db: tuple[Path, np.ndarray]) -> None:

@@ -67,7 +67,9 @@ def test_generated_files(gen_db: Path, gen_dir: Path) -> None:
     ds = lance.dataset(str(gen_db))
     assert ds.schema.field("fingerprint").type.list_size == 512
     assert ds.data_storage_version == "2.0"  # the faster format for the vector scan
-    assert str(ds.schema.field("fingerprint").type.value_type) == "float"
+    assert (
+        str(ds.schema.field("fingerprint").type.value_type) == "halffloat"
+    )  # float16 fingerprints in new datasets
     p = dataset_params(ds)
     assert (p.tile_size, p.stride, p.model) == (256, 256, "resnet18/random-seed0")
 

@@ -144,8 +144,8 @@ def test_nodata_uint16_single_band(gen_dir: Path) -> None:
     batch = _tiles(gen_dir / "pan16.tif")
     assert batch["col"].tolist() == [256, 512]
     px = batch["pixels"]
-    assert px.dtype == np.uint8 and px.shape == (2, 256, 256, 3)
-    assert np.array_equal(px[..., 0], px[..., 1]) and np.array_equal(px[..., 0], px[..., 2])
+    assert px.dtype == np.uint8 and px.shape == (2, 3, 256, 256)  # band-first
+    assert np.array_equal(px[:, 0], px[:, 1]) and np.array_equal(px[:, 0], px[:, 2])
     lo, hi = np.percentile(px, [1, 99])
     assert hi - lo > 100  # stretched to use the 8-bit range
 
@@ -201,7 +201,7 @@ def test_unsupported_dtype_and_unreadable(tmp_path: Path) -> None:
 def test_read_patch_matches_a_tile(gen_dir: Path) -> None:
     batch = _tiles(gen_dir / "rgb.tif")
     patch = read_patch(str(gen_dir / "rgb.tif"), (256, 0, 256, 256), 256)
-    assert np.array_equal(patch, batch["pixels"][1])
+    assert np.array_equal(patch, batch["pixels"][1].transpose(1, 2, 0))
     with pytest.raises(RasterReadError, match="not inside"):
         read_patch(str(gen_dir / "rgb.tif"), (500, 0, 256, 256), 256)
 
@@ -210,8 +210,12 @@ def test_read_patch_matches_a_tile(gen_dir: Path) -> None:
 def test_shared_files_probe(shared_data: Path) -> None:
     naip = probe(str(shared_data / "opengeos__m_4709963_se_14_1_20200831.tif"))
     assert naip.bands.indexes == (1, 2, 3) and naip.mask == "dataset"
+    assert naip.mask_rule == "nodata" and naip.nodata == (0.0, 0.0, 0.0, 0.0)
     pix4d = probe(str(shared_data / "riotiler__pix4d_alpha_nodata.tif"))
     assert pix4d.bands.alpha == 4 and pix4d.bands.indexes == (1, 2, 3)
+    assert pix4d.mask_rule == "alpha"
+    masked = probe(str(shared_data / "riotiler__cog_rgb_mask.tif"))
+    assert masked.mask == "dataset" and masked.mask_rule == "gdal"  # internal mask: GDAL's
     pan = probe(str(shared_data / "solaris__sample_geotiff.tif"))
     assert pan.dtype == "uint16" and pan.stretch is not None and pan.bands.indexes == (1,)
     neon = probe(str(shared_data / "deepforest__2019_YELL_2_541000_4977000_image_crop.tiff"))
