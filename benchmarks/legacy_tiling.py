@@ -14,6 +14,7 @@ from ris_ray.tiling import (
     RasterInfo,
     TileSpec,
     WindowJob,
+    _geo_columns,
     _open,
     _valid_mask,
     display_path,
@@ -32,7 +33,7 @@ def _thumbnail(rgb: np.ndarray, size: int) -> bytes:
 
 
 def legacy_read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> dict[str, Any]:
-    """The old ``read_tiles`` minus the geo columns (identical in both versions)."""
+    """The old ``read_tiles``, as it was (pixels ``(N, T, T, 3)``)."""
     tile, stride = spec.tile, spec.stride
     window = job.window(tile, stride)
     with _open(info.path) as src:
@@ -52,13 +53,21 @@ def legacy_read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> dict[
             fracs.append(frac)
             pixels.append(cut)
             thumbs.append(_thumbnail(cut, spec.thumbnail))
-    return {
+    n = len(rows)
+    batch: dict[str, Any] = {
         "tile_id": np.array(
             [tile_id(info.path, r, c, tile, stride, spec.model) for r, c in zip(rows, cols)],
             dtype=object,
         ),
-        "source": np.array([display_path(info.path)] * len(rows), dtype=object),
+        "source": np.array([display_path(info.path)] * n, dtype=object),
+        "row": np.array(rows, dtype=np.int32),
+        "col": np.array(cols, dtype=np.int32),
+        "width": np.full(n, tile, dtype=np.int32),
+        "height": np.full(n, tile, dtype=np.int32),
         "valid_fraction": np.array(fracs, dtype=np.float32),
         "pixels": np.stack(pixels) if pixels else np.zeros((0, tile, tile, 3), np.uint8),
         "thumbnail": np.array(thumbs, dtype=object),
     }
+    batch.update(_geo_columns(info, np.array(rows), np.array(cols), tile))
+    batch["_stats"] = {"n_planned": job.n_tiles, "n_low_valid": job.n_tiles - n}
+    return batch

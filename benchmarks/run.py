@@ -37,6 +37,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ris_ray.embed import Embedder  # noqa: E402
 from ris_ray.inputs import discover  # noqa: E402
@@ -80,51 +81,158 @@ def _fmt(v: Any) -> str:
 # ------------------------------------------------------------------ 1. tiling
 
 
-def bench_tiling(data: Path) -> tuple[list[Row], np.ndarray]:
-    """Decode + tile vs bare rasterio reads of the same windows (one process = one core)."""
+def _plans(data: Path, target: int) -> list[tuple[Any, Any]]:
+    plans = []
+    for p in discover([str(data)]):
+        info = probe(p)
+        jobs = plan_windows(
+            info.width, info.height, 256, 256, block_shape=info.block_shape, target_px=target
+        )
+        plans += [(info, j) for j in jobs]
+    return plans
+
+
+def _bare(plans: list[tuple[Any, Any]]) -> None:
     import rasterio
 
-    spec = TileSpec(256, 256, 0.5, "bench")
-    files = discover([str(data)])
+    for info, j in plans:
+        with rasterio.open(info.path) as src:
+            src.read(list(info.bands.indexes), window=j.window(256, 256))
+
+
+def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
+    """Decode + tile vs bare rasterio reads of the same windows (one process = one core).
+
+    "before" is the pre-issue-11 loop (benchmarks/legacy_tiling.py), "after"
+    the shipped ``read_tiles`` with default 64 px thumbnails and with
+    ``--thumbnail-size 0``. The variants run interleaved, ``repeat`` rounds;
+    each row is the median round (wall and this process's CPU time).
+    """
+    from legacy_tiling import legacy_read_tiles
+
     rows: list[Row] = []
     pixels: list[np.ndarray] = []
-    for label, target in (("2048 px windows, block-aligned", 2048), ("one window per tile", 256)):
-        plans = []
-        for p in files:
-            info = probe(p)
-            plans += [
-                (info, j)
-                for j in plan_windows(
-                    info.width,
-                    info.height,
-                    256,
-                    256,
-                    block_shape=info.block_shape,
-                    target_px=target,
-                )
-            ]
+    spec = TileSpec(256, 256, 0.5, "bench")
+    variants: dict[str, Callable[[Any, Any], Any]] = {
+        "bare rasterio read": lambda i, j: None,
+        "before: loop + to_rgb8 + 96 px JPEG": lambda i, j: legacy_read_tiles(
+            i, j, TileSpec(256, 256, 0.5, "bench", 96)
+        ),
+        "after: read_tiles (64 px thumbnails)": lambda i, j: read_tiles(i, j, spec),
+        "after: read_tiles --thumbnail-size 0": lambda i, j: read_tiles(
+            i, j, TileSpec(256, 256, 0.5, "bench", 0)
+        ),
+    }
+    for label, target in (("2048 px windows", 2048), ("one window per tile", 256)):
+        plans = _plans(data, target)
         n_tiles = sum(j.n_tiles for _, j in plans)
-        t0 = time.perf_counter()
-        for info, j in plans:
-            batch = read_tiles(info, j, spec)
-            if target == 2048:
-                pixels.append(batch["pixels"])
-        ours = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for info, j in plans:
-            with rasterio.open(info.path) as src:
-                src.read(list(info.bands.indexes), window=j.window(256, 256))
-        bare = time.perf_counter() - t0
-        rows.append(
-            {
-                "windows": label,
-                "tiles": n_tiles,
-                "ours tiles/s": n_tiles / ours,
-                "bare read tiles/s": n_tiles / bare,
-                "overhead x": ours / bare,
-            }
-        )
+        wall: dict[str, list[float]] = {k: [] for k in variants}
+        cpu: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(repeat):
+            for name, fn in variants.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                if name.startswith("bare"):
+                    _bare(plans)
+                else:
+                    for info, j in plans:
+                        fn(info, j)
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+        bare_wall = statistics.median(wall["bare rasterio read"])
+        bare_cpu = statistics.median(cpu["bare rasterio read"])
+        for name in variants:
+            w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+            rows.append(
+                {
+                    "windows": label,
+                    "variant": name,
+                    "tiles": n_tiles,
+                    "tiles/s": n_tiles / w,
+                    "ms/tile": 1000 * w / n_tiles,
+                    "x bare (wall)": w / bare_wall,
+                    "x bare (cpu)": c / bare_cpu,
+                }
+            )
+        if target == 2048:
+            pixels = [read_tiles(i, j, spec)["pixels"] for i, j in plans]
     return rows, np.concatenate(pixels)
+
+
+def _compression(path: str) -> str:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        c = src.compression
+    return c.name.upper() if c is not None else "NONE"
+
+
+def _writer_cpu_s(batch: dict[str, Any], fingerprint: str) -> float:
+    """CPU seconds of what happens to a batch outside the model: Ray's pickle
+    of the tiling result, the Arrow table, the cast to ``fingerprint`` and the
+    staging write."""
+    import pickle
+
+    import pyarrow as pa
+
+    from ris_ray.store import DatasetParams, cast_fingerprints, to_table
+
+    c0 = time.process_time()
+    blob = pickle.dumps(batch, protocol=5)
+    pickle.loads(blob)
+    rows = dict(batch)
+    rows.pop("pixels", None)
+    rows["fingerprint"] = np.ones((len(rows["tile_id"]), 512), np.float32)
+    table = cast_fingerprints(
+        to_table(rows, DatasetParams(256, 256, "m"), None, "float32"), "float16"
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return time.process_time() - c0
+
+
+def bench_cores_per_gpu(data: Path, repeat: int = 3) -> list[Row]:
+    """CPU-ms per kept tile outside the embedder, per source compression, and
+    the cores that keep one GPU fed at 5k / 20k / 50k tiles/s
+    (``cores = rate * ms / 1000``). Before/after as in :func:`bench_tiling`."""
+    from legacy_tiling import legacy_read_tiles
+
+    spec = TileSpec(256, 256, 0.5, "bench")
+    by_comp: dict[str, list[tuple[Any, Any]]] = {}
+    for info, j in _plans(data, 2048):
+        by_comp.setdefault(_compression(info.path), []).append((info, j))
+    rows: list[Row] = []
+    for comp, plans in sorted(by_comp.items()):
+        for name, fn in (
+            ("before", lambda i, j: legacy_read_tiles(i, j, TileSpec(256, 256, 0.5, "b", 96))),
+            ("after", lambda i, j: read_tiles(i, j, spec)),
+        ):
+            cpu_s, kept = [], 0
+            for _ in range(repeat):
+                total, kept = 0.0, 0
+                for info, j in plans:
+                    c0 = time.process_time()
+                    batch = fn(info, j)
+                    total += time.process_time() - c0
+                    total += _writer_cpu_s(batch, "float16" if name == "after" else "float32")
+                    kept += len(batch["tile_id"])
+                cpu_s.append(total)
+            if kept == 0:
+                continue
+            ms = 1000 * statistics.median(cpu_s) / kept
+            rows.append(
+                {
+                    "compression": comp,
+                    "code": name,
+                    "files": len({i.path for i, _ in plans}),
+                    "kept tiles": kept,
+                    "CPU ms/tile": ms,
+                    "cores @5k/s": 5000 * ms / 1000,
+                    "cores @20k/s": 20000 * ms / 1000,
+                    "cores @50k/s": 50000 * ms / 1000,
+                }
+            )
+    return rows
 
 
 # ------------------------------------------------------------------ 2. embedder
@@ -184,7 +292,7 @@ def _bench_gpu(pixels: np.ndarray) -> list[Row]:
     def baseline() -> None:
         with torch.inference_mode():
             for s in range(0, len(x), 256):
-                t = torch.from_numpy(x[s : s + 256]).permute(0, 3, 1, 2).float()
+                t = torch.from_numpy(x[s : s + 256]).float()  # tiles are band-first (N, 3, H, W)
                 model(((t - mean) / std).cuda()).cpu()
         torch.cuda.synchronize()
 
@@ -395,28 +503,119 @@ def bench_query(sizes: list[int], work: Path, ann_at: int | None) -> list[Row]:
     return rows
 
 
+def _drop_caches() -> bool:
+    """Empty the page cache (root only): ``sync; echo 3 > /proc/sys/vm/drop_caches``."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def bench_cold_scan(n: int, work: Path, queries: int = 3) -> list[Row]:
+    """Exact Lance scan of ``n`` rows with a truly cold page cache, float32 vs
+    float16 fingerprints, beside a raw read of the same data files
+    (``cat files > /dev/null`` after another drop). Needs root."""
+    import subprocess
+
+    import lance
+
+    from ris_ray.query import search
+    from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
+
+    if not _drop_caches():
+        return [{"fingerprint": "skipped: cannot drop the page cache (not root)"}]
+    x = synthetic_fingerprints(n, seed=n)
+    qs = x[np.linspace(0, n - 1, queries).astype(int)] + 0.05
+    rows: list[Row] = []
+    for fp in ("float32", "float16"):
+        db = work / f"cold-{fp}.lance"
+        write_fingerprint_dataset(str(db), x, fingerprint=fp)
+        files = sorted(str(p) for p in (db / "data").glob("*.lance"))
+        scan_ms, raw_ms = [], []
+        for q in qs:
+            _drop_caches()
+            t0 = time.perf_counter()
+            search(lance.dataset(str(db)), q, 10, exact=True)
+            scan_ms.append((time.perf_counter() - t0) * 1000)
+            _drop_caches()
+            t0 = time.perf_counter()
+            subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+            raw_ms.append((time.perf_counter() - t0) * 1000)
+        ds = lance.dataset(str(db))
+        search(ds, qs[0], 10, exact=True)
+        warm = statistics.median(
+            _median_ms(lambda q=q: search(ds, q, 10, exact=True), 1) for q in qs
+        )
+        rows.append(
+            {
+                "N": n,
+                "fingerprint": fp,
+                "data MB": _data_bytes(db) / 1e6,
+                "cold exact scan ms": statistics.median(scan_ms),
+                "cold raw read ms": statistics.median(raw_ms),
+                "scan / raw read": statistics.median(scan_ms) / statistics.median(raw_ms),
+                "warm exact scan ms": warm,
+            }
+        )
+        shutil.rmtree(db, ignore_errors=True)
+    return rows
+
+
 # ------------------------------------------------------------------ 6. storage
 
 
-def bench_storage(db: Path) -> list[Row]:
-    import lance
+def _data_bytes(uri: Path) -> int:
+    """Bytes of a Lance dataset's data files (``data/*.lance``), without the
+    manifests, transactions and the ingest manifest beside them."""
+    return sum(p.stat().st_size for p in (uri / "data").glob("*.lance"))
 
-    from ris_ray.store import dataset_size_bytes
+
+def bench_storage(db: Path, data: Path, work: Path) -> list[Row]:
+    """Bytes per tile in the data files of a real ingest (``db``: shared data,
+    shipped defaults) beside the same rows as the code before issue 11 stored
+    them (96 px JPEG q85 thumbnails from ``legacy_read_tiles``, float32
+    fingerprints), written the same way."""
+    import lance
+    from legacy_tiling import legacy_read_tiles
+
+    from ris_ray.store import cast_fingerprints
 
     ds = lance.dataset(str(db))
-    n = ds.count_rows()
-    size = dataset_size_bytes(str(db))
-    thumbs = sum(len(b) for b in ds.to_table(columns=["thumbnail"])["thumbnail"].to_pylist())
-    per = size / n
-    return [
-        {
-            "rows": n,
-            "bytes/tile": per,
-            "of which thumbnail": thumbs / n,
-            "fingerprint (float32)": 2048,
-            "float32 tile (786432 B) / ours": 786432 / per,
-        }
-    ]
+    table = ds.to_table()
+    old_thumbs: dict[str, bytes] = {}
+    spec = TileSpec(256, 256, 0.5, ds.schema.metadata[b"ris_ray.model"].decode(), 96)
+    for info, j in _plans(data, 2048):
+        batch = legacy_read_tiles(info, j, spec)
+        old_thumbs.update(zip(batch["tile_id"], batch["thumbnail"]))
+    before = cast_fingerprints(table, "float32")
+    i = before.schema.get_field_index("thumbnail")
+    thumbs = [old_thumbs.get(t) for t in before["tile_id"].to_pylist()]
+    before = before.set_column(i, before.schema.field(i), pa_binary(thumbs))
+    old_db = work / "storage-before.lance"
+    lance.write_dataset(before, str(old_db), data_storage_version=ds.data_storage_version)
+    rows: list[Row] = []
+    for name, uri, t in (("before", old_db, before), ("after", db, table)):
+        n = t.num_rows
+        fp = t.schema.field("fingerprint").type.value_type
+        rows.append(
+            {
+                "code": name,
+                "rows": n,
+                "data bytes/tile": _data_bytes(uri) / n,
+                "thumbnail bytes/tile": sum(len(b or b"") for b in t["thumbnail"].to_pylist()) / n,
+                "fingerprint": f"{fp}[512]",
+                "float32 tile (786432 B) / ours": 786432 / (_data_bytes(uri) / n),
+            }
+        )
+    return rows
+
+
+def pa_binary(values: list[bytes | None]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values, pa.binary())
 
 
 # ------------------------------------------------------------------ quality
@@ -516,8 +715,12 @@ def main() -> None:
     }
     try:
         rows, pixels = bench_tiling(args.data)
-        _table("1. tiling (one process)", rows)
+        _table("1. tiling (one process, before/after side by side)", rows)
         results["tiling"] = rows
+
+        rows = bench_cores_per_gpu(args.data)
+        _table("1b. CPU cores per GPU (tiling + transfer + writer, per compression)", rows)
+        results["cores_per_gpu"] = rows
 
         rows = bench_embedder(pixels, [8, 32])
         _table("2. embedder alone", rows)
@@ -539,7 +742,11 @@ def main() -> None:
         _table("4-5. query: exact scans side by side, float16, IVF_PQ", rows)
         results["query"] = rows
 
-        rows = bench_storage(db)
+        rows = bench_cold_scan(sizes[-1], work)
+        _table("4b. exact scan with a cold page cache: float32 vs float16 vs raw read", rows)
+        results["cold_scan"] = rows
+
+        rows = bench_storage(db, args.data, work)
         _table("6. storage", rows)
         results["storage"] = rows
 
