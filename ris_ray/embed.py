@@ -323,9 +323,11 @@ class Embedder:
                 chunk = torch.from_numpy(part)
                 if self.device.type == "cuda":
                     chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-                # NHWC memory viewed as NCHW is channels_last already; NCHW is
-                # made channels_last by the contiguous() below, on the device.
+                # NHWC memory viewed as NCHW is channels_last already; band-first
+                # uint8 is made channels_last on the device, before the (4x larger)
+                # float copies, whose elementwise ops keep the memory format.
                 x = chunk if band_first else chunk.permute(0, 3, 1, 2)
+                x = x.contiguous(memory_format=torch.channels_last)
                 x = ((x.float() - self._mean) * self._inv_std).to(self.dtype)
                 x = x.contiguous(memory_format=torch.channels_last)
                 feats = self.model(x).float()

@@ -12,6 +12,7 @@ import pytest
 from ris_ray.config import IngestConfig
 from ris_ray.diff import diff
 from ris_ray.pipeline import ingest
+from ris_ray.plot import plot_neighbours
 from ris_ray.query import query
 from ris_ray.sample import landscape, write_geotiff
 from ris_ray.store import cast_fingerprints, fingerprint_type
@@ -71,7 +72,7 @@ def test_new_and_old_datasets(ray_session: None, scenes: list[Path], tmp_path: P
 
     # Appending to the old dataset keeps float32, at full precision.
     _ingest(scenes, old)
-    _ingest(scenes, new)
+    _ingest(scenes, new, thumbnail_size=0)  # and no thumbnails: null, plots cope
     assert fingerprint_type(lance.dataset(str(old))) == "float32"
     assert fingerprint_type(lance.dataset(str(new))) == "float16"
     ids32, x32 = _fingerprints(old, "third.tif")
@@ -90,6 +91,12 @@ def test_new_and_old_datasets(ray_session: None, scenes: list[Path], tmp_path: P
     assert [n.distance for n in r16.neighbours] == pytest.approx(
         [n.distance for n in r32.neighbours], rel=5e-3
     )
+
+    assert lance.dataset(str(new)).to_table(columns=["thumbnail"])["thumbnail"].null_count == 16
+    assert r16.neighbours[0].thumbnail is None and r32.neighbours[0].thumbnail
+    fig = plot_neighbours(r16)
+    fig.savefig(tmp_path / "nothumbs.png")
+    assert (tmp_path / "nothumbs.png").stat().st_size > 0
 
     # Diff: the painted tile first in both, distances to float16 precision.
     d32, d16 = diff(str(old), "before.tif", "after.tif"), diff(str(new), "before.tif", "after.tif")

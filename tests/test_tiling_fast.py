@@ -164,3 +164,13 @@ def test_fill_rule_uses_the_dtype_maximum(tmp_path: Path) -> None:
     spec = TileSpec(16, 16, 0.0, "m", thumbnail=0)
     batch = read_tiles(info, _job(32, 32, spec), spec)
     assert batch["valid_fraction"].tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_thumbnail_size_option_is_checked() -> None:
+    from ris_ray.config import IngestConfig
+    from ris_ray.errors import InputError
+
+    assert IngestConfig(inputs=("a.tif",), db="d", thumbnail_size=0).thumbnail_size == 0
+    assert IngestConfig(inputs=("a.tif",), db="d").thumbnail_size == 64
+    with pytest.raises(InputError, match="--thumbnail-size 4: must be 0"):
+        IngestConfig(inputs=("a.tif",), db="d", thumbnail_size=4)
