@@ -429,7 +429,9 @@ def bench_query(sizes: list[int], work: Path, ann_at: int | None) -> list[Row]:
         x = synthetic_fingerprints(n, seed=n)
         qs = x[np.linspace(0, n - 1, n_queries).astype(int)] + 0.05
         db = work / f"q{n}.lance"
-        write_fingerprint_dataset(str(db), x)
+        # float32, so the Lance rows compare with FAISS on the same values
+        # (stage 4b compares the float16 default against it)
+        write_fingerprint_dataset(str(db), x, fingerprint="float32")
 
         def lance_scan(q: np.ndarray, ds: Any = None) -> list[int]:
             ds = ds or lance.dataset(str(db))
