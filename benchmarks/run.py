@@ -8,11 +8,13 @@ Prints one table per stage and writes ``bench-out/results.json``. Ratios are
 measured within one run, on the same data, so they hold on a loaded machine;
 absolute numbers are this machine's. Not part of the test suite.
 
-Stages: tiling (ours vs a bare rasterio read of the same windows), embedder
+Stages: tiling (before/after issue 11 vs a bare rasterio read of the same
+windows), CPU cores per GPU per source compression, embedder
 alone (batch sizes; GPU fp32 baseline vs the shipped path when CUDA exists),
 end to end (``ingest`` vs the slowest stage; 1x/2x/4x input scaling with peak
 RSS), query (Lance exact scan cold/warm vs numpy and FAISS flat, float16,
-IVF_PQ), storage (bytes per tile) and retrieval quality (recall under
+IVF_PQ), exact scan with a dropped page cache (float32 vs float16 vs a raw
+read; root only), storage (bytes per tile, before/after) and retrieval quality (recall under
 shifts and photometric change).
 """
 
