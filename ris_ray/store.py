@@ -430,7 +430,6 @@ def dataset_info(uri: str) -> dict[str, Any]:
     ds = open_dataset(local_path(uri))
     params = dataset_params(ds)
     sources = ds.to_table(columns=["source"]).column("source").unique()
-    fp_type = ds.schema.field("fingerprint").type
     return {
         "uri": ds.uri,
         "rows": ds.count_rows(),
@@ -438,7 +437,7 @@ def dataset_info(uri: str) -> dict[str, Any]:
         "model": params.model,
         "tile_size": params.tile_size,
         "stride": params.stride,
-        "fingerprint": f"{fp_type.value_type}[{fp_type.list_size}]",
+        "fingerprint": f"{fingerprint_type(ds)}[{FINGERPRINT_DIM}]",
         "version": ds.version,
         "versions": len(ds.versions()),
         "fragments": len(ds.get_fragments()),

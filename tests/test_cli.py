@@ -73,7 +73,7 @@ def test_ingest_then_query_json_and_plot(
 
     code, out, _ = run(["info", "--db", str(db), "--json"], capsys)
     info = json.loads(out)
-    assert info["rows"] == 7 and info["sources"] == 5 and info["fingerprint"] == "float[512]"
+    assert info["rows"] == 7 and info["sources"] == 5 and info["fingerprint"] == "float16[512]"
     assert info["model"] == "resnet18/random-seed0" and info["size_bytes"] > 0
 
 
