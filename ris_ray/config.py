@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from ris_ray.errors import InputError
-from ris_ray.scan import METRICS
 
 __all__ = [
     "FINGERPRINT_DIM",
@@ -29,6 +28,8 @@ FINGERPRINT_DIM = 512
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+#: Distance metrics of every search in ris_ray (exact scans, Lance, diff).
+METRICS = ("l2", "cosine")
 
 
 def check_device(device: str) -> None:
