@@ -156,7 +156,7 @@ def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
                 }
             )
         if target == 2048:
-            pixels = [read_tiles(i, j, spec)["pixels"] for i, j in plans]
+            pixels = [read_tiles(i, j, spec)[0].pixels for i, j in plans]
     return rows, np.concatenate(pixels)
 
 
@@ -168,25 +168,23 @@ def _compression(path: str) -> str:
     return c.name.upper() if c is not None else "NONE"
 
 
-def _writer_cpu_s(batch: dict[str, Any], fingerprint: str) -> float:
+def _writer_cpu_s(batch: Any, fingerprint: str) -> float:
     """CPU seconds of what happens to a batch outside the model: Ray's pickle
-    of the tiling result, the Arrow table, the cast to ``fingerprint`` and the
+    of the tiling result, the Arrow table in ``fingerprint`` elements and the
     staging write."""
+    import dataclasses
     import pickle
 
     import pyarrow as pa
 
-    from ris_ray.store import DatasetParams, cast_fingerprints, to_table
+    from ris_ray.store import DatasetParams, to_table
 
     c0 = time.process_time()
     blob = pickle.dumps(batch, protocol=5)
     pickle.loads(blob)
-    rows = dict(batch)
-    rows.pop("pixels", None)
-    rows["fingerprint"] = np.ones((len(rows["tile_id"]), 512), np.float32)
-    table = cast_fingerprints(
-        to_table(rows, DatasetParams(256, 256, "m"), None, "float32"), "float16"
-    )
+    rows = dataclasses.replace(batch, pixels=None)
+    rows.fingerprint = np.ones((len(rows), 512), np.float32)
+    table = to_table(rows, DatasetParams(256, 256, "m"), fingerprint)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
@@ -214,10 +212,10 @@ def bench_cores_per_gpu(data: Path, repeat: int = 3) -> list[Row]:
                 total, kept = 0.0, 0
                 for info, j in plans:
                     c0 = time.process_time()
-                    batch = fn(info, j)
+                    batch, _ = fn(info, j)
                     total += time.process_time() - c0
                     total += _writer_cpu_s(batch, "float16" if name == "after" else "float32")
-                    kept += len(batch["tile_id"])
+                    kept += len(batch.tile_id)
                 cpu_s.append(total)
             if kept == 0:
                 continue
@@ -591,8 +589,8 @@ def bench_storage(db: Path, data: Path, work: Path) -> list[Row]:
     old_thumbs: dict[str, bytes] = {}
     spec = TileSpec(256, 256, 0.5, ds.schema.metadata[b"ris_ray.model"].decode(), 96)
     for info, j in _plans(data, 2048):
-        batch = legacy_read_tiles(info, j, spec)
-        old_thumbs.update(zip(batch["tile_id"], batch["thumbnail"]))
+        batch, _ = legacy_read_tiles(info, j, spec)
+        old_thumbs.update(zip(batch.tile_id, batch.thumbnail))
     before = cast_fingerprints(table, "float32")
     i = before.schema.get_field_index("thumbnail")
     thumbs = [old_thumbs.get(t) for t in before["tile_id"].to_pylist()]

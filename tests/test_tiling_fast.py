@@ -104,11 +104,13 @@ def _job(info_w: int, info_h: int, spec: TileSpec) -> WindowJob:
 def test_thumbnail_size_zero_stores_none(tmp_path: Path) -> None:
     path = write_geotiff(tmp_path / "a.tif", landscape(64, 64, seed=1))
     spec = TileSpec(32, 32, 0.5, "m", thumbnail=0)
-    batch = read_tiles(probe(str(path)), _job(64, 64, spec), spec)
-    assert len(batch["tile_id"]) == 4 and list(batch["thumbnail"]) == [None] * 4
-    with_thumbs = read_tiles(probe(str(path)), _job(64, 64, spec), TileSpec(32, 32, 0.5, "m", 16))
-    assert np.array_equal(batch["pixels"], with_thumbs["pixels"])
-    assert all(isinstance(b, bytes) and b for b in with_thumbs["thumbnail"])
+    batch, _ = read_tiles(probe(str(path)), _job(64, 64, spec), spec)
+    assert len(batch.tile_id) == 4 and list(batch.thumbnail) == [None] * 4
+    with_thumbs, _ = read_tiles(
+        probe(str(path)), _job(64, 64, spec), TileSpec(32, 32, 0.5, "m", 16)
+    )
+    assert np.array_equal(batch.pixels, with_thumbs.pixels)
+    assert all(isinstance(b, bytes) and b for b in with_thumbs.thumbnail)
 
 
 def _gdal_fractions(path: Path, tile: int) -> list[float]:
@@ -132,10 +134,10 @@ def test_nodata_rule_is_gdals_dataset_mask(tmp_path: Path) -> None:
     info = probe(str(path))
     assert info.mask_rule == "nodata" and info.bands.indexes == (1, 2, 3)
     spec = TileSpec(16, 16, 0.0, "m", thumbnail=0)
-    batch = read_tiles(info, _job(64, 64, spec), spec)
-    assert batch["valid_fraction"].tolist() == _gdal_fractions(path, 16)
-    assert 0.0 in batch["valid_fraction"] and 1.0 in batch["valid_fraction"]
-    assert not batch["pixels"][batch["valid_fraction"] == 0].any()  # invalid pixels are 0
+    batch = read_tiles(info, _job(64, 64, spec), spec)[0]
+    assert batch.valid_fraction.tolist() == _gdal_fractions(path, 16)
+    assert 0.0 in batch.valid_fraction and 1.0 in batch.valid_fraction
+    assert not batch.pixels[batch.valid_fraction == 0].any()  # invalid pixels are 0
 
 
 def test_alpha_rule_is_gdals_dataset_mask(tmp_path: Path) -> None:
@@ -145,8 +147,8 @@ def test_alpha_rule_is_gdals_dataset_mask(tmp_path: Path) -> None:
     info = probe(str(path))
     assert info.mask_rule == "alpha"
     spec = TileSpec(16, 16, 0.0, "m", thumbnail=0)
-    batch = read_tiles(info, _job(64, 64, spec), spec)
-    assert batch["valid_fraction"].tolist() == _gdal_fractions(path, 16)
+    batch = read_tiles(info, _job(64, 64, spec), spec)[0]
+    assert batch.valid_fraction.tolist() == _gdal_fractions(path, 16)
 
 
 def test_unrepresentable_nodata_falls_back_to_gdal(tmp_path: Path) -> None:
@@ -162,8 +164,8 @@ def test_fill_rule_uses_the_dtype_maximum(tmp_path: Path) -> None:
     info = probe(str(path))
     assert info.mask == "fill"
     spec = TileSpec(16, 16, 0.0, "m", thumbnail=0)
-    batch = read_tiles(info, _job(32, 32, spec), spec)
-    assert batch["valid_fraction"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    batch = read_tiles(info, _job(32, 32, spec), spec)[0]
+    assert batch.valid_fraction.tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
 def test_thumbnail_size_option_is_checked() -> None:

@@ -45,11 +45,11 @@ def digest(path: Path, tile: int, stride: int, window_px: int, min_valid: float)
     for job in plan_windows(
         info.width, info.height, tile, stride, block_shape=info.block_shape, target_px=window_px
     ):
-        batch = read_tiles(info, job, spec)
-        ids += list(batch["tile_id"])
-        fracs += [round(float(f), 6) for f in batch["valid_fraction"]]
-        pix.update(hwc(np.asarray(batch["pixels"])).tobytes())
-        n_low += batch["_stats"]["n_low_valid"]
+        batch, stats = read_tiles(info, job, spec)
+        ids += list(batch.tile_id)
+        fracs += [round(float(f), 6) for f in batch.valid_fraction]
+        pix.update(hwc(np.asarray(batch.pixels)).tobytes())
+        n_low += stats.n_low_valid
     return (
         len(ids),
         n_low,
