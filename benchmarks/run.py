@@ -102,6 +102,18 @@ def _bare(plans: list[tuple[Any, Any]]) -> None:
             src.read(list(info.bands.indexes), window=j.window(256, 256))
 
 
+def _batch_thumbs(pixels: np.ndarray) -> list[bytes]:
+    """64 px thumbnails of a band-first ``(N, 3, T, T)`` batch, one tile at a time,
+    with the shipped reduce + JPEG settings (same bytes as in ``read_tiles``)."""
+    from ris_ray.tiling import thumbnails
+
+    zero = np.zeros(1, np.int64)
+    out: list[bytes] = []
+    for tile in pixels:
+        out += thumbnails(tile, zero, zero, tile.shape[-1], tile.shape[-1], 64)
+    return out
+
+
 def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
     """Decode + tile vs bare rasterio reads of the same windows (one process = one core).
 
@@ -124,10 +136,16 @@ def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
         "after: read_tiles --thumbnail-size 0": lambda i, j: read_tiles(
             i, j, TileSpec(256, 256, 0.5, "bench", 0)
         ),
+        # not tiling: what an embedder actor would add to make the thumbnails
+        # from the (N, 3, T, T) batch it holds (the batches are cut beforehand)
+        "(actor-side thumbnails from the batch, extra)": lambda i, j: _batch_thumbs(held[id(j)]),
     }
+    held: dict[int, np.ndarray] = {}
     for label, target in (("2048 px windows", 2048), ("one window per tile", 256)):
         plans = _plans(data, target)
         n_tiles = sum(j.n_tiles for _, j in plans)
+        no_thumbs = TileSpec(256, 256, 0.5, "bench", 0)
+        held = {id(j): read_tiles(i, j, no_thumbs)[0].pixels for i, j in plans}
         wall: dict[str, list[float]] = {k: [] for k in variants}
         cpu: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(repeat):
@@ -702,6 +720,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=REPO / "bench-out")
     ap.add_argument("--quick", action="store_true", help="smaller sizes, no 1M query stage")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma list of stages that need no other stage: tiling, cores, plumbing",
+    )
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"benchmark data not found at {args.data} (use --data DIR)")
@@ -716,48 +739,10 @@ def main() -> None:
         "args": {"quick": args.quick, "data": str(args.data)},
     }
     try:
-        rows, pixels = bench_tiling(args.data)
-        _table("1. tiling (one process, before/after side by side)", rows)
-        results["tiling"] = rows
-
-        rows = bench_cores_per_gpu(args.data)
-        _table("1b. CPU cores per GPU (tiling + transfer + writer, per compression)", rows)
-        results["cores_per_gpu"] = rows
-
-        rows = bench_embedder(pixels, [8, 32])
-        _table("2. embedder alone", rows)
-        results["embedder"] = rows
-        # The slowest stage alone, as shipped: auto precision at the CPU pass size.
-        from ris_ray.embed import CPU_MAX_BATCH
-
-        embed_rate = next(
-            r["tiles/s"] for r in rows if "(auto)" in r["device"] and r["batch"] == CPU_MAX_BATCH
-        )
-
-        scales = [1, 2] if args.quick else [1, 2, 4]
-        rows, db = bench_end_to_end(args.data, scales, embed_rate, work)
-        _table(f"3. end to end vs embedder alone ({embed_rate:.1f} tiles/s)", rows)
-        results["end_to_end"] = rows
-
-        sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
-        rows = bench_query(sizes, work, ann_at=sizes[-1])
-        _table("4-5. query: exact scans side by side, float16, IVF_PQ", rows)
-        results["query"] = rows
-
-        rows = bench_cold_scan(sizes[-1], work)
-        _table("4b. exact scan with a cold page cache: float32 vs float16 vs raw read", rows)
-        results["cold_scan"] = rows
-
-        rows = bench_storage(db, args.data, work)
-        _table("6. storage", rows)
-        results["storage"] = rows
-
-        from ris_ray.embed import imagenet_cached
-
-        weights = ["random", *(["imagenet"] if imagenet_cached() else [])]
-        rows = bench_quality(db, weights)
-        _table("retrieval quality (dataset built with random weights)", rows)
-        results["quality"] = rows
+        if args.only:
+            _only(args.only.split(","), args.data, work, results)
+        else:
+            _all(args, work, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = args.out / "results.json"
@@ -766,6 +751,85 @@ def main() -> None:
     )
     (args.out / "results.md").write_text("\n".join(MARKDOWN) + "\n")
     print(f"\nresults: {out} (tables: {args.out / 'results.md'})")
+
+
+def _plumbing_stage(data: Path, work: Path, results: dict[str, Any]) -> None:
+    from plumbing import bench_plumbing, bytes_per_tile
+
+    rows = bench_plumbing(data, work)
+    _table("1c. plumbing ceiling: zero-cost embedder ingest vs tiling alone (Ray)", rows)
+    results["plumbing"] = rows
+    sizes = bytes_per_tile(data)
+    labels = {
+        "batch": "batch (tiling -> embedder)",
+        "pixels": "of which pixels",
+        "table": "table (embedder -> driver)",
+    }
+    rows = [{"object": labels[k], "bytes/tile": v} for k, v in sizes.items()]
+    _table("1d. object-store bytes per tile (shared data)", rows)
+    results["object_store_bytes"] = rows
+
+
+def _only(stages: list[str], data: Path, work: Path, results: dict[str, Any]) -> None:
+    for stage in stages:
+        if stage == "tiling":
+            rows, _ = bench_tiling(data)
+            _table("1. tiling (one process, before/after side by side)", rows)
+            results["tiling"] = rows
+        elif stage == "cores":
+            rows = bench_cores_per_gpu(data)
+            _table("1b. CPU cores per GPU (tiling + transfer + writer, per compression)", rows)
+            results["cores_per_gpu"] = rows
+        elif stage == "plumbing":
+            _plumbing_stage(data, work, results)
+        else:
+            sys.exit(f"--only {stage}: use tiling, cores or plumbing")
+
+
+def _all(args: Any, work: Path, results: dict[str, Any]) -> None:
+    rows, pixels = bench_tiling(args.data)
+    _table("1. tiling (one process, before/after side by side)", rows)
+    results["tiling"] = rows
+
+    rows = bench_cores_per_gpu(args.data)
+    _table("1b. CPU cores per GPU (tiling + transfer + writer, per compression)", rows)
+    results["cores_per_gpu"] = rows
+    _plumbing_stage(args.data, work, results)
+
+    rows = bench_embedder(pixels, [8, 32])
+    _table("2. embedder alone", rows)
+    results["embedder"] = rows
+    # The slowest stage alone, as shipped: auto precision at the CPU pass size.
+    from ris_ray.embed import CPU_MAX_BATCH
+
+    embed_rate = next(
+        r["tiles/s"] for r in rows if "(auto)" in r["device"] and r["batch"] == CPU_MAX_BATCH
+    )
+
+    scales = [1, 2] if args.quick else [1, 2, 4]
+    rows, db = bench_end_to_end(args.data, scales, embed_rate, work)
+    _table(f"3. end to end vs embedder alone ({embed_rate:.1f} tiles/s)", rows)
+    results["end_to_end"] = rows
+
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    rows = bench_query(sizes, work, ann_at=sizes[-1])
+    _table("4-5. query: exact scans side by side, float16, IVF_PQ", rows)
+    results["query"] = rows
+
+    rows = bench_cold_scan(sizes[-1], work)
+    _table("4b. exact scan with a cold page cache: float32 vs float16 vs raw read", rows)
+    results["cold_scan"] = rows
+
+    rows = bench_storage(db, args.data, work)
+    _table("6. storage", rows)
+    results["storage"] = rows
+
+    from ris_ray.embed import imagenet_cached
+
+    weights = ["random", *(["imagenet"] if imagenet_cached() else [])]
+    rows = bench_quality(db, weights)
+    _table("retrieval quality (dataset built with random weights)", rows)
+    results["quality"] = rows
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ris_ray.embed import Embedder, ResolvedWeights
 from ris_ray.records import TileBatch
 from ris_ray.store import DatasetParams, to_table
@@ -43,8 +45,13 @@ class EmbedActor:
     def device(self) -> str:
         return f"{self.embedder.device} {str(self.embedder.dtype).removeprefix('torch.')}"
 
+    def fingerprints(self, pixels: np.ndarray) -> np.ndarray:
+        """``(N, FINGERPRINT_DIM)`` float32 fingerprints of band-first ``pixels``."""
+        return self.embedder.embed(pixels)
+
     def embed(self, batch: TileBatch) -> Any:
+        """The batch as an Arrow table in the store schema (pixels dropped)."""
         assert batch.pixels is not None, "a batch reaches the embedder with its pixels"
-        batch.fingerprint = self.embedder.embed(batch.pixels)
+        batch.fingerprint = self.fingerprints(batch.pixels)
         batch.pixels = None
         return to_table(batch, self.params, self.fingerprint)

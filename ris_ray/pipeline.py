@@ -159,6 +159,7 @@ def _make_actors(
     params: DatasetParams,
     fingerprint: str,
     say: Callable[[str], None],
+    actor_cls: type[EmbedActor] = EmbedActor,
 ) -> list[Any]:
     """One embedder per GPU (``num_gpus=1`` each), or one CPU embedder without GPUs.
 
@@ -177,7 +178,7 @@ def _make_actors(
     n = min(cfg.num_embedders or gpus, gpus) if use_gpu else (cfg.num_embedders or 1)
     device = "cuda" if use_gpu else "cpu"
     threads = 1 if use_gpu else default_num_threads()
-    cls = ray.remote(EmbedActor).options(
+    cls = ray.remote(actor_cls).options(
         num_gpus=1 if use_gpu else 0,
         num_cpus=1,
         max_restarts=ACTOR_RESTARTS,
@@ -254,7 +255,12 @@ def _under(path: str, roots: list[str]) -> bool:
 Ident = tuple[int, int] | None
 
 
-def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) -> IngestReport:
+def ingest(
+    cfg: IngestConfig,
+    *,
+    on_event: Callable[[str], None] | None = None,
+    actor_cls: type[EmbedActor] = EmbedActor,
+) -> IngestReport:
     """Run the ingest job described by ``cfg`` and return its report.
 
     Incremental: files already in the dataset's manifest with the same size
@@ -267,6 +273,11 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
     there is work. Per-file failures are recorded in the report, not raised;
     configuration problems (missing input, unusable weights, incompatible
     dataset) raise :class:`~ris_ray.errors.RisError` before any pixel is read.
+
+    ``actor_cls`` is the embedder actor class (library use only, no CLI
+    option): a subclass of :class:`~ris_ray.actors.EmbedActor` with the same
+    constructor, e.g. the benchmark's zero-cost embedder that measures the
+    plumbing ceiling through the same output path.
     """
     say = on_event or (lambda msg: None)
     t0 = time.monotonic()
@@ -286,7 +297,7 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
             say(f"weights: {weights.description}")
             started = connect(cfg.address)
             try:
-                _run(cfg, todo, idents, weights, params, store, report, say, t0)
+                _run(cfg, todo, idents, weights, params, store, report, say, t0, actor_cls)
             finally:
                 if started:
                     ray.shutdown()
@@ -358,10 +369,11 @@ def _run(
     report: IngestReport,
     say: Callable[[str], None],
     t0: float,
+    actor_cls: type[EmbedActor] = EmbedActor,
 ) -> None:
-    """Read, embed and store ``paths`` on Ray (connected)."""
+    """Read, embed and store ``paths`` on Ray (connected) with ``actor_cls`` embedders."""
     spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id, cfg.thumbnail_size)
-    actors = _make_actors(cfg, weights, params, store.fingerprint, say)
+    actors = _make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
     report.device = ray.get(actors[0].device.remote())
     report.ray_gcs_address = ray.get_runtime_context().gcs_address
     say(f"embedders: {len(actors)} x {report.device}; files to read: {len(paths)}")

@@ -12,6 +12,7 @@ import rasterio
 import rasterio.warp
 import rasterio.windows
 
+from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
 from ris_ray.errors import InputError, ModelMismatchError
 from ris_ray.pipeline import ingest
@@ -207,3 +208,36 @@ def test_shared_geo_columns(shared_db: tuple[Path, Any], shared_data: Path) -> N
     assert all(r["crs"] is None and r["lon"] is None and r["minx"] is None for r in neon)
     naip = [r for r in rows if "m_4709963" in r["source"]]
     assert all(-100 < r["lon"] < -98 and 46 < r["lat"] < 48 for r in naip)  # North Dakota
+
+
+class _ConstantActor(EmbedActor):
+    """An embedder actor without a model: every fingerprint is 0.25."""
+
+    def __init__(self, *args: Any) -> None:  # EmbedActor's arguments; builds no model
+        self.params, self.fingerprint = args[1], args[6]
+
+    def device(self) -> str:
+        return "constant"
+
+    def fingerprints(self, pixels: np.ndarray) -> np.ndarray:
+        assert pixels.dtype == np.uint8 and pixels.shape[1] == 3  # band-first
+        return np.full((len(pixels), 512), 0.25, np.float32)
+
+
+def test_ingest_takes_another_actor_class(ray_session: None, gen_dir: Path, tmp_path: Path) -> None:
+    # Workers cannot import the test module: ship the class by value.
+    import sys
+
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    db = tmp_path / "db"
+    cfg = IngestConfig(inputs=(str(gen_dir),), db=str(db), weights="random", progress=False)
+    report = ingest(cfg, actor_cls=_ConstantActor)
+    assert report.device == "constant"
+    t = lance.dataset(str(db)).to_table(columns=["fingerprint", "thumbnail"])
+    assert t.num_rows == report.tiles_written == 7
+    assert str(t.schema.field("fingerprint").type.value_type) == "halffloat"  # the store's type
+    fp = t.column("fingerprint").combine_chunks().values.to_numpy(zero_copy_only=False)
+    assert np.all(fp == np.float16(0.25))
+    assert t.column("thumbnail").null_count == 0

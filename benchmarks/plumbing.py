@@ -1,0 +1,364 @@
+"""The plumbing ceiling (issue 11, item 2): the whole Ray ingest with a
+zero-cost embedder against the tiling stage alone, on the same cores, in one run.
+
+- :class:`ConstantEmbedActor` is an :class:`~ris_ray.actors.EmbedActor` with no
+  model: :meth:`fingerprints` returns a constant vector, everything else
+  (``embed``: table building in the store's fingerprint type; the driver's
+  staging writes, Lance commit and manifest) is the shipped path, passed to
+  ``pipeline.ingest(cfg, actor_cls=ConstantEmbedActor)``.
+- "tiling alone" runs the same ``tile_task`` Ray tasks on the same windows in
+  the same Ray instance, with the embedder's CPU slot held by an idle actor so
+  both runs cut tiles in the same number of concurrent tasks; the driver
+  takes each window's stats and drops the batch (it stays in the object store
+  until freed, as a batch waiting for an embedder would).
+- Ray is started with ``cores + 1`` logical CPUs: one slot for the embedder
+  actor (on a GPU node the embedder has its own core), ``cores`` for tiling.
+  Every process still shares the same ``cores`` physical cores.
+
+Not used by ris_ray itself.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ris_ray.actors import EmbedActor
+from ris_ray.embed import FINGERPRINT_DIM, ResolvedWeights
+from ris_ray.store import DatasetParams
+from ris_ray.tiling import TileSpec, plan_windows, probe, read_tiles
+
+__all__ = ["ConstantEmbedActor", "bench_plumbing", "shipped_bytes"]
+
+
+class ConstantEmbedActor(EmbedActor):
+    """Benchmark-only embedder: no model, a constant fingerprint per tile,
+    the shipped output path (:meth:`EmbedActor.embed` builds the table)."""
+
+    def __init__(
+        self,
+        weights: ResolvedWeights,
+        params: DatasetParams,
+        device: str,
+        precision: str,
+        batch_size: int,
+        threads: int,
+        fingerprint: str = "float32",
+    ) -> None:
+        self.params = params
+        self.fingerprint = fingerprint
+        self._one = np.full((1, FINGERPRINT_DIM), FINGERPRINT_DIM**-0.5, np.float32)
+
+    def device(self) -> str:
+        return "none (zero-cost: constant fingerprints)"
+
+    def fingerprints(self, pixels: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self._one, (len(pixels), FINGERPRINT_DIM))
+
+
+def shipped_bytes(obj: Any) -> int:
+    """Bytes an object takes in Ray's object store: pickle protocol 5 with the
+    large buffers (numpy arrays, Arrow buffers) out of band, as Ray stores them."""
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return len(head) + sum(b.raw().nbytes for b in buffers)
+
+
+def _inputs(data: Path, scale: int, work: Path) -> Path:
+    """``scale`` copies of the shared data under other names (symlinks)."""
+    from ris_ray.inputs import discover
+
+    src = work / f"plumbing-input-{scale}x"
+    src.mkdir(exist_ok=True)
+    for i in range(scale):
+        for f in discover([str(data)]):
+            link = src / f"copy{i}_{Path(f).name}"
+            if not link.exists():
+                link.symlink_to(f)
+    return src
+
+
+def _tiling_alone(src: Path, spec: TileSpec, inflight: int) -> dict[str, float]:
+    """The tiling stage alone on Ray: the same ``probe_task`` per file and
+    ``tile_task`` per window as ``ingest``; returns tiles, wall s and CPU."""
+    import ray
+
+    from ris_ray.tasks import probe_task, tile_task
+
+    hold = ray.remote(num_cpus=1)(_Hold).remote()  # the embedder's slot, idle
+    ray.get(hold.ready.remote())
+    sampler = _CpuSampler()
+    t0 = time.perf_counter()
+    todo = _plans(src, probe_task)
+    pending: dict[Any, Any] = {}
+    tiles, first, after_first, last = 0, None, 0, 0.0
+    while todo or pending:
+        while todo and len(pending) < inflight:
+            info, job = todo.pop(0)
+            stats_ref, batch_ref = tile_task.remote(info, job, spec)
+            pending[stats_ref] = batch_ref
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            del pending[ref]  # the batch ref goes with it: freed
+            n = ray.get(ref).n_tiles
+            tiles += n
+            now = time.perf_counter()
+            if first is None:
+                first = now
+            else:
+                after_first += n
+            last = now
+    wall = time.perf_counter() - t0
+    cpu = sampler.stop()
+    ray.kill(hold)
+    span = last - (first or last)
+    steady = after_first / span if span > 0 else 0.0
+    return {"tiles": tiles, "wall": wall, "steady": steady, **_cpu_keys(cpu)}
+
+
+def _cpu_keys(cpu: dict[str, float]) -> dict[str, float]:
+    return {f"cpu {k}": v for k, v in cpu.items()}
+
+
+class _CpuSampler:
+    """CPU seconds per process group (driver, tiling workers, embedder actor,
+    raylet + object store, GCS, other Ray helpers) while a run lasts: polls
+    this process and its descendants every ``interval`` s with psutil and
+    keeps each process's last reading (processes that exit keep their last
+    sample). The sampler's own CPU is taken out of the driver's."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import threading
+
+        import psutil
+
+        self._me = psutil.Process()
+        self._interval = interval
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._start: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._own = 0.0
+        self._t0 = time.time()
+        self._snap(self._start)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _snap(self, into: dict[int, Any]) -> None:
+        import psutil
+
+        for p in [self._me, *self._me.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                cpu = t.user + t.system
+                name = "driver" if p.pid == self._me.pid else " ".join(p.cmdline()[:2])
+            except (psutil.Error, IndexError):
+                continue
+            if into is self._start or (
+                p.pid not in self._start and p.create_time() < self._t0 - 0.1
+            ):  # older than the run but missed at the start: count from now
+                self._start[p.pid] = cpu
+            if into is not self._start:
+                old = self._seen.get(p.pid, ("", 0.0))[0]
+                self._seen[p.pid] = (name if "ray::" in name or not old else old, cpu)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._snap(self._seen)
+        self._snap(self._seen)
+        self._own = time.thread_time()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        out: dict[str, float] = {}
+        for pid, (name, cpu) in self._seen.items():
+            group = _group(name)
+            out[group] = out.get(group, 0.0) + cpu - self._start.get(pid, 0.0)
+        out["driver"] = out.get("driver", 0.0) - self._own
+        return out
+
+
+def _group(name: str) -> str:
+    if name == "driver":
+        return "driver"
+    if "EmbedActor" in name:
+        return "embedder actor"
+    if "tile_task" in name or "probe_task" in name or "ray::IDLE" in name:
+        return "tiling workers"
+    if "raylet" in name:
+        return "raylet+object store"
+    if "gcs_server" in name:
+        return "gcs"
+    return "other ray"
+
+
+class _Hold:
+    def ready(self) -> bool:
+        return True
+
+
+def _ingest_once(src: Path, db: Path) -> dict[str, float]:
+    from ris_ray.config import IngestConfig
+    from ris_ray.pipeline import ingest
+
+    cfg = IngestConfig(inputs=(str(src),), db=str(db), weights="random", progress=False)
+    sampler = _CpuSampler()
+    t0 = time.perf_counter()
+    report = ingest(cfg, actor_cls=ConstantEmbedActor)
+    wall = time.perf_counter() - t0
+    cpu = sampler.stop()
+    shutil.rmtree(db, ignore_errors=True)
+    return {
+        "tiles": report.tiles_written,
+        "wall": wall,
+        "steady": report.steady_tiles_per_s,
+        **_cpu_keys(cpu),
+    }
+
+
+def _bytes_per_tile(plans: list[tuple[Any, Any]], spec: TileSpec) -> dict[str, float]:
+    """Object-store bytes per tile: tiling task -> embedder (the TileBatch with
+    pixels) and embedder -> driver (the Arrow table), serialized as Ray does."""
+    params = DatasetParams(256, 256, spec.model)
+    actor = ConstantEmbedActor(None, params, "", "", 0, 0, "float16")  # type: ignore[arg-type]
+    batch_b = table_b = tiles = pixel_b = 0
+    for info, job in plans:
+        batch, stats = read_tiles(info, job, spec)
+        if not stats.n_tiles:
+            continue
+        tiles += stats.n_tiles
+        batch_b += shipped_bytes(batch)
+        pixel_b += int(batch.pixels.nbytes) if batch.pixels is not None else 0
+        table_b += shipped_bytes(actor.embed(batch))
+    return {
+        "batch": batch_b / tiles,
+        "pixels": pixel_b / tiles,
+        "table": table_b / tiles,
+    }
+
+
+def _plans(src: Path, probe_task: Any = None) -> list[tuple[Any, Any]]:
+    """The windows ``ingest`` reads (default 2048 px windows, sparse blocks
+    skipped); files probed here or, given ``probe_task``, on Ray."""
+    import ray
+
+    from ris_ray.inputs import discover
+
+    paths = discover([str(src)])
+    infos = (
+        ray.get([probe_task.remote(p, None) for p in paths])
+        if probe_task is not None
+        else [probe(p) for p in paths]
+    )
+    plans = []
+    for info in infos:
+        jobs = plan_windows(info.width, info.height, 256, 256, block_shape=info.block_shape)
+        plans += [(info, j) for j in jobs if info.window_has_data(j.window(256, 256))]
+    return plans
+
+
+Runs = dict[str, list[dict[str, float]]]
+
+
+def _measure(data: Path, work: Path, scales: tuple[int, ...], rounds: int) -> dict[int, Runs]:
+    """Per scale: ``rounds`` interleaved pairs (tiling alone, zero-cost ingest)."""
+    import ray
+
+    from ris_ray.embed import resolve_weights
+
+    cores = os.cpu_count() or 1
+    # workers cannot import benchmarks/: ship this module's classes by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=cores + 1, include_dashboard=False, logging_level="ERROR")
+    spec = TileSpec(256, 256, 0.5, resolve_weights("random").model_id)
+    inflight = max(4, 2 * (cores + 1) + 2)  # the ingest's default max in flight
+    out: dict[int, Runs] = {}
+    try:
+        for scale in scales:
+            src = _inputs(data, scale, work)
+            _tiling_alone(src, spec, inflight)  # warm-up: worker processes started
+            runs: Runs = {"alone": [], "ingest": []}
+            for r in range(rounds):
+                runs["alone"].append(_tiling_alone(src, spec, inflight))
+                runs["ingest"].append(_ingest_once(src, work / f"plumbing-{scale}-{r}.lance"))
+            out[scale] = runs
+    finally:
+        ray.shutdown()
+    return out
+
+
+_GROUPS = ("driver", "tiling workers", "embedder actor", "raylet+object store", "gcs", "other ray")
+
+
+def _med(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(x.get(key, 0.0) for x in runs)
+
+
+def bench_plumbing(
+    data: Path, work: Path, scales: tuple[int, int] = (2, 16), rounds: int = 3
+) -> list[dict[str, Any]]:
+    """Tiling alone vs the zero-cost ingest at two input sizes (``rounds``
+    interleaved rounds each, medians), and the marginal cost between them:
+    ``(x[big] - x[small]) / (tiles[big] - tiles[small])``, i.e. the per-tile
+    cost once fixed costs (actor start, model check, Lance create, commit,
+    manifest) are taken out."""
+    measured = _measure(data, work, scales, rounds)
+    rows: list[dict[str, Any]] = []
+    for scale, runs in measured.items():
+        for name, key in (("tiling alone (tile_task)", "alone"), ("zero-cost ingest", "ingest")):
+            tiles, wall = _med(runs[key], "tiles"), _med(runs[key], "wall")
+            row: dict[str, Any] = {
+                "run": name,
+                "input": f"{scale}x shared",
+                "tiles": int(tiles),
+                "wall s": wall,
+                "tiles/s": tiles / wall,
+            }
+            row.update(
+                {f"{g} CPU ms/1k": 1e6 * _med(runs[key], f"cpu {g}") / tiles for g in _GROUPS}
+            )
+            rows.append(row)
+        rows.append(_ratio(rows[-1], rows[-2], f"{scale}x shared"))
+    small, big = (measured[s] for s in scales)
+    for name, key in (
+        ("tiling alone, marginal", "alone"),
+        ("zero-cost ingest, marginal", "ingest"),
+    ):
+        dt = _med(big[key], "tiles") - _med(small[key], "tiles")
+        row = {
+            "run": name,
+            "input": f"{scales[1]}x - {scales[0]}x",
+            "tiles": int(dt),
+            "wall s": _med(big[key], "wall") - _med(small[key], "wall"),
+        }
+        row["tiles/s"] = dt / row["wall s"]
+        for g in _GROUPS:
+            k = f"cpu {g}"
+            row[f"{g} CPU ms/1k"] = 1e6 * (_med(big[key], k) - _med(small[key], k)) / dt
+        rows.append(row)
+    rows.append(_ratio(rows[-1], rows[-2], "marginal"))
+    return rows
+
+
+def _ratio(ingest: dict[str, Any], alone: dict[str, Any], label: str) -> dict[str, Any]:
+    return {
+        "run": "ratio ingest / alone",
+        "input": label,
+        "tiles/s": ingest["tiles/s"] / alone["tiles/s"],
+    }
+
+
+def bytes_per_tile(data: Path) -> dict[str, float]:
+    """Object-store bytes per tile on the shared data (see :func:`_bytes_per_tile`)."""
+    from ris_ray.embed import resolve_weights
+
+    spec = TileSpec(256, 256, 0.5, resolve_weights("random").model_id)
+    return _bytes_per_tile(_plans(data), spec)
