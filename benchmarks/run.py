@@ -3,13 +3,16 @@
     .venv/bin/pip install -c constraints.txt -e ".[bench]"
     .venv/bin/python benchmarks/run.py              # full (about 10 min on 2 cores)
     .venv/bin/python benchmarks/run.py --quick      # smaller sizes (about 3 min)
+    .venv/bin/python benchmarks/run.py --only tiling,cores,plumbing   # stages alone
 
 Prints one table per stage and writes ``bench-out/results.json``. Ratios are
 measured within one run, on the same data, so they hold on a loaded machine;
 absolute numbers are this machine's. Not part of the test suite.
 
 Stages: tiling (before/after issue 11 vs a bare rasterio read of the same
-windows), CPU cores per GPU per source compression, embedder
+windows), CPU cores per GPU per source compression, the plumbing ceiling
+(the Ray ingest with a zero-cost embedder vs the tiling tasks alone, CPU per
+process and object-store bytes per tile; benchmarks/plumbing.py), embedder
 alone (batch sizes; GPU fp32 baseline vs the shipped path when CUDA exists),
 end to end (``ingest`` vs the slowest stage; 1x/2x/4x input scaling with peak
 RSS), query (Lance exact scan cold/warm vs numpy and FAISS flat, float16,
@@ -754,11 +757,15 @@ def main() -> None:
 
 
 def _plumbing_stage(data: Path, work: Path, results: dict[str, Any]) -> None:
-    from plumbing import bench_plumbing, bytes_per_tile
+    from plumbing import bench_plumbing, bytes_per_tile, synthetic_ortho
 
     rows = bench_plumbing(data, work)
     _table("1c. plumbing ceiling: zero-cost embedder ingest vs tiling alone (Ray)", rows)
     results["plumbing"] = rows
+    ortho = synthetic_ortho(work / "ortho" / "ortho.tif")
+    rows = bench_plumbing(ortho.parent, work, scales=(1, 4))
+    _table("1c'. the same on one synthetic 8192 px JPEG ortho (64-tile windows)", rows)
+    results["plumbing_ortho"] = rows
     sizes = bytes_per_tile(data)
     labels = {
         "batch": "batch (tiling -> embedder)",
