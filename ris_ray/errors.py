@@ -12,6 +12,8 @@ __all__ = [
     "DatasetError",
     "InputError",
     "ModelMismatchError",
+    "ObjectNotFoundError",
+    "ObjectStoreError",
     "QueryError",
     "RasterReadError",
     "RisError",
@@ -50,3 +52,11 @@ class ModelMismatchError(RisError, ValueError):
 
 class QueryError(RisError, LookupError):
     """A query cannot be answered (unknown tile id, empty dataset, ...)."""
+
+
+class ObjectStoreError(RisError, OSError):
+    """An object store (S3, ...) refused or failed a request: bucket, credentials, endpoint."""
+
+
+class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
+    """A named object does not exist in its bucket."""

@@ -1,0 +1,281 @@
+"""Object storage against a real S3 API server (moto, subprocess on loopback).
+
+Settings from AWS_* -> GDAL options / Lance storage options; prefix listing and
+HEAD through obstore; one-line errors without secrets; Lance datasets (tiles
+and the nested manifest) and GDAL /vsis3/ reads on the server; Lance's commit
+under two concurrent writer processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+import rasterio
+from s3_server import TEST_ENV, MotoServer, free_port
+
+from ris_ray.errors import ObjectNotFoundError, ObjectStoreError, RisError
+from ris_ray.objstore import (
+    S3Settings,
+    is_object_uri,
+    list_tiffs,
+    split_uri,
+    stat,
+    to_url,
+    to_vsi,
+)
+from ris_ray.sample import landscape, write_geotiff
+
+SECRET = TEST_ENV["AWS_SECRET_ACCESS_KEY"]
+
+# --- settings (pure) ------------------------------------------------------------------------
+
+
+def test_settings_from_env_for_a_local_http_store() -> None:
+    s = S3Settings.from_env(
+        {
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9000/",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+            "AWS_ACCESS_KEY_ID": "AKIA1",
+            "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+            "AWS_SESSION_TOKEN": "tok",
+        }
+    )
+    assert s.gdal_options() == {
+        "AWS_REGION": "eu-west-1",
+        "AWS_S3_ENDPOINT": "127.0.0.1:9000",
+        "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+    }
+    assert s.lance_storage_options() == {
+        "endpoint": "http://127.0.0.1:9000",
+        "allow_http": "true",
+        "region": "eu-west-1",
+        "access_key_id": "AKIA1",
+        "secret_access_key": "s3cr3t",
+        "session_token": "tok",
+    }
+    assert "s3cr3t" not in repr(s) and "tok" not in repr(s) and "AKIA1" not in repr(s)
+
+
+def test_settings_for_aws_itself_and_precedence() -> None:
+    s = S3Settings.from_env({"AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "eu-west-1"})
+    assert s.gdal_options() == {"AWS_REGION": "us-west-2"}
+    assert s.lance_storage_options() == {"region": "us-west-2"}
+    https = S3Settings.from_env({"AWS_ENDPOINT_URL": "https://s3.example.com"})
+    assert https.gdal_options()["AWS_HTTPS"] == "YES"
+    assert https.lance_storage_options()["allow_http"] == "false"
+    env = {"AWS_ENDPOINT_URL": "https://a", "AWS_ENDPOINT_URL_S3": "http://b:1", "HOME": "/x"}
+    s3only = S3Settings.from_env(env)
+    assert s3only.endpoint == "http://b:1"
+    assert s3only.worker_env(env) == {"AWS_ENDPOINT_URL": "https://a"}
+
+
+def test_settings_refuse_an_endpoint_without_scheme() -> None:
+    # The scheme-less form is what GDAL's AWS_S3_ENDPOINT takes; for the URL we need one.
+    with pytest.raises(ObjectStoreError, match="AWS_ENDPOINT_URL=127.0.0.1:9000: not an http"):
+        S3Settings.from_env({"AWS_ENDPOINT_URL": "127.0.0.1:9000"})
+
+
+def test_uri_forms() -> None:
+    assert split_uri("s3://caps/a/b.tif") == ("s3", "caps", "a/b.tif")
+    assert split_uri("/vsis3/caps/a/b.tif") == ("s3", "caps", "a/b.tif")
+    assert to_vsi("s3://caps/a/b.tif") == "/vsis3/caps/a/b.tif"
+    assert to_url("/vsis3/caps/a/b.tif") == "s3://caps/a/b.tif"
+    assert to_vsi("gs://g/k.tif") == "/vsigs/g/k.tif"
+    assert to_vsi("/data/a.tif") == "/data/a.tif" and to_url("/data/a.tif") == "/data/a.tif"
+    assert is_object_uri("s3://caps/") and not is_object_uri("https://x/a.tif")
+    with pytest.raises(ObjectStoreError, match="not an object-store URI"):
+        split_uri("/data/a.tif")
+
+
+# --- listing and identity -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def caps(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """Bucket ``caps`` with a small capture tree; returns (bucket, local tiff)."""
+    bucket = s3.make_bucket("caps")
+    d = tmp_path_factory.mktemp("caps")
+    tif = d / "a.tif"
+    write_geotiff(tif, landscape(256, 256, seed=7), origin=(500000.0, 4000000.0), res=0.5)
+    (d / "notes.txt").write_text("not a raster")
+    for key in ("flights/day1/a.tif", "flights/day1/b.TIFF", "flights/day2/deep/c.Tif"):
+        s3.upload(tif, bucket, key)
+    s3.upload(d / "notes.txt", bucket, "flights/day1/notes.txt")
+    s3.upload(tif, bucket, "flightsX/other.tif")  # same stem, another prefix
+    s3.upload(tif, bucket, "top.tif")
+    return bucket, tif
+
+
+def test_list_tiffs_recursive_any_case_only_under_the_prefix(caps: tuple[str, Path]) -> None:
+    bucket, tif = caps
+    found = list_tiffs(f"s3://{bucket}/flights/")
+    assert [o.uri for o in found] == [
+        "s3://caps/flights/day1/a.tif",
+        "s3://caps/flights/day1/b.TIFF",
+        "s3://caps/flights/day2/deep/c.Tif",
+    ]
+    assert all(o.size == tif.stat().st_size for o in found)
+    assert all(o.etag and '"' not in o.etag for o in found)
+    assert all(o.last_modified is not None and o.last_modified_ns > 0 for o in found)
+    # Without the trailing slash, and in GDAL's /vsis3/ form: the same objects.
+    assert list_tiffs(f"s3://{bucket}/flights") == found
+    assert list_tiffs(f"/vsis3/{bucket}/flights/") == found
+    # The whole bucket.
+    assert len(list_tiffs(f"s3://{bucket}")) == 5
+
+
+def test_stat_etag_changes_when_an_object_is_replaced(
+    s3: MotoServer, caps: tuple[str, Path], tmp_path: Path
+) -> None:
+    bucket, tif = caps
+    uri = s3.upload(tif, bucket, "replace/x.tif")
+    before = stat(uri)
+    assert before == stat(to_vsi(uri))
+    assert (before.size, before.uri) == (tif.stat().st_size, uri)
+    other = tmp_path / "other.tif"
+    data = bytearray(tif.read_bytes())
+    data[-1] ^= 0xFF
+    other.write_bytes(bytes(data))  # same size: only the ETag tells
+    s3.upload(other, bucket, "replace/x.tif")
+    after = stat(uri)
+    assert after.size == before.size and after.etag != before.etag
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def _one_line_without_secrets(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text and SECRET not in text and TEST_ENV["AWS_ACCESS_KEY_ID"] not in text
+    assert isinstance(exc, RisError)
+    return text
+
+
+def test_missing_bucket_and_missing_object(caps: tuple[str, Path]) -> None:
+    with pytest.raises(ObjectStoreError) as exc:
+        list_tiffs("s3://no-such-bucket/flights/")
+    text = _one_line_without_secrets(exc.value)
+    assert text.startswith("s3://no-such-bucket/flights/: no such bucket at http://127.0.0.1:")
+    with pytest.raises(ObjectNotFoundError) as missing:
+        stat("/vsis3/caps/flights/none.tif")
+    assert isinstance(missing.value, FileNotFoundError)
+    text = _one_line_without_secrets(missing.value)
+    assert text.startswith("s3://caps/flights/none.tif: no such object")
+
+
+def test_unreachable_endpoint() -> None:
+    env = {**TEST_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    with pytest.raises(ObjectStoreError) as exc:
+        list_tiffs("s3://caps/flights/", S3Settings.from_env(env))
+    text = _one_line_without_secrets(exc.value)
+    assert "endpoint unreachable" in text and "AWS_ENDPOINT_URL" in text
+
+
+def test_denied_credentials() -> None:
+    strict = MotoServer(enforce_auth=True)  # checks keys against its empty IAM
+    try:
+        settings = S3Settings.from_env({**TEST_ENV, "AWS_ENDPOINT_URL": strict.endpoint})
+        with pytest.raises(ObjectStoreError) as exc:
+            list_tiffs("s3://caps/flights/", settings)
+        text = _one_line_without_secrets(exc.value)
+        assert "credentials rejected" in text and "AWS_SECRET_ACCESS_KEY" in text
+    finally:
+        strict.stop()
+
+
+# --- Lance datasets on the server -----------------------------------------------------------
+
+
+def test_lance_needs_allow_http_for_an_http_endpoint(s3: MotoServer) -> None:
+    """The 'builder error' of issue 12: Lance reads AWS_ENDPOINT_URL from the
+    environment but refuses plain http unless allow_http is set."""
+    bucket = s3.make_bucket("builder")
+    table = pa.table({"a": [1]})
+    with pytest.raises(OSError, match="builder error"):
+        lance.write_dataset(table, f"s3://{bucket}/t.lance")
+    opts = S3Settings.from_env().lance_storage_options()
+    assert lance.write_dataset(table, f"s3://{bucket}/t.lance", storage_options=opts).version == 1
+
+
+def test_lance_dataset_life_cycle_on_s3(s3: MotoServer) -> None:
+    bucket = s3.make_bucket("tiles")
+    uri = f"s3://{bucket}/tiles.lance"
+    opts = S3Settings.from_env().lance_storage_options()
+    rows = pa.table({"tile_id": [f"t{i}" for i in range(300)], "v": np.arange(300.0)})
+    lance.write_dataset(rows, uri, storage_options=opts)
+    more = pa.table({"tile_id": ["t300"], "v": [300.0]})
+    lance.write_dataset(more, uri, mode="append", storage_options=opts)
+    ds = lance.dataset(uri, storage_options=opts)
+    upd = pa.table({"tile_id": ["t0", "t999"], "v": [-1.0, 999.0]})
+    ds.merge_insert("tile_id").when_matched_update_all().when_not_matched_insert_all().execute(upd)
+    ds = lance.dataset(uri, storage_options=opts)
+    ds.delete("tile_id = 't1'")
+    ds.create_scalar_index("tile_id", "BTREE")
+    ds.optimize.compact_files()
+    ds = lance.dataset(uri, storage_options=opts)
+    ds.cleanup_old_versions(older_than=timedelta(0))
+    # The manifest is a Lance dataset nested in the tile dataset's prefix.
+    manifest = f"{uri}/_ris_manifest.lance"
+    lance.write_dataset(pa.table({"path": ["s3://caps/a.tif"]}), manifest, storage_options=opts)
+    ds = lance.dataset(uri, storage_options=opts)
+    assert ds.count_rows() == 301
+    assert ds.to_table(filter="tile_id = 't0'").column("v").to_pylist() == [-1.0]
+    assert [v["version"] for v in ds.versions()] == [ds.version]
+    assert [list(i.field_names) for i in ds.describe_indices()] == [["tile_id"]]
+    assert lance.dataset(manifest, storage_options=opts).count_rows() == 1
+
+
+def _append_rows(uri: str, worker: int, n: int, opts: dict[str, str]) -> None:
+    for j in range(n):
+        table = pa.table({"tile_id": [f"w{worker}-{j}"], "worker": [worker]})
+        ds = lance.dataset(uri, storage_options=opts)
+        (
+            ds.merge_insert("tile_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(table)
+        )
+
+
+def test_two_writer_processes_lose_no_commit(s3: MotoServer) -> None:
+    """Lance commits a version with a conditional PUT (If-None-Match), which the
+    server enforces: concurrent writers retry on conflict, none is lost."""
+    bucket = s3.make_bucket("race")
+    uri = f"s3://{bucket}/tiles.lance"
+    opts = S3Settings.from_env().lance_storage_options()
+    lance.write_dataset(pa.table({"tile_id": ["seed"], "worker": [-1]}), uri, storage_options=opts)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_rows, args=(uri, w, 6, opts)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    ds = lance.dataset(uri, storage_options=opts)
+    ids = ds.to_table(columns=["tile_id"]).column("tile_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 13
+    assert ds.version == 13
+
+
+# --- GDAL /vsis3/ reads ---------------------------------------------------------------------
+
+
+def test_rasterio_reads_vsis3_with_the_derived_options(
+    s3: MotoServer, caps: tuple[str, Path]
+) -> None:
+    bucket, tif = caps
+    with rasterio.open(tif) as local:
+        expected = local.read()
+    vsi = to_vsi(f"s3://{bucket}/flights/day1/a.tif")
+    with rasterio.Env(**S3Settings.from_env().gdal_options()), rasterio.open(vsi) as remote:
+        assert np.array_equal(remote.read(), expected)
+        assert remote.crs == local.crs
+    assert os.environ["AWS_ENDPOINT_URL"] == s3.endpoint
