@@ -49,10 +49,13 @@ __all__ = [
     "is_object_uri",
     "iter_prefix",
     "list_tiffs",
+    "open_lance",
     "split_uri",
     "stat",
+    "storage_options",
     "to_url",
     "to_vsi",
+    "write_lance",
 ]
 
 #: URI scheme <-> GDAL virtual file system prefix.
@@ -314,6 +317,54 @@ def iter_prefix(uris: list[str], settings: S3Settings | None = None) -> Iterator
                 yield info
 
 
+# --- Lance datasets -----------------------------------------------------------------------
+
+
+def storage_options(uri: str) -> dict[str, str] | None:
+    """Lance ``storage_options`` for a dataset at ``uri``.
+
+    The :class:`S3Settings` options for ``s3://`` (and ``/vsis3/``) URIs;
+    ``None`` (Lance's own defaults and environment) for anything else.
+    """
+    if not is_object_uri(uri) or split_uri(uri)[0] != "s3":
+        return None
+    return S3Settings.from_env().lance_storage_options()
+
+
+def _lance_error(exc: Exception, uri: str) -> Exception:
+    """A store failure on a remote dataset as :class:`ObjectStoreError`; Lance's
+    'not found' (and every local error) unchanged."""
+    if not is_object_uri(uri) or "was not found" in str(exc) or _classify(exc) is None:
+        return exc
+    return describe_error(exc, uri, S3Settings.from_env())
+
+
+def open_lance(uri: str, **kwargs: Any) -> Any:
+    """``lance.dataset(uri, **kwargs)`` with :func:`storage_options` for ``uri``.
+
+    A missing dataset raises Lance's ``ValueError``; an unreachable endpoint,
+    a missing bucket or refused credentials raise :class:`ObjectStoreError`.
+    """
+    import lance
+
+    try:
+        return lance.dataset(to_url(uri), storage_options=storage_options(uri), **kwargs)
+    except (ValueError, OSError) as exc:
+        raise _lance_error(exc, uri) from None
+
+
+def write_lance(data: Any, uri: str, **kwargs: Any) -> Any:
+    """``lance.write_dataset(data, uri, **kwargs)`` with :func:`storage_options` for ``uri``."""
+    import lance
+
+    try:
+        return lance.write_dataset(
+            data, to_url(uri), storage_options=storage_options(uri), **kwargs
+        )
+    except (ValueError, OSError) as exc:
+        raise _lance_error(exc, uri) from None
+
+
 # --- errors -------------------------------------------------------------------------------
 
 #: (markers in the client's message, what went wrong, the fix), most specific first.
@@ -346,6 +397,17 @@ _CAUSES: tuple[tuple[tuple[str, ...], str, str], ...] = (
 )
 
 
+def _classify(exc: BaseException) -> tuple[str, str] | None:
+    """``(cause, fix)`` for a client error, from its type and text; ``None``: not a store error."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    if isinstance(exc, FileNotFoundError):
+        text = "notfound " + text
+    for markers, what, how in _CAUSES:
+        if any(m.lower() in text for m in markers):
+            return what, how
+    return None
+
+
 def describe_error(exc: BaseException, uri: str, settings: S3Settings | None = None) -> Exception:
     """A one-line :class:`ObjectStoreError` for a client error on ``uri``.
 
@@ -353,14 +415,7 @@ def describe_error(exc: BaseException, uri: str, settings: S3Settings | None = N
     transport failure); the message holds the URI, the cause, the endpoint and
     the fix, never the client's text (which could echo a credential).
     """
-    text = f"{type(exc).__name__} {exc}"
-    if isinstance(exc, FileNotFoundError):
-        text = "NotFound " + text
-    cause, fix = "request failed", "check the URI and the AWS_* settings"
-    for markers, what, how in _CAUSES:
-        if any(m.lower() in text.lower() for m in markers):
-            cause, fix = what, how
-            break
+    cause, fix = _classify(exc) or ("request failed", "check the URI and the AWS_* settings")
     where = ""
     if settings is not None and settings.endpoint:
         where = f" at {settings.endpoint}"

@@ -27,8 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from ris_ray.config import FINGERPRINT_DIM
-from ris_ray.errors import DatasetError, ModelMismatchError
+from ris_ray.errors import DatasetError, ModelMismatchError, ObjectStoreError
+from ris_ray.objstore import open_lance, write_lance
 from ris_ray.sql import sql_in
+from ris_ray.uris import is_remote
 
 # Lance logs a WARN line for every fragment written before the first commit.
 os.environ.setdefault("LANCE_LOG", "error")
@@ -112,9 +114,11 @@ def schema_for(params: DatasetParams) -> pa.Schema:
 
 
 def _exists(uri: str) -> bool:
-    if "://" in uri:
+    if is_remote(uri):
         try:
-            lance.dataset(uri)
+            open_lance(uri)
+        except ObjectStoreError:
+            raise
         except (ValueError, OSError):
             return False
         return True
@@ -123,7 +127,7 @@ def _exists(uri: str) -> bool:
 
 def lance_dataset(uri: str) -> Any:
     """The Lance dataset at ``uri`` (latest version), without ris_ray checks."""
-    return lance.dataset(uri)
+    return open_lance(uri)
 
 
 def open_dataset(uri: str, version: int | None = None) -> Any:
@@ -133,7 +137,9 @@ def open_dataset(uri: str, version: int | None = None) -> Any:
             f"{uri}: no Lance dataset here (create one with `ris ingest ... --db {uri}`)"
         )
     try:
-        ds = lance.dataset(uri, version=version)
+        ds = open_lance(uri, version=version)
+    except ObjectStoreError:
+        raise
     except (ValueError, OSError) as exc:
         raise DatasetError(
             f"{uri}: cannot open Lance dataset ({str(exc).splitlines()[0]})"
@@ -155,7 +161,7 @@ def dataset_params(ds: Any) -> DatasetParams:
 
 def dataset_size_bytes(uri: str) -> int:
     """Bytes on disk under a local dataset directory (0 for remote URIs)."""
-    if "://" in uri:
+    if is_remote(uri):
         return 0
     return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())
 
@@ -307,7 +313,7 @@ class TileWriter:
             return self.commit()
         sources, self._ready = self._ready, []
         rows = self._staged_rows(sources)
-        ds = lance.write_dataset(
+        ds = write_lance(
             self._reader(sources),
             self.uri,
             schema=self.schema,
@@ -322,21 +328,19 @@ class TileWriter:
         if self._version is None:
             if rows == 0:
                 return None
-            ds = lance.write_dataset(
+            ds = write_lance(
                 self._reader(sources),
                 self.uri,
                 schema=self.schema,
                 data_storage_version=LANCE_FILE_FORMAT,
             )
         else:
-            ds = lance.dataset(self.uri)
+            ds = open_lance(self.uri)
             present = ds.count_rows(filter=sql_in("source", sources))
             if present == 0 and rows == 0:
                 return None
             if present == 0:
-                ds = lance.write_dataset(
-                    self._reader(sources), ds, schema=self.schema, mode="append"
-                )
+                ds = write_lance(self._reader(sources), self.uri, schema=self.schema, mode="append")
             elif rows == 0:
                 ds.delete(sql_in("source", sources))
             else:
@@ -347,7 +351,7 @@ class TileWriter:
                     .when_not_matched_by_source_delete(sql_in("source", sources))
                     .execute(self._reader(sources))
                 )
-            ds = lance.dataset(self.uri)
+            ds = open_lance(self.uri)
         self._after_commit(sources, rows, int(ds.version))
         return self._version
 
@@ -431,14 +435,14 @@ def compact(uri: str, *, keep_days: float = 7.0) -> dict[str, int]:
     before = len(ds.get_fragments())
     ds.optimize.compact_files()
     Manifest(db).compact()
-    ds = lance.dataset(db)
+    ds = open_lance(db)
     stats = ds.cleanup_old_versions(older_than=timedelta(days=keep_days))
     manifest_ds = Manifest(db)._dataset()
     if manifest_ds is not None:
         manifest_ds.cleanup_old_versions(older_than=timedelta(days=keep_days))
     return {
         "fragments_before": before,
-        "fragments_after": len(lance.dataset(db).get_fragments()),
+        "fragments_after": len(open_lance(db).get_fragments()),
         "versions_removed": int(stats.old_versions),
         "bytes_removed": int(stats.bytes_removed),
     }

@@ -279,3 +279,89 @@ def test_rasterio_reads_vsis3_with_the_derived_options(
         assert np.array_equal(remote.read(), expected)
         assert remote.crs == local.crs
     assert os.environ["AWS_ENDPOINT_URL"] == s3.endpoint
+
+
+# --- ris datasets and manifests on the server -----------------------------------------------
+
+
+def test_manifest_keeps_etags_and_reads_old_manifests(tmp_path: Path) -> None:
+    from ris_ray.manifest import SCHEMA, FileRecord, Manifest, manifest_uri
+
+    db = str(tmp_path / "old.lance")
+    old_schema = pa.schema([f for f in SCHEMA if f.name != "etag"])
+    old_row = {
+        "path": "/data/a.tif", "size": 10, "mtime_ns": 5, "status": "ok", "tiles": 2,
+        "tiles_low_valid": 0, "reason": None, "dataset_version": 1, "ingested_at": 1.0,
+    }  # fmt: skip
+    lance.write_dataset(pa.Table.from_pylist([old_row], old_schema), manifest_uri(db))
+    manifest = Manifest(db)
+    assert manifest.load()["/data/a.tif"] == FileRecord(**old_row)  # etag None
+    new = FileRecord("s3://caps/b.tif", 20, 7, "ok", tiles=1, etag="abc")
+    manifest.upsert([new])
+    records = manifest.load()
+    assert records["s3://caps/b.tif"].etag == "abc" and records["/data/a.tif"].etag is None
+    # Objects: size + ETag decide (last-modified may move on an identical re-upload).
+    assert new.same_file(20, 999, "abc") and not new.same_file(20, 7, "abd")
+    # Files: size + mtime, as before.
+    assert records["/data/a.tif"].same_file(10, 5) and not records["/data/a.tif"].same_file(10, 6)
+
+
+def test_ris_dataset_and_manifest_on_s3(s3: MotoServer) -> None:
+    """store.TileWriter/open_dataset/dataset_info/version_history/compact and
+    the manifest on an s3:// --db, configured from AWS_* alone."""
+    from ris_ray.manifest import FileRecord, Manifest
+    from ris_ray.store import (
+        DatasetParams,
+        TileWriter,
+        compact,
+        dataset_info,
+        open_dataset,
+        to_table,
+        version_history,
+    )
+
+    db = f"s3://{s3.make_bucket('risdb')}/tiles.lance"
+    params = DatasetParams(256, 256, "random")
+    writer = TileWriter(db, params)
+    try:
+        for source, n in (("s3://caps/a.tif", 3), ("s3://caps/b.tif", 2)):
+            writer.add(source, to_table(_batch(source, n), params, None))
+            writer.finish(source)
+            writer.commit()
+        writer.add("s3://caps/a.tif", to_table(_batch("s3://caps/a.tif", 1), params, None))
+        writer.finish("s3://caps/a.tif")  # a replaced object: its tiles replaced
+        writer.commit()
+    finally:
+        writer.close()
+    Manifest(db).upsert([FileRecord("s3://caps/a.tif", 1, 2, "ok", tiles=1, etag="e1")])
+    assert open_dataset(db).count_rows() == 3
+    info = dataset_info(db)
+    assert (info["rows"], info["sources"], info["version"]) == (3, 2, 3)
+    assert [h["operation"] for h in version_history(db)] == ["Overwrite", "Append", "Update"]
+    stats = compact(db, keep_days=0)
+    assert stats["fragments_after"] <= stats["fragments_before"]
+    assert open_dataset(db).count_rows() == 3
+    assert Manifest(db).load()["s3://caps/a.tif"].etag == "e1"
+
+
+def _batch(source: str, n: int) -> dict[str, object]:
+    return {
+        "tile_id": [f"{source}#{i}" for i in range(n)],
+        "source": [source] * n,
+        **{k: np.zeros(n, np.int32) for k in ("row", "col")},
+        **{k: np.full(n, 256, np.int32) for k in ("width", "height")},
+        **{k: np.full(n, np.nan) for k in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
+        "valid_fraction": np.ones(n, np.float32),
+        "thumbnail": [b""] * n,
+        "fingerprint": np.ones((n, 512), np.float32),
+    }
+
+
+def test_unreachable_dataset_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ris_ray.store import open_dataset
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ObjectStoreError) as exc:
+        open_dataset("s3://caps/tiles.lance")
+    text = _one_line_without_secrets(exc.value)
+    assert text.startswith("s3://caps/tiles.lance: endpoint unreachable")
