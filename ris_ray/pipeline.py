@@ -36,10 +36,12 @@ import ray
 
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
-from ris_ray.errors import InputError
+from ris_ray.errors import InputError, ObjectStoreError
 from ris_ray.index import refresh_indices
-from ris_ray.inputs import discover
+from ris_ray.inputs import discover_objects
 from ris_ray.manifest import FileRecord, Manifest
+from ris_ray.objstore import ObjectInfo, is_object_uri, to_url
+from ris_ray.objstore import stat as stat_object
 from ris_ray.sql import sql_in
 from ris_ray.store import (
     DatasetParams,
@@ -51,6 +53,7 @@ from ris_ray.store import (
 )
 from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
 from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, display_path, plan_windows
+from ris_ray.uris import is_remote
 
 __all__ = ["FileReport", "IngestReport", "connect", "ingest", "maybe_compact"]
 
@@ -280,15 +283,28 @@ class _Progress:
             self._p.stop()
 
 
-def _stat(path: str) -> tuple[int, int] | None:
-    """``(size, mtime_ns)`` of a local file, ``None`` for remote or unreadable paths."""
-    if "://" in path or path.startswith("/vsi"):
+Ident = tuple[int, int, str | None]  # (size, mtime_ns or last-modified, etag)
+
+
+def _stat(path: str, objects: dict[str, ObjectInfo] | None = None) -> Ident | None:
+    """``(size, mtime_ns, None)`` of a local file; ``(size, last_modified_ns, etag)``
+    of a store object (from the listing in ``objects``, else a HEAD); ``None`` for
+    other remote or unreadable paths."""
+    if is_object_uri(path):
+        info = (objects or {}).get(path)
+        if info is None:
+            try:
+                info = stat_object(path)
+            except ObjectStoreError:
+                return None
+        return info.size, info.last_modified_ns, info.etag
+    if is_remote(path):
         return None
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, None
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -311,7 +327,7 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
     """
     say = on_event or (lambda msg: None)
     t0 = time.monotonic()
-    paths = discover(cfg.inputs)
+    paths, objects = discover_objects(cfg.inputs)
     weights = resolve_weights(cfg.weights)
     params = DatasetParams(cfg.tile_size, cfg.step, weights.model_id)
     db = local_path(cfg.db)
@@ -325,7 +341,7 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
         todo: list[str] = []
         shown = {display_path(p) for p in paths}
         for path in paths:
-            ident = _stat(path)
+            ident = _stat(path, objects)
             rec = known.get(display_path(path))
             if (
                 rec is not None
@@ -336,7 +352,7 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
                 report.files.append(FileReport(display_path(path), "unchanged"))
             else:
                 todo.append(path)
-        roots = [os.path.abspath(i) for i in cfg.inputs if "://" not in i]
+        roots = [to_url(i) if is_remote(i) else os.path.abspath(i) for i in cfg.inputs]
         gone = sorted(p for p in known if _under(p, roots) and p not in shown)
         report.missing = gone
         say(
@@ -377,8 +393,8 @@ def _prune(db: str, manifest: Manifest, gone: list[str]) -> int:
     return int(before - lance_dataset(db).count_rows())
 
 
-def _record(f: FileReport, version: int | None, ident: tuple[int, int] | None) -> FileRecord:
-    size, mtime = ident or (-1, -1)
+def _record(f: FileReport, version: int | None, ident: Ident | None) -> FileRecord:
+    size, mtime, etag = ident or (-1, -1, None)
     return FileRecord(
         path=f.path,
         size=size,
@@ -388,6 +404,7 @@ def _record(f: FileReport, version: int | None, ident: tuple[int, int] | None) -
         tiles_low_valid=f.tiles_low_valid,
         reason=f.reason,
         dataset_version=version,
+        etag=etag,
     )
 
 

@@ -33,7 +33,10 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterBlockError
 from rasterio.windows import Window
 
-from ris_ray.errors import RasterReadError, UnsupportedRasterError
+from ris_ray.errors import ObjectStoreError, RasterReadError, UnsupportedRasterError
+from ris_ray.objstore import S3Settings, is_object_uri, to_vsi
+from ris_ray.objstore import stat as stat_object
+from ris_ray.uris import is_remote
 
 __all__ = [
     "BandPlan",
@@ -311,11 +314,33 @@ def _gdal_reason(exc: BaseException) -> str:
     return messages[-1] if messages else type(exc).__name__
 
 
+def _size_mtime(path: str) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of a local file or a store object (HEAD; last-modified);
+    ``(0, 0)`` for other remote paths. Raises :class:`RasterReadError` naming it."""
+    if is_object_uri(path):
+        try:
+            obj = stat_object(path)
+        except ObjectStoreError as exc:
+            raise RasterReadError(str(exc)) from None
+        return obj.size, obj.last_modified_ns
+    if is_remote(path):
+        return 0, 0
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise RasterReadError(f"{display_path(path)}: {exc.strerror or exc}") from None
+    return st.st_size, st.st_mtime_ns
+
+
 @contextlib.contextmanager
 def _gdal() -> Iterator[None]:
     """Our GDAL settings, minus the rasterio warnings we handle ourselves
     (missing georeferencing becomes null columns; nodata beside alpha is fine)."""
-    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+    try:  # /vsis3/: endpoint, https, region from AWS_*
+        remote = S3Settings.from_env().gdal_options()
+    except ObjectStoreError:  # a bad AWS_ENDPOINT_URL is reported by the listing, not here
+        remote = {}
+    with rasterio.Env(**GDAL_ENV, **remote), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         warnings.simplefilter("ignore", NodataShadowWarning)
         yield
@@ -330,7 +355,7 @@ def _open(path: str) -> Iterator[Any]:
     used under :func:`_gdal`'s settings.
     """
     fd = None
-    target = path
+    target = to_vsi(path)  # s3://b/k -> /vsis3/b/k (rasterio would want boto3 for s3://)
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
@@ -387,10 +412,7 @@ def probe(
     2-98 % stretch, computed once per file). Raises on unusable files."""
 
     shown = display_path(path)
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise RasterReadError(f"{shown}: {exc.strerror or exc}") from None
+    size_bytes, mtime_ns = _size_mtime(path)
     with _open(path) as src:
         if require_tiff and src.driver not in TIFF_DRIVERS:
             raise UnsupportedRasterError(
@@ -424,8 +446,8 @@ def probe(
             mask="dataset" if declared else "fill",
             stretch=None,
             block_shape=tuple(src.block_shapes[0]),
-            size_bytes=st.st_size,
-            mtime_ns=st.st_mtime_ns,
+            size_bytes=size_bytes,
+            mtime_ns=mtime_ns,
             data_blocks=_data_blocks(src, plan.indexes[0]),
         )
         if dtype != "uint8":
