@@ -365,3 +365,23 @@ def test_unreachable_dataset_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatc
         open_dataset("s3://caps/tiles.lance")
     text = _one_line_without_secrets(exc.value)
     assert text.startswith("s3://caps/tiles.lance: endpoint unreachable")
+
+
+def test_vector_index_on_s3(s3: MotoServer) -> None:
+    from ris_ray.index import build_index, refresh_indices, vector_index
+    from ris_ray.store import DatasetParams, TileWriter, open_dataset, to_table
+
+    db = f"s3://{s3.make_bucket('indexed')}/tiles.lance"
+    params = DatasetParams(256, 256, "random")
+    batch = _batch("s3://caps/big.tif", 300)
+    batch["fingerprint"] = np.random.default_rng(0).normal(size=(300, 512)).astype(np.float32)
+    writer = TileWriter(db, params)
+    try:
+        writer.add("s3://caps/big.tif", to_table(batch, params, None))
+        writer.finish("s3://caps/big.tif")
+        writer.commit()
+    finally:
+        writer.close()
+    assert build_index(db, partitions=4, sub_vectors=16)["rows"] == 300
+    assert vector_index(open_dataset(db), "l2") == "fingerprint_ivf_pq_l2"
+    assert refresh_indices(db)

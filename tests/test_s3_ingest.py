@@ -87,9 +87,15 @@ def test_ingest_a_prefix_into_a_dataset_on_s3_incrementally(s3: MotoServer, tmp_
     q = ris("query", "--db", db, "--seed", "1", "-k", "3", "--json")
     assert q.returncode == 0, q.stderr
     assert len(json.loads(q.stdout)["neighbours"]) == 3
+    d = ris("diff", "--db", db, "--before", f"s3://{bucket}/caps/day2/c.tif",
+            "--after", f"s3://{bucket}/caps/day2/d.tif", "--json")  # fmt: skip
+    assert d.returncode == 0, d.stderr
+    assert json.loads(d.stdout)["pairs"] == 2
     comp = ris("compact", "--db", db)
     assert comp.returncode == 0, comp.stderr
-    _no_secrets(first.stderr, again.stderr, third.stderr, info.stdout, q.stdout, comp.stdout)
+    _no_secrets(
+        first.stderr, again.stderr, third.stderr, info.stdout, q.stdout, d.stdout, comp.stdout
+    )
 
 
 @pytest.mark.parametrize(
