@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "DatasetError",
     "InputError",
+    "LockedError",
     "ModelMismatchError",
     "ObjectNotFoundError",
     "ObjectStoreError",
@@ -60,3 +61,7 @@ class ObjectStoreError(RisError, OSError):
 
 class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
     """A named object does not exist in its bucket."""
+
+
+class LockedError(ObjectStoreError):
+    """Another run holds the dataset's writer lock."""

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ris_ray.errors import ObjectNotFoundError, ObjectStoreError
+from ris_ray.errors import LockedError, ObjectNotFoundError, ObjectStoreError
 from ris_ray.uris import is_remote
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ObjectInfo",
     "S3Settings",
+    "StoreLock",
+    "acquire_lock",
+    "dataset_lock",
     "describe_error",
     "is_object_uri",
     "iter_prefix",
@@ -363,6 +366,86 @@ def write_lance(data: Any, uri: str, **kwargs: Any) -> Any:
         )
     except (ValueError, OSError) as exc:
         raise _lance_error(exc, uri) from None
+
+
+# --- a writer lock in the store -----------------------------------------------------------
+
+
+class StoreLock:
+    """A lock object created with a conditional PUT (``If-None-Match: *``).
+
+    Holding it means no other ``ris`` run holds the same one; :meth:`release`
+    deletes it (once; later calls do nothing). Its body says who holds it
+    (host, pid, start time); no secret.
+    """
+
+    def __init__(self, uri: str, settings: S3Settings) -> None:
+        self.uri = uri
+        self._settings = settings
+        self._held = True
+
+    def release(self) -> None:
+        import obstore
+
+        if not self._held:
+            return
+        self._held = False
+        scheme, bucket, key = split_uri(self.uri)
+        try:
+            obstore.delete(self._settings._store(scheme, bucket), key)
+        except Exception as exc:
+            raise describe_error(exc, self.uri, self._settings) from None
+
+
+def acquire_lock(uri: str, holder: str, settings: S3Settings | None = None) -> StoreLock:
+    """Create the lock object ``uri`` with body ``holder``, only if it does not exist.
+
+    Raises :class:`~ris_ray.errors.LockedError` naming the lock, its holder and
+    the fix when it exists (another run holds it, or a dead run left it).
+    """
+    import obstore
+    from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+    settings = settings or S3Settings.from_env()
+    scheme, bucket, key = split_uri(uri)
+    store = settings._store(scheme, bucket)
+    try:
+        obstore.put(store, key, holder.encode(), mode="create")
+    except (AlreadyExistsError, PreconditionError):
+        try:
+            other = bytes(obstore.get(store, key).bytes()).decode(errors="replace")
+        except Exception:
+            other = "unknown"
+        raise LockedError(
+            f"{to_url(uri)}: held by {other.strip() or 'unknown'}; wait for that run to "
+            f"finish, or delete {to_url(uri)} if it is no longer running"
+        ) from None
+    except Exception as exc:
+        raise describe_error(exc, uri, settings) from None
+    return StoreLock(to_url(uri), settings)
+
+
+class _NoLock:
+    """What :func:`dataset_lock` returns for a local dataset (nothing to release)."""
+
+    def release(self) -> None:
+        return None
+
+
+LOCK_NAME = "_ris_ingest.lock"
+
+
+def dataset_lock(db: str) -> StoreLock | _NoLock:
+    """The writer lock of an object-store dataset (``DB/_ris_ingest.lock``),
+    held by this host and process; a no-op for local datasets."""
+    if not is_object_uri(db):
+        return _NoLock()
+    import socket
+    import time
+
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    holder = f"ris on {socket.gethostname()} pid {os.getpid()} since {since}"
+    return acquire_lock(f"{to_url(db).rstrip('/')}/{LOCK_NAME}", holder)
 
 
 # --- errors -------------------------------------------------------------------------------

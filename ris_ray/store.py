@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.errors import DatasetError, ModelMismatchError, ObjectStoreError
-from ris_ray.objstore import open_lance, write_lance
+from ris_ray.objstore import dataset_lock, open_lance, write_lance
 from ris_ray.sql import sql_in
 from ris_ray.uris import is_remote
 
@@ -226,6 +226,8 @@ class TileWriter:
         self.params = params
         self.schema = schema_for(params)
         self.rebuild = rebuild
+        # One writer at a time on an object-store dataset (released by close()).
+        self._lock = dataset_lock(uri)
         self._stage = Path(tempfile.mkdtemp(prefix="ris-stage-", dir=stage_dir))
         self._writers: dict[str, tuple[Any, Any]] = {}
         self._files: dict[str, Path] = {}
@@ -234,11 +236,15 @@ class TileWriter:
         self.rows_committed = 0
         self.commits = 0
         self._version: int | None = None
-        if _exists(uri):
-            ds = open_dataset(uri)
-            if not rebuild:
-                params.check_same(dataset_params(ds), uri)
-            self._version = ds.version
+        try:
+            if _exists(uri):
+                ds = open_dataset(uri)
+                if not rebuild:
+                    params.check_same(dataset_params(ds), uri)
+                self._version = ds.version
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def version(self) -> int | None:
@@ -369,6 +375,7 @@ class TileWriter:
         for source in list(self._writers):
             self._close_writer(source)
         shutil.rmtree(self._stage, ignore_errors=True)
+        self._lock.release()
 
 
 def local_path(uri: str) -> str:

@@ -385,3 +385,41 @@ def test_vector_index_on_s3(s3: MotoServer) -> None:
     assert build_index(db, partitions=4, sub_vectors=16)["rows"] == 300
     assert vector_index(open_dataset(db), "l2") == "fingerprint_ivf_pq_l2"
     assert refresh_indices(db)
+
+
+def _try_lock(uri: str, name: str, q: mp.Queue[str]) -> None:
+    from ris_ray.errors import LockedError
+    from ris_ray.objstore import acquire_lock
+
+    try:
+        acquire_lock(uri, name)
+        q.put(f"won {name}")
+    except LockedError as exc:
+        q.put(f"lost {exc}")
+
+
+def test_store_lock_is_exclusive(s3: MotoServer) -> None:
+    from ris_ray.errors import LockedError
+    from ris_ray.objstore import acquire_lock
+
+    bucket = s3.make_bucket("locks")
+    uri = f"s3://{bucket}/tiles.lance/_ris_ingest.lock"
+    lock = acquire_lock(uri, "host-a pid 1 since 02:30")
+    with pytest.raises(LockedError) as exc:
+        acquire_lock(f"/vsis3/{bucket}/tiles.lance/_ris_ingest.lock", "host-b pid 2")
+    text = _one_line_without_secrets(exc.value)
+    assert text.startswith(f"{uri}: held by host-a pid 1 since 02:30; wait")
+    lock.release()
+    acquire_lock(uri, "host-b pid 2").release()
+    # Two processes at once: exactly one gets it.
+    ctx = mp.get_context("spawn")
+    q: mp.Queue[str] = ctx.Queue()
+    procs = [ctx.Process(target=_try_lock, args=(uri, f"p{i}", q)) for i in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(q.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert [r.split()[0] for r in results] == ["lost", "won"]
+    winner = results[1].split()[1]
+    assert f"held by {winner};" in results[0]

@@ -125,3 +125,40 @@ def test_unreachable_endpoint_for_the_db_is_one_line(s3: MotoServer, tmp_path: P
     assert "s3://flights/tiles.lance: endpoint unreachable" in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     _no_secrets(r.stderr)
+
+
+def test_two_ingests_at_once_on_one_s3_dataset(s3: MotoServer, tmp_path: Path) -> None:
+    """One holds the dataset's lock (a conditional PUT); the other refuses with
+    one line saying who holds it. Re-run, it adds its tiles: none lost or doubled."""
+    import lance
+
+    from ris_ray.objstore import storage_options
+
+    bucket = s3.make_bucket("twice")
+    for prefix, seed in (("east", 11), ("west", 12)):
+        s3.upload(_tif(tmp_path / f"{prefix}.tif", seed), bucket, f"{prefix}/a.tif")
+    db = f"s3://{bucket}/tiles.lance"
+    args = ("--db", db, "--weights", "random", "-q")
+    procs = [
+        subprocess.Popen([RIS, "ingest", f"s3://{bucket}/{p}/", *args], text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for p in ("east", "west")
+    ]  # fmt: skip
+    results = [(p.wait(600), *p.communicate()) for p in procs]
+    assert 0 in [code for code, _, _ in results]
+    for code, out, err in results:
+        _no_secrets(out, err)
+        if code != 0:
+            assert code == 1 and err.count("\n") == 1
+            assert err.startswith(f"error: {db}/_ris_ingest.lock: held by ris on ")
+    for prefix, (code, _, _) in zip(("east", "west"), results):
+        if code != 0:
+            again = ris("ingest", f"s3://{bucket}/{prefix}/", *args)
+            assert again.returncode == 0, again.stderr
+    ds = lance.dataset(db, storage_options=storage_options(db))
+    ids = ds.to_table(columns=["tile_id"]).column("tile_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 4
+    assert (
+        s3.client().list_objects_v2(Bucket=bucket, Prefix="tiles.lance/_ris_ingest")["KeyCount"]
+        == 0
+    )  # released
