@@ -162,3 +162,17 @@ def test_two_ingests_at_once_on_one_s3_dataset(s3: MotoServer, tmp_path: Path) -
         s3.client().list_objects_v2(Bucket=bucket, Prefix="tiles.lance/_ris_ingest")["KeyCount"]
         == 0
     )  # released
+
+
+def test_denied_credentials_are_one_line(tmp_path: Path) -> None:
+    strict = MotoServer(enforce_auth=True)  # knows no key: every request is refused
+    try:
+        r = ris("ingest", "s3://caps/flights/", "--db", str(tmp_path / "x.lance"),
+                "--weights", "random", "-q",
+                env={**TEST_ENV, "AWS_ENDPOINT_URL": strict.endpoint})  # fmt: skip
+    finally:
+        strict.stop()
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: s3://caps/flights/: credentials rejected at http://")
+    assert TEST_ENV["AWS_ACCESS_KEY_ID"] not in r.stderr
+    _no_secrets(r.stderr, r.stdout)
