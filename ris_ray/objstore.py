@@ -53,6 +53,7 @@ __all__ = [
     "iter_prefix",
     "list_tiffs",
     "open_lance",
+    "prefix_size",
     "split_uri",
     "stat",
     "storage_options",
@@ -295,6 +296,23 @@ def list_tiffs(uri: str, settings: S3Settings | None = None) -> list[ObjectInfo]
     except Exception as exc:
         raise describe_error(exc, uri, settings) from None
     return sorted(found, key=lambda o: o.uri)
+
+
+def prefix_size(uri: str, settings: S3Settings | None = None) -> int:
+    """Total bytes of every object under the prefix ``uri`` (one LIST per 1000 objects)."""
+    import obstore
+
+    settings = settings or S3Settings.from_env()
+    scheme, bucket, key = split_uri(uri)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else None
+    try:
+        return sum(
+            int(meta["size"])
+            for chunk in obstore.list(settings._store(scheme, bucket), prefix=prefix)
+            for meta in chunk
+        )
+    except Exception as exc:
+        raise describe_error(exc, uri, settings) from None
 
 
 def stat(uri: str, settings: S3Settings | None = None) -> ObjectInfo:

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.errors import DatasetError, ModelMismatchError, ObjectStoreError
-from ris_ray.objstore import dataset_lock, open_lance, write_lance
+from ris_ray.objstore import dataset_lock, is_object_uri, open_lance, prefix_size, write_lance
 from ris_ray.sql import sql_in
 from ris_ray.uris import is_remote
 
@@ -160,7 +160,10 @@ def dataset_params(ds: Any) -> DatasetParams:
 
 
 def dataset_size_bytes(uri: str) -> int:
-    """Bytes on disk under a local dataset directory (0 for remote URIs)."""
+    """Bytes under a dataset: its directory, or its prefix in an object store
+    (0 for other remote URIs)."""
+    if is_object_uri(uri):
+        return prefix_size(uri)
     if is_remote(uri):
         return 0
     return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())

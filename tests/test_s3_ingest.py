@@ -84,6 +84,8 @@ def test_ingest_a_prefix_into_a_dataset_on_s3_incrementally(s3: MotoServer, tmp_
     assert info.returncode == 0, info.stderr
     facts = json.loads(info.stdout)
     assert facts["rows"] == 6 and facts["sources"] == 3
+    objects = s3.client().list_objects_v2(Bucket=bucket, Prefix="tiles.lance/")["Contents"]
+    assert facts["size_bytes"] == sum(o["Size"] for o in objects) > 0
     q = ris("query", "--db", db, "--seed", "1", "-k", "3", "--json")
     assert q.returncode == 0, q.stderr
     assert len(json.loads(q.stdout)["neighbours"]) == 3
