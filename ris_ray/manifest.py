@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from ris_ray.errors import ObjectStoreError
-from ris_ray.objstore import open_lance, write_lance
+from ris_ray.lance_io import open_lance, write_lance
 from ris_ray.sql import sql_in
 
 warnings.filterwarnings("ignore", "lance is not fork-safe")

@@ -25,18 +25,21 @@ URIs: ``s3://bucket/key`` and GDAL's ``/vsis3/bucket/key`` name the same
 object (:func:`to_vsi`, :func:`to_url`); ``gs://``/``/vsigs/`` and
 ``az://``/``/vsiaz/`` map the same way (those stores are configured from
 their own environment variables by ``object_store``; only S3 is tested).
+
+Lance datasets on a store: :mod:`ris_ray.lance_io`; the writer lock of an
+object-store dataset: :mod:`ris_ray.storelock`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ris_ray.errors import LockedError, ObjectNotFoundError, ObjectStoreError
+from ris_ray.errors import ObjectNotFoundError, ObjectStoreError
 from ris_ray.uris import is_remote
 
 if TYPE_CHECKING:
@@ -45,21 +48,15 @@ if TYPE_CHECKING:
 __all__ = [
     "ObjectInfo",
     "S3Settings",
-    "StoreLock",
-    "acquire_lock",
-    "dataset_lock",
+    "classify_error",
     "describe_error",
     "is_object_uri",
-    "iter_prefix",
     "list_tiffs",
-    "open_lance",
     "prefix_size",
     "split_uri",
     "stat",
-    "storage_options",
     "to_url",
     "to_vsi",
-    "write_lance",
 ]
 
 #: URI scheme <-> GDAL virtual file system prefix.
@@ -74,7 +71,6 @@ _AWS_VARS = (
     "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL",
 )
-_SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 # --- URIs ---------------------------------------------------------------------------------
@@ -213,7 +209,9 @@ class S3Settings:
                 text = text.replace(secret, "***")
         return text
 
-    def _store(self, scheme: str, bucket: str) -> Any:
+    def object_store(self, scheme: str, bucket: str) -> Any:
+        """An obstore store for ``bucket`` (S3 from these settings; ``gs``/``az``
+        from their own environment variables)."""
         from obstore.store import S3Store, from_url
 
         retry: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=10)}
@@ -284,7 +282,7 @@ def list_tiffs(uri: str, settings: S3Settings | None = None) -> list[ObjectInfo]
     settings = settings or S3Settings.from_env()
     scheme, bucket, key = split_uri(uri)
     prefix = key.rstrip("/") + "/" if key.strip("/") else None
-    store = settings._store(scheme, bucket)
+    store = settings.object_store(scheme, bucket)
     found: list[ObjectInfo] = []
     try:
         for chunk in obstore.list(store, prefix=prefix):
@@ -308,7 +306,7 @@ def prefix_size(uri: str, settings: S3Settings | None = None) -> int:
     try:
         return sum(
             int(meta["size"])
-            for chunk in obstore.list(settings._store(scheme, bucket), prefix=prefix)
+            for chunk in obstore.list(settings.object_store(scheme, bucket), prefix=prefix)
             for meta in chunk
         )
     except Exception as exc:
@@ -322,148 +320,10 @@ def stat(uri: str, settings: S3Settings | None = None) -> ObjectInfo:
     settings = settings or S3Settings.from_env()
     scheme, bucket, key = split_uri(uri)
     try:
-        meta = obstore.head(settings._store(scheme, bucket), key)
+        meta = obstore.head(settings.object_store(scheme, bucket), key)
     except Exception as exc:
         raise describe_error(exc, uri, settings) from None
     return _info(scheme, bucket, meta)
-
-
-def iter_prefix(uris: list[str], settings: S3Settings | None = None) -> Iterator[ObjectInfo]:
-    """:func:`list_tiffs` over several prefixes, each object once."""
-    seen: set[str] = set()
-    for uri in uris:
-        for info in list_tiffs(uri, settings):
-            if info.uri not in seen:
-                seen.add(info.uri)
-                yield info
-
-
-# --- Lance datasets -----------------------------------------------------------------------
-
-
-def storage_options(uri: str) -> dict[str, str] | None:
-    """Lance ``storage_options`` for a dataset at ``uri``.
-
-    The :class:`S3Settings` options for ``s3://`` (and ``/vsis3/``) URIs;
-    ``None`` (Lance's own defaults and environment) for anything else.
-    """
-    if not is_object_uri(uri) or split_uri(uri)[0] != "s3":
-        return None
-    return S3Settings.from_env().lance_storage_options()
-
-
-def _lance_error(exc: Exception, uri: str) -> Exception:
-    """A store failure on a remote dataset as :class:`ObjectStoreError`; Lance's
-    'not found' (and every local error) unchanged."""
-    if not is_object_uri(uri) or "was not found" in str(exc) or _classify(exc) is None:
-        return exc
-    return describe_error(exc, uri, S3Settings.from_env())
-
-
-def open_lance(uri: str, **kwargs: Any) -> Any:
-    """``lance.dataset(uri, **kwargs)`` with :func:`storage_options` for ``uri``.
-
-    A missing dataset raises Lance's ``ValueError``; an unreachable endpoint,
-    a missing bucket or refused credentials raise :class:`ObjectStoreError`.
-    """
-    import lance
-
-    try:
-        return lance.dataset(to_url(uri), storage_options=storage_options(uri), **kwargs)
-    except (ValueError, OSError) as exc:
-        raise _lance_error(exc, uri) from None
-
-
-def write_lance(data: Any, uri: str, **kwargs: Any) -> Any:
-    """``lance.write_dataset(data, uri, **kwargs)`` with :func:`storage_options` for ``uri``."""
-    import lance
-
-    try:
-        return lance.write_dataset(
-            data, to_url(uri), storage_options=storage_options(uri), **kwargs
-        )
-    except (ValueError, OSError) as exc:
-        raise _lance_error(exc, uri) from None
-
-
-# --- a writer lock in the store -----------------------------------------------------------
-
-
-class StoreLock:
-    """A lock object created with a conditional PUT (``If-None-Match: *``).
-
-    Holding it means no other ``ris`` run holds the same one; :meth:`release`
-    deletes it (once; later calls do nothing). Its body says who holds it
-    (host, pid, start time); no secret.
-    """
-
-    def __init__(self, uri: str, settings: S3Settings) -> None:
-        self.uri = uri
-        self._settings = settings
-        self._held = True
-
-    def release(self) -> None:
-        import obstore
-
-        if not self._held:
-            return
-        self._held = False
-        scheme, bucket, key = split_uri(self.uri)
-        try:
-            obstore.delete(self._settings._store(scheme, bucket), key)
-        except Exception as exc:
-            raise describe_error(exc, self.uri, self._settings) from None
-
-
-def acquire_lock(uri: str, holder: str, settings: S3Settings | None = None) -> StoreLock:
-    """Create the lock object ``uri`` with body ``holder``, only if it does not exist.
-
-    Raises :class:`~ris_ray.errors.LockedError` naming the lock, its holder and
-    the fix when it exists (another run holds it, or a dead run left it).
-    """
-    import obstore
-    from obstore.exceptions import AlreadyExistsError, PreconditionError
-
-    settings = settings or S3Settings.from_env()
-    scheme, bucket, key = split_uri(uri)
-    store = settings._store(scheme, bucket)
-    try:
-        obstore.put(store, key, holder.encode(), mode="create")
-    except (AlreadyExistsError, PreconditionError):
-        try:
-            other = bytes(obstore.get(store, key).bytes()).decode(errors="replace")
-        except Exception:
-            other = "unknown"
-        raise LockedError(
-            f"{to_url(uri)}: held by {other.strip() or 'unknown'}; wait for that run to "
-            f"finish, or delete {to_url(uri)} if it is no longer running"
-        ) from None
-    except Exception as exc:
-        raise describe_error(exc, uri, settings) from None
-    return StoreLock(to_url(uri), settings)
-
-
-class _NoLock:
-    """What :func:`dataset_lock` returns for a local dataset (nothing to release)."""
-
-    def release(self) -> None:
-        return None
-
-
-LOCK_NAME = "_ris_ingest.lock"
-
-
-def dataset_lock(db: str) -> StoreLock | _NoLock:
-    """The writer lock of an object-store dataset (``DB/_ris_ingest.lock``),
-    held by this host and process; a no-op for local datasets."""
-    if not is_object_uri(db):
-        return _NoLock()
-    import socket
-    import time
-
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    holder = f"ris on {socket.gethostname()} pid {os.getpid()} since {since}"
-    return acquire_lock(f"{to_url(db).rstrip('/')}/{LOCK_NAME}", holder)
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -498,7 +358,7 @@ _CAUSES: tuple[tuple[tuple[str, ...], str, str], ...] = (
 )
 
 
-def _classify(exc: BaseException) -> tuple[str, str] | None:
+def classify_error(exc: BaseException) -> tuple[str, str] | None:
     """``(cause, fix)`` for a client error, from its type and text; ``None``: not a store error."""
     text = f"{type(exc).__name__} {exc}".lower()
     if isinstance(exc, FileNotFoundError):
@@ -516,7 +376,7 @@ def describe_error(exc: BaseException, uri: str, settings: S3Settings | None = N
     transport failure); the message holds the URI, the cause, the endpoint and
     the fix, never the client's text (which could echo a credential).
     """
-    cause, fix = _classify(exc) or ("request failed", "check the URI and the AWS_* settings")
+    cause, fix = classify_error(exc) or ("request failed", "check the URI and the AWS_* settings")
     where = ""
     if settings is not None and settings.endpoint:
         where = f" at {settings.endpoint}"

@@ -28,8 +28,10 @@ import pyarrow as pa
 
 from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.errors import DatasetError, ModelMismatchError, ObjectStoreError
-from ris_ray.objstore import dataset_lock, is_object_uri, open_lance, prefix_size, write_lance
+from ris_ray.lance_io import open_lance, write_lance
+from ris_ray.objstore import is_object_uri, prefix_size
 from ris_ray.sql import sql_in
+from ris_ray.storelock import dataset_lock
 from ris_ray.uris import is_remote
 
 # Lance logs a WARN line for every fragment written before the first commit.

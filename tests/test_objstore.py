@@ -389,7 +389,7 @@ def test_vector_index_on_s3(s3: MotoServer) -> None:
 
 def _try_lock(uri: str, name: str, q: mp.Queue[str]) -> None:
     from ris_ray.errors import LockedError
-    from ris_ray.objstore import acquire_lock
+    from ris_ray.storelock import acquire_lock
 
     try:
         acquire_lock(uri, name)
@@ -400,7 +400,7 @@ def _try_lock(uri: str, name: str, q: mp.Queue[str]) -> None:
 
 def test_store_lock_is_exclusive(s3: MotoServer) -> None:
     from ris_ray.errors import LockedError
-    from ris_ray.objstore import acquire_lock
+    from ris_ray.storelock import acquire_lock
 
     bucket = s3.make_bucket("locks")
     uri = f"s3://{bucket}/tiles.lance/_ris_ingest.lock"

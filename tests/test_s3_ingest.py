@@ -134,7 +134,7 @@ def test_two_ingests_at_once_on_one_s3_dataset(s3: MotoServer, tmp_path: Path) -
     one line saying who holds it. Re-run, it adds its tiles: none lost or doubled."""
     import lance
 
-    from ris_ray.objstore import storage_options
+    from ris_ray.lance_io import storage_options
 
     bucket = s3.make_bucket("twice")
     for prefix, seed in (("east", 11), ("west", 12)):
