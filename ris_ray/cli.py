@@ -125,10 +125,6 @@ def ingest(
     from ris_ray.config import Device, IngestConfig, Precision, parse_bands
     from ris_ray.pipeline import ingest as run_ingest
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device!r}: use auto, cpu or cuda")
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
     cfg = IngestConfig(
         inputs=tuple(inputs),
         db=db,

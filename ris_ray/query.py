@@ -40,13 +40,15 @@ from typing import Any
 
 import numpy as np
 
+from ris_ray.config import METRICS, check_metric
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import SearchFilter, check_tile_id
-from ris_ray.geo import WGS84, bbox_window, check_crs, fmt_coords, tiles_at
-from ris_ray.scan import METRICS
+from ris_ray.geo import WGS84, check_crs, fmt_coords, tiles_at
+from ris_ray.records import TILE_REF_FIELDS, TileRef
 from ris_ray.sql import sql_in
 from ris_ray.store import dataset_params, open_dataset
-from ris_ray.tiling import read_patch
+from ris_ray.tiling import read_crop
+from ris_ray.uris import is_remote
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -61,16 +63,9 @@ __all__ = [
 ]
 
 
-def check_metric(metric: str) -> None:
-    """Refuse a metric that is not one of :data:`METRICS` (a usage error)."""
-    if metric not in METRICS:
-        raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
-
-
 #: Weight of the negatives' mean in ``mean(pos) - alpha * mean(neg)``.
 DEFAULT_ALPHA = 0.5
-_GEO = ["width", "height", "crs", "minx", "miny", "maxx", "maxy"]
-_RESULT_COLUMNS = ["tile_id", "source", "row", "col", "lon", "lat", *_GEO, "thumbnail"]
+_RESULT_COLUMNS = [*TILE_REF_FIELDS, "thumbnail"]
 
 
 @dataclass
@@ -109,24 +104,14 @@ class QueryTile:
     alpha: float | None = None
 
 
-@dataclass
-class Neighbour:
+@dataclass(kw_only=True)
+class Neighbour(TileRef):
+    """One search result: a stored tile (:class:`~ris_ray.records.TileRef`), its
+    rank and distance to the query vector."""
+
     rank: int
     distance: float
-    tile_id: str
-    source: str
-    row: int
-    col: int
-    lon: float | None
-    lat: float | None
     thumbnail: bytes | None = field(default=None, repr=False)
-    width: int | None = None
-    height: int | None = None
-    crs: str | None = None
-    minx: float | None = None
-    miny: float | None = None
-    maxx: float | None = None
-    maxy: float | None = None
 
 
 @dataclass
@@ -224,19 +209,18 @@ def _image(
     device: str,
 ) -> _Part:
     params = dataset_params(ds)
-    centre: tuple[float, float] | None = None
     label = image.rsplit("/", 1)[-1]
     if bbox is not None:
-        window, centre = bbox_window(image, bbox)
         label += f" [bbox {fmt_coords(bbox)}]"
     elif window is not None:
         label += f" [{','.join(map(str, window))}]"
-    pixels = read_patch(image, window, params.tile_size)
+    crop = read_crop(image, params.tile_size, window=window, bbox=bbox)  # one open
+    pixels, window, centre = crop.pixels, crop.window, crop.centre
     from ris_ray.embed import Embedder, weights_for_model  # torch: only for image queries
 
     embedder = Embedder(weights_for_model(params.model, weights_path), device=device)
     vector = embedder.embed(pixels[None])[0]
-    source = image if "://" in image or image.startswith("/vsi") else os.path.abspath(image)
+    source = image if is_remote(image) else os.path.abspath(image)
     member = QueryMember(
         role="positive",
         label=label,
@@ -350,17 +334,34 @@ def search(
             Neighbour(
                 rank=len(out) + 1,
                 distance=d,
-                tile_id=row["tile_id"],
-                source=row["source"],
-                row=row["row"],
-                col=row["col"],
-                lon=row["lon"],
-                lat=row["lat"],
                 thumbnail=row["thumbnail"],
-                **{c: row[c] for c in _GEO},
+                **{c: row[c] for c in TILE_REF_FIELDS},
             )
         )
     return out, ms
+
+
+def _check_image_args(
+    image: str | None,
+    window: tuple[int, int, int, int] | None,
+    bbox: tuple[float, float, float, float] | None,
+) -> None:
+    if window is not None and image is None:
+        raise InputError("--window needs --image")
+    if bbox is not None and image is None:
+        raise InputError("--bbox needs --image")
+    if window is not None and bbox is not None:
+        raise InputError("give only one of --window, --bbox")
+
+
+def _check_ids(positives: Sequence[str], negatives: Sequence[str]) -> None:
+    for t in positives:
+        check_tile_id(t, "--tile-id")
+    for t in negatives:
+        check_tile_id(t, "--not")
+    both = sorted(set(positives) & set(negatives))
+    if both:
+        raise InputError(f"--not {both[0]}: also given as --tile-id; a tile is one or the other")
 
 
 def query(
@@ -401,24 +402,13 @@ def query(
     ``filters`` restrict the rows ranked; ``exclude_same_source`` also leaves
     out every file a positive comes from.
     """
-    if window is not None and image is None:
-        raise InputError("--window needs --image")
-    if bbox is not None and image is None:
-        raise InputError("--bbox needs --image")
-    if window is not None and bbox is not None:
-        raise InputError("give only one of --window, --bbox")
+    _check_image_args(image, window, bbox)
     if (point is None) != (point_crs is None):
         raise InputError("--point X,Y needs --crs EPSG:NNNN (and --crs needs --point)")
     if not (math.isfinite(alpha) and alpha >= 0):
         raise InputError(f"--alpha {alpha}: must be a number >= 0")
     pos_ids = [tile_id] if isinstance(tile_id, str) else list(tile_id or ())
-    for t in pos_ids:
-        check_tile_id(t, "--tile-id")
-    for t in negatives:
-        check_tile_id(t, "--not")
-    both = sorted(set(pos_ids) & set(negatives))
-    if both:
-        raise InputError(f"--not {both[0]}: also given as --tile-id; a tile is one or the other")
+    _check_ids(pos_ids, negatives)
     if point_crs is not None:
         check_crs(point_crs)
 
@@ -432,9 +422,7 @@ def query(
     pos += _stored(ds, pos_ids, "positive", "--tile-id")
     if image is not None:
         pos.append(_image(ds, image, window, bbox, weights_path, device))
-    if not pos:
-        pos.append(_random(ds, seed))
-    pos = _dedupe(pos)
+    pos = _dedupe(pos or [_random(ds, seed)])
     neg = _dedupe(_stored(ds, list(negatives), "negative", "--not"))
     clash = {p.member.tile_id for p in pos if p.member.tile_id} & {
         n.member.tile_id for n in neg if n.member.tile_id

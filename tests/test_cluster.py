@@ -163,7 +163,7 @@ def test_ray_job_submit_reads_and_writes_s3(
     from ris_ray.lance_io import storage_options
     from ris_ray.objstore import S3Settings
 
-    address, env, _ = ray_head
+    address, env, gcs_port = ray_head
     bucket = s3.make_bucket("jobcaps")
     for tif in sorted(gen_dir.iterdir()):
         s3.upload(tif, bucket, f"caps/{tif.name}")
@@ -186,3 +186,23 @@ def test_ray_job_submit_reads_and_writes_s3(
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["tiles_written"] == 7 and len(report["files"]) == 6
     assert all(f["path"].startswith(f"s3://{bucket}/caps/") for f in report["files"])
+
+    # `ris ingest --address` from outside a job: connect() hands this process's
+    # AWS_* to the workers (runtime_env), which read the new object from S3.
+    from ris_ray.sample import landscape, write_geotiff
+
+    extra = write_geotiff(tmp_path / "extra.tif", landscape(256, 512, seed=9))
+    s3.upload(extra, bucket, "caps/late/extra.tif")
+    outside = subprocess.run(
+        [str(BIN / "ris"), "ingest", f"s3://{bucket}/caps/", "--db", db, "--weights", "random",
+         "-q", "--address", f"127.0.0.1:{gcs_port}", "--report", str(tmp_path / "r2.json")],
+        env={**env, **S3Settings.from_env().worker_env()}, capture_output=True, text=True,
+        timeout=400,
+    )  # fmt: skip
+    assert outside.returncode == 0, outside.stderr[-3000:]
+    report = json.loads((tmp_path / "r2.json").read_text())
+    status = {f["path"]: f["status"] for f in report["files"]}
+    assert status.pop(f"s3://{bucket}/caps/late/extra.tif") == "ok", report["files"]
+    assert set(status.values()) == {"unchanged"} and report["tiles_written"] == 2
+    assert report["ray_gcs_address"].rsplit(":", 1)[1] == str(gcs_port)
+    assert lance.dataset(db, storage_options=storage_options(db)).count_rows() == 9

@@ -8,8 +8,12 @@ under two concurrent writer processes.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +24,7 @@ import pytest
 import rasterio
 from s3_server import TEST_ENV, MotoServer, free_port
 
-from ris_ray.errors import ObjectNotFoundError, ObjectStoreError, RisError
+from ris_ray.errors import LockedError, ObjectNotFoundError, ObjectStoreError, RisError
 from ris_ray.objstore import (
     S3Settings,
     is_object_uri,
@@ -30,7 +34,9 @@ from ris_ray.objstore import (
     to_url,
     to_vsi,
 )
+from ris_ray.records import TileBatch
 from ris_ray.sample import landscape, write_geotiff
+from ris_ray.storelock import LEASE_S, Holder, _take_over, acquire_lock, dataset_lock
 
 SECRET = TEST_ENV["AWS_SECRET_ACCESS_KEY"]
 
@@ -307,12 +313,13 @@ def test_manifest_keeps_etags_and_reads_old_manifests(tmp_path: Path) -> None:
 
 
 def test_ris_dataset_and_manifest_on_s3(s3: MotoServer) -> None:
-    """store.TileWriter/open_dataset/dataset_info/version_history/compact and
-    the manifest on an s3:// --db, configured from AWS_* alone."""
+    """store.TileStore (tiles + manifest records in one commit, the dataset
+    lock held from open to close), open_dataset/dataset_info/version_history/
+    compact on an s3:// --db, configured from AWS_* alone."""
     from ris_ray.manifest import FileRecord, Manifest
     from ris_ray.store import (
         DatasetParams,
-        TileWriter,
+        TileStore,
         compact,
         dataset_info,
         open_dataset,
@@ -320,20 +327,28 @@ def test_ris_dataset_and_manifest_on_s3(s3: MotoServer) -> None:
         version_history,
     )
 
-    db = f"s3://{s3.make_bucket('risdb')}/tiles.lance"
+    bucket = s3.make_bucket("risdb")
+    db = f"s3://{bucket}/tiles.lance"
     params = DatasetParams(256, 256, "random")
-    writer = TileWriter(db, params)
+
+    def record(path: str, version: int | None) -> FileRecord:
+        return FileRecord(path, 1, 2, "ok", tiles=1, dataset_version=version, etag="e1")
+
+    store = TileStore.for_ingest(db, params)
     try:
+        with pytest.raises(LockedError, match=r"_ris_ingest\.lock: held by ris on "):
+            TileStore.for_ingest(db, params)  # a second writer refuses while we hold it
         for source, n in (("s3://caps/a.tif", 3), ("s3://caps/b.tif", 2)):
-            writer.add(source, to_table(_batch(source, n), params, None))
-            writer.finish(source)
-            writer.commit()
-        writer.add("s3://caps/a.tif", to_table(_batch("s3://caps/a.tif", 1), params, None))
-        writer.finish("s3://caps/a.tif")  # a replaced object: its tiles replaced
-        writer.commit()
+            store.add(source, to_table(_batch(source, n), params))
+            store.finish(source)
+            store.commit(record)
+        store.add("s3://caps/a.tif", to_table(_batch("s3://caps/a.tif", 1), params))
+        store.finish("s3://caps/a.tif")  # a replaced object: its tiles replaced
+        assert store.commit(record) == 3
     finally:
-        writer.close()
-    Manifest(db).upsert([FileRecord("s3://caps/a.tif", 1, 2, "ok", tiles=1, etag="e1")])
+        store.close()
+    lock_key = "tiles.lance/_ris_ingest.lock"
+    assert s3.client().list_objects_v2(Bucket=bucket, Prefix=lock_key)["KeyCount"] == 0
     assert open_dataset(db).count_rows() == 3
     info = dataset_info(db)
     assert (info["rows"], info["sources"], info["version"]) == (3, 2, 3)
@@ -341,20 +356,26 @@ def test_ris_dataset_and_manifest_on_s3(s3: MotoServer) -> None:
     stats = compact(db, keep_days=0)
     assert stats["fragments_after"] <= stats["fragments_before"]
     assert open_dataset(db).count_rows() == 3
-    assert Manifest(db).load()["s3://caps/a.tif"].etag == "e1"
+    manifest = Manifest(db).load()
+    assert manifest["s3://caps/a.tif"].etag == "e1"
+    assert manifest["s3://caps/a.tif"].dataset_version == 3
+    assert manifest["s3://caps/b.tif"].dataset_version == 2
 
 
-def _batch(source: str, n: int) -> dict[str, object]:
-    return {
-        "tile_id": [f"{source}#{i}" for i in range(n)],
-        "source": [source] * n,
-        **{k: np.zeros(n, np.int32) for k in ("row", "col")},
-        **{k: np.full(n, 256, np.int32) for k in ("width", "height")},
-        **{k: np.full(n, np.nan) for k in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
-        "valid_fraction": np.ones(n, np.float32),
-        "thumbnail": [b""] * n,
-        "fingerprint": np.ones((n, 512), np.float32),
-    }
+def _batch(source: str, n: int) -> TileBatch:
+    nan = np.full(n, np.nan)
+    return TileBatch(
+        tile_id=np.array([f"{source}#{i}" for i in range(n)], dtype=object),
+        source=np.array([source] * n, dtype=object),
+        row=np.zeros(n, np.int32),
+        col=np.zeros(n, np.int32),
+        width=np.full(n, 256, np.int32),
+        height=np.full(n, 256, np.int32),
+        valid_fraction=np.ones(n, np.float32),
+        thumbnail=np.array([b""] * n, dtype=object),
+        minx=nan, miny=nan, maxx=nan, maxy=nan, lon=nan, lat=nan,
+        fingerprint=np.ones((n, 512), np.float32),
+    )  # fmt: skip
 
 
 def test_unreachable_dataset_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,48 +390,55 @@ def test_unreachable_dataset_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatc
 
 def test_vector_index_on_s3(s3: MotoServer) -> None:
     from ris_ray.index import build_index, refresh_indices, vector_index
-    from ris_ray.store import DatasetParams, TileWriter, open_dataset, to_table
+    from ris_ray.manifest import FileRecord
+    from ris_ray.store import DatasetParams, TileStore, open_dataset, to_table
 
     db = f"s3://{s3.make_bucket('indexed')}/tiles.lance"
     params = DatasetParams(256, 256, "random")
     batch = _batch("s3://caps/big.tif", 300)
-    batch["fingerprint"] = np.random.default_rng(0).normal(size=(300, 512)).astype(np.float32)
-    writer = TileWriter(db, params)
+    batch.fingerprint = np.random.default_rng(0).normal(size=(300, 512)).astype(np.float32)
+    store = TileStore.for_ingest(db, params)
     try:
-        writer.add("s3://caps/big.tif", to_table(batch, params, None))
-        writer.finish("s3://caps/big.tif")
-        writer.commit()
+        store.add("s3://caps/big.tif", to_table(batch, params))
+        store.finish("s3://caps/big.tif")
+        store.commit(lambda path, version: FileRecord(path, 1, 1, "ok"))
     finally:
-        writer.close()
+        store.close()
     assert build_index(db, partitions=4, sub_vectors=16)["rows"] == 300
     assert vector_index(open_dataset(db), "l2") == "fingerprint_ivf_pq_l2"
     assert refresh_indices(db)
 
 
 def _try_lock(uri: str, name: str, q: mp.Queue[str]) -> None:
-    from ris_ray.errors import LockedError
-    from ris_ray.storelock import acquire_lock
-
     try:
-        acquire_lock(uri, name)
+        acquire_lock(uri, Holder(name, 1, 0.0, 9e9, name))
         q.put(f"won {name}")
     except LockedError as exc:
         q.put(f"lost {exc}")
 
 
-def test_store_lock_is_exclusive(s3: MotoServer) -> None:
-    from ris_ray.errors import LockedError
-    from ris_ray.storelock import acquire_lock
+def _holder(host: str, pid: int = 1, age_s: float = 0.0) -> Holder:
+    """A lock holder last refreshed ``age_s`` seconds ago."""
+    then = time.time() - age_s
+    return Holder(host, pid, then, then, f"token-{host}-{pid}")
 
+
+def _body(s3: MotoServer, bucket: str, key: str) -> dict[str, object]:
+    return dict(json.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+def test_store_lock_is_exclusive(s3: MotoServer) -> None:
     bucket = s3.make_bucket("locks")
     uri = f"s3://{bucket}/tiles.lance/_ris_ingest.lock"
-    lock = acquire_lock(uri, "host-a pid 1 since 02:30")
+    lock = acquire_lock(uri, Holder("host-a", 1, 0.0, 9e9, "a"))
     with pytest.raises(LockedError) as exc:
-        acquire_lock(f"/vsis3/{bucket}/tiles.lance/_ris_ingest.lock", "host-b pid 2")
+        acquire_lock(f"/vsis3/{bucket}/tiles.lance/_ris_ingest.lock", Holder.me())
     text = _one_line_without_secrets(exc.value)
-    assert text.startswith(f"{uri}: held by host-a pid 1 since 02:30; wait")
+    assert text.startswith(f"{uri}: held by ris on host-a pid 1 since 1970-01-01T00:00:00Z")
+    assert "wait for that run to finish" in text
     lock.release()
-    acquire_lock(uri, "host-b pid 2").release()
+    assert not lock.held
+    acquire_lock(uri).release()
     # Two processes at once: exactly one gets it.
     ctx = mp.get_context("spawn")
     q: mp.Queue[str] = ctx.Queue()
@@ -422,4 +450,72 @@ def test_store_lock_is_exclusive(s3: MotoServer) -> None:
         p.join(60)
     assert [r.split()[0] for r in results] == ["lost", "won"]
     winner = results[1].split()[1]
-    assert f"held by {winner};" in results[0]
+    assert f"held by ris on {winner} pid 1 " in results[0]
+
+
+def test_store_lock_is_a_lease_refreshed_by_its_holder(s3: MotoServer) -> None:
+    bucket = s3.make_bucket("lease")
+    key = "tiles.lance/_ris_ingest.lock"
+    uri = f"s3://{bucket}/{key}"
+    # Refreshed just inside the lease by a process on another host: still held.
+    s3.client().put_object(Bucket=bucket, Key=key,
+                           Body=_holder("host-b", 7, LEASE_S - 20).to_bytes())  # fmt: skip
+    with pytest.raises(LockedError, match="held by ris on host-b pid 7"):
+        acquire_lock(uri)
+    s3.client().delete_object(Bucket=bucket, Key=key)
+    lock = acquire_lock(uri)
+    try:
+        first = _body(s3, bucket, key)
+        assert (first["host"], first["pid"]) == (Holder.me().host, os.getpid())
+        assert lock.refresh() and lock.refresh()
+        later = _body(s3, bucket, key)
+        assert later["token"] == first["token"]
+        assert float(later["refreshed"]) > float(first["refreshed"])  # type: ignore[arg-type]
+        # Another run took it over (we were stale): our next refresh sees its
+        # ETag, gives up, and release leaves the other run's lock alone.
+        s3.client().put_object(Bucket=bucket, Key=key,
+                               Body=_holder("host-c").to_bytes())  # fmt: skip
+        assert not lock.refresh() and not lock.held
+    finally:
+        lock.release()
+    assert _body(s3, bucket, key)["host"] == "host-c"
+
+
+@pytest.mark.parametrize("case", ["not refreshed", "dead pid on this host"])
+def test_stale_store_lock_is_taken_over(s3: MotoServer, case: str) -> None:
+    bucket = s3.make_bucket("stale-" + case.split()[0])
+    key = "tiles.lance/_ris_ingest.lock"
+    if case == "not refreshed":  # a killed run on another host, last seen > LEASE_S ago
+        stale = _holder("host-killed", 4242, LEASE_S + 5)
+    else:  # a run on this host whose process is gone, refreshed a second ago
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        stale = _holder(Holder.me().host, dead.pid, 1.0)
+    s3.client().put_object(Bucket=bucket, Key=key, Body=stale.to_bytes())
+    with dataset_lock(f"s3://{bucket}/tiles.lance") as lock:
+        assert lock.held
+        assert _body(s3, bucket, key)["pid"] == os.getpid()
+    assert s3.client().list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 0
+    # An old lock body (plain text, before leases) counts as refreshed at its
+    # last-modified time: just written, so it is live.
+    s3.client().put_object(Bucket=bucket, Key=key, Body=b"ris on old-host pid 3 since T")
+    with pytest.raises(LockedError, match="held by ris on unknown host"):
+        acquire_lock(f"s3://{bucket}/{key}")
+
+
+def test_two_takers_of_one_stale_lock_cannot_both_win(s3: MotoServer) -> None:
+    """The take-over PUT is conditional on the stale lock's ETag: of two runs
+    that read the same stale lock, the second one's PUT fails."""
+    import obstore
+
+    bucket = s3.make_bucket("takers")
+    key = "tiles.lance/_ris_ingest.lock"
+    uri = f"s3://{bucket}/{key}"
+    store = S3Settings.from_env().object_store("s3", bucket)
+    stale_etag = obstore.put(store, key, _holder("host-killed", 9, LEASE_S * 2).to_bytes())["e_tag"]
+    now = 0.0
+    first = Holder("host-x", 1, now, 9e9, "x")
+    assert _take_over(store, key, uri, first, stale_etag, now)
+    with pytest.raises(LockedError, match="held by ris on host-x pid 1"):
+        _take_over(store, key, uri, Holder("host-y", 2, now, 9e9, "y"), stale_etag, now)
+    assert _body(s3, bucket, key)["host"] == "host-x"
