@@ -270,7 +270,8 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
     """Run the ingest job described by ``cfg`` and return its report.
 
     Incremental: files already in the dataset's manifest with the same size
-    and modification time are not read again; new, changed and previously
+    and modification time (store objects: size and ETag, from the listing)
+    are not read again; new, changed and previously
     failed files are. With ``cfg.rebuild`` everything is re-read and the
     dataset is replaced in one commit; with ``cfg.prune`` tiles of manifest
     files under the inputs that no longer exist are deleted.

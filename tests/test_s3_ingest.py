@@ -56,6 +56,7 @@ class Flights:
     loser: str
     raced: list[tuple[str, int, str, str]]  # (prefix, exit code, stdout, stderr)
     after_race: list[str]  # tile ids right after the race
+    race_sources: set[str]  # and the files they come from
     race_version: int  # the dataset's version then
     again: subprocess.CompletedProcess[str]
     again_report: dict[str, Any]
@@ -64,10 +65,10 @@ class Flights:
     third_report: dict[str, Any]
 
 
-def _tile_ids(db: str) -> list[str]:
+def _column(db: str, name: str = "tile_id") -> list[str]:
     from ris_ray.lance_io import open_lance
 
-    return list(open_lance(db).to_table(columns=["tile_id"]).column("tile_id").to_pylist())
+    return list(open_lance(db).to_table(columns=[name]).column(name).to_pylist())
 
 
 @pytest.fixture(scope="module")
@@ -105,18 +106,18 @@ def flights(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Flights
     assert won, raced
     winner = won[0]
     loser = "day2" if winner == "day1" else "day1"
-    after_race = _tile_ids(db)
+    after_race = _column(db)
+    race_sources = set(_column(db, "source"))
     race_version = int(open_lance(db).version)
 
+    lock = "tiles.lance/_ris_ingest.lock"
     then = time.time() - LEASE_S - 60
     killed = Holder("host-of-a-killed-run", 4242, then, then, "killed")
-    s3.client().put_object(
-        Bucket=bucket, Key="tiles.lance/_ris_ingest.lock", Body=killed.to_bytes()
-    )
+    s3.client().put_object(Bucket=bucket, Key=lock, Body=killed.to_bytes())
     report = tmp / "again.json"
     again = ris("ingest", f"/vsis3/{bucket}/caps/{winner}", *args, "--report", str(report))
     again_report = json.loads(report.read_text()) if again.returncode == 0 else {}
-    lock_left = s3.client().list_objects_v2(Bucket=bucket, Prefix="tiles.lance/_ris_")["KeyCount"]
+    lock_left = s3.client().list_objects_v2(Bucket=bucket, Prefix=lock)["KeyCount"]
 
     s3.upload(_tif(tmp / "n.tif", 50), bucket, f"caps/{winner}/n.tif")  # new
     s3.upload(_tif(tmp / "a2.tif", 51), bucket, f"caps/{winner}/a.tif")  # replaced
@@ -124,8 +125,8 @@ def flights(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Flights
     report = tmp / "third.json"
     third = ris("ingest", f"s3://{bucket}/caps/", *args, "--prune", "--report", str(report))
     third_report = json.loads(report.read_text()) if third.returncode == 0 else {}
-    return Flights(bucket, db, winner, loser, raced, after_race, race_version, again,
-                   again_report, lock_left, third, third_report)  # fmt: skip
+    return Flights(bucket, db, winner, loser, raced, after_race, race_sources, race_version,
+                   again, again_report, lock_left, third, third_report)  # fmt: skip
 
 
 def test_two_ingests_at_once_on_one_s3_dataset(flights: Flights) -> None:
@@ -139,13 +140,12 @@ def test_two_ingests_at_once_on_one_s3_dataset(flights: Flights) -> None:
             assert err.startswith(f"error: {db}/_ris_ingest.lock: held by ris on "), err
             assert "Traceback" not in err
     assert len(flights.after_race) == len(set(flights.after_race))
-    sources = {t.split("#")[0] for t in flights.after_race}
     assert len(flights.after_race) >= 6
-    assert {s for s in sources if f"/caps/{flights.winner}/" in s} == {
+    assert {s for s in flights.race_sources if f"/caps/{flights.winner}/" in s} == {
         f"s3://flights/caps/{flights.winner}/{n}" for n in ("a.tif", "b.TIFF", "e.tif")
     }
     # After the loser's re-run (the third run): all of both prefixes, once each.
-    ids = _tile_ids(db)
+    ids = _column(db)
     assert len(ids) == len(set(ids)) == 12
     assert flights.lock_left == 0 and flights.third.returncode == 0  # released
 
@@ -198,7 +198,7 @@ def test_info_query_diff_compact_on_the_s3_dataset(s3: MotoServer, flights: Flig
     assert json.loads(d.stdout)["pairs"] == 2
     comp = ris("compact", "--db", db)
     assert comp.returncode == 0, comp.stderr
-    assert len(_tile_ids(db)) == 12
+    assert len(_column(db)) == 12
     _no_secrets(info.stdout, q.stdout, d.stdout, comp.stdout)
 
 
