@@ -80,7 +80,11 @@ def test_settings_for_aws_itself_and_precedence() -> None:
     env = {"AWS_ENDPOINT_URL": "https://a", "AWS_ENDPOINT_URL_S3": "http://b:1", "HOME": "/x"}
     s3only = S3Settings.from_env(env)
     assert s3only.endpoint == "http://b:1"
-    assert s3only.worker_env(env) == {"AWS_ENDPOINT_URL": "https://a"}
+    # Workers get both, so they pick the same endpoint as this process.
+    assert s3only.worker_env(env) == {
+        "AWS_ENDPOINT_URL": "https://a",
+        "AWS_ENDPOINT_URL_S3": "http://b:1",
+    }
 
 
 def test_settings_refuse_an_endpoint_without_scheme() -> None:
@@ -519,3 +523,34 @@ def test_two_takers_of_one_stale_lock_cannot_both_win(s3: MotoServer) -> None:
     with pytest.raises(LockedError, match="held by ris on host-x pid 1"):
         _take_over(store, key, uri, Holder("host-y", 2, now, 9e9, "y"), stale_etag, now)
     assert _body(s3, bucket, key)["host"] == "host-x"
+
+
+def test_external_cluster_workers_get_the_aws_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ris ingest --address` outside a job: ray.init gets the AWS_* as the
+    workers' env_vars; none without AWS_*, none inside a job (its runtime_env
+    has them, and Ray refuses the same variable twice)."""
+    from ris_ray.pipeline import _aws_runtime_env
+
+    for name in ("AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    assert _aws_runtime_env() == {
+        "runtime_env": {
+            "env_vars": {
+                "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+                "AWS_SECRET_ACCESS_KEY": "secret",
+                "AWS_REGION": "eu-west-1",
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+            }
+        }
+    }
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    assert _aws_runtime_env() == {}
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name)
+    assert _aws_runtime_env() == {}
