@@ -572,9 +572,13 @@ def serve(
     from ris_ray.web.server import serve as run_serve
 
     check_bind(host, port, token)
-    shown = f"[{host}]" if ":" in host else host
-    err.print(f"serving {db} at http://{shown}:{port}/ (API docs: /docs)", markup=False)
-    run_serve(db, host=host, port=port, token=token)
+    run_serve(
+        db,
+        host=host,
+        port=port,
+        token=token,
+        announce=lambda url: err.print(f"serving {db} at {url} (API: {url}docs)", markup=False),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from ris_ray.errors import InputError
 
@@ -40,12 +41,17 @@ def serve(
     port: int = 8000,
     token: str | None = None,
     check_every: float = 1.0,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the map and API for ``db`` until interrupted."""
+    """Serve the map and API for ``db`` until interrupted; ``announce`` gets
+    the URL once the dataset is loaded (the token is never part of it)."""
     import uvicorn
 
     from ris_ray.web.app import create_app
 
     check_bind(host, port, token)
     app = create_app(db, token=token or None, check_every=check_every)
+    if announce is not None:
+        shown = f"[{host}]" if ":" in host else host
+        announce(f"http://{shown}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -155,8 +155,8 @@ function renderQueryTiles() {
       const f = state.tiles.get(id);
       if (f) {
         const style = role === "pos"
-          ? { color: "#e00", weight: 3, fill: false }
-          : { color: "#000", weight: 3, dashArray: "4 4", fill: false };
+          ? { color: "#e00", weight: 3, fill: false, className: "positive-outline" }
+          : { color: "#000", weight: 3, dashArray: "4 4", fill: false, className: "negative-outline" };
         const outline = L.geoJSON(f.geometry, { style, interactive: false }).addTo(queryLayer);
         outline.eachLayer((l) => tag(l.getElement(), id));
       }
@@ -195,7 +195,7 @@ function renderResults(features) {
     list.appendChild(li);
     if (f.geometry) {
       const outline = L.geoJSON(f.geometry, {
-        style: { color: "#ffd400", weight: 2, fill: false },
+        style: { color: "#ffd400", weight: 2, fill: false, className: "result-outline" },
         interactive: false,
       }).addTo(resultLayer);
       outline.eachLayer((l) => tag(l.getElement(), p.tile_id));
@@ -267,6 +267,14 @@ async function start() {
     style: { color: "#39f", weight: 2, dashArray: "6 4", fill: false },
     onEachFeature: (f, layer) => layer.bindTooltip(f.properties.source.split("/").pop()),
   }).addTo(footprints);
+  for (const f of order) {
+    const li = document.createElement("li");
+    li.setAttribute("data-source", f.properties.source);
+    li.textContent = `${f.properties.source.split("/").pop()} (${f.properties.tiles} tiles${f.geometry ? "" : ", no CRS"})`;
+    li.title = f.properties.source;
+    if (f.geometry) li.onclick = () => map.fitBounds(ringBounds(f.geometry));
+    $("sources-list").appendChild(li);
+  }
   const b = info.bounds_wgs84;
   if (b) map.fitBounds([[b[1], b[0]], [b[3], b[2]]]);
   else map.setView([0, 0], 2);
