@@ -25,6 +25,7 @@ with), so a new ingest shows up without a restart.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from ris_ray.uris import local_path
 
 __all__ = ["Session", "Snapshot", "filter_mask"]
 
+log = logging.getLogger(__name__)
 _META_COLUMNS = [c for c in RESULT_COLUMNS if c != "thumbnail"]
 
 
@@ -200,6 +202,8 @@ class Session:
             self._checked = now
             if self.latest_version() != self._snapshot.version:
                 self._snapshot = Snapshot(open_dataset(self.uri))
+        except (OSError, ValueError) as exc:  # gone or mid-write: keep answering
+            log.warning("%s: keeping version %d (%s)", self.uri, self._snapshot.version, exc)
         finally:
             self._lock.release()
         return self._snapshot
