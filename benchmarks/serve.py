@@ -139,7 +139,7 @@ def run(n: int, queries: int, work: Path) -> list[Row]:
     ids = _ids(n, queries, seed=1)
     rows: list[Row] = []
     cli_ids = ids[:3]
-    rows.append({"path": "ris query (process per query), exact", **_cli(db, cli_ids, [])})
+    rows.append({"path": "ris query (process per query), exact", **_cli(db, cli_ids, ["--exact"])})
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"

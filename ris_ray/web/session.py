@@ -1,9 +1,10 @@
 """What ``ris serve`` keeps in memory between requests, and when it reloads.
 
 A :class:`Snapshot` is one dataset version held open: the Lance dataset,
-every fingerprint in a :class:`ris_ray.scan.FlatScan`, the result metadata
-(tile id, source, row/col, lon/lat, bounds; no thumbnails) as an Arrow
-table, and ``tile_id -> row`` positions. It is a
+the result metadata (tile id, source, row/col, lon/lat, bounds; no
+thumbnails) as an Arrow table, ``tile_id -> row`` positions, and every
+fingerprint in a :class:`ris_ray.scan.FlatScan` (loaded at once when the
+dataset has no l2 index, else on the first query that needs it). It is a
 :class:`ris_ray.query.QueryBackend`, so :func:`ris_ray.query.query` answers
 through it with the CLI's own logic (validation, positives/negatives,
 ``mean(pos) - alpha * mean(neg)``, filters, result records):
@@ -26,6 +27,7 @@ with), so a new ingest shows up without a restart.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -44,6 +46,9 @@ from ris_ray.uris import local_path
 __all__ = ["Session", "Snapshot", "filter_mask"]
 
 log = logging.getLogger(__name__)
+#: Searches running at once, process-wide: one per core. More requests wait
+#: here rather than all thrashing the cores (throughput holds under load).
+SEARCH_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
 _META_COLUMNS = [c for c in RESULT_COLUMNS if c != "thumbnail"]
 
 
@@ -87,14 +92,9 @@ class Snapshot:
     def __init__(self, ds: Any) -> None:
         self._ds = ds
         self.version = int(ds.version)
-        table = ds.to_table(columns=[*_META_COLUMNS, "fingerprint"])
-        fp = table.column("fingerprint").combine_chunks()
-        vectors = fp.values.to_numpy(zero_copy_only=False).reshape(len(fp), -1)
-        self.meta: pa.Table = table.drop_columns(["fingerprint"]).combine_chunks()
+        self.meta: pa.Table = ds.to_table(columns=_META_COLUMNS).combine_chunks()
         self.rows = self.meta.num_rows
-        ids = self.meta.column("tile_id").to_pylist()
-        self.scan = FlatScan(vectors, ids)
-        self.positions = {t: i for i, t in enumerate(ids)}
+        self.positions = {t: i for i, t in enumerate(self.meta.column("tile_id").to_pylist())}
         encoded = self.meta.column("source").dictionary_encode().combine_chunks()
         self.sources: list[str] = encoded.dictionary.to_pylist()
         self.codes = encoded.indices.to_numpy(zero_copy_only=False)
@@ -102,6 +102,18 @@ class Snapshot:
         self.lat = self.meta.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
         self.indexes = {m: vector_index(ds, m) for m in METRICS}
         self.cache: dict[str, Any] = {}  # per-version derived data (footprints, ...)
+        self._scan: FlatScan | None = None
+        self._scan_lock = threading.Lock()
+        if not self.indexes["l2"]:  # the default query ranks with the exact scan
+            self.scan()
+
+    def scan(self) -> FlatScan:
+        """The in-memory exact scan, loaded on first use (every fingerprint:
+        4 bytes x 512 per tile); with an index, only an exact query needs it."""
+        with self._scan_lock:
+            if self._scan is None:
+                self._scan = FlatScan.from_dataset(self._ds)
+            return self._scan
 
     @property
     def ds(self) -> Any:
@@ -114,7 +126,8 @@ class Snapshot:
     def stored(self, tile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         found = [t for t in tile_ids if t in self.positions]
         pos = [self.positions[t] for t in found]
-        vectors = self.scan.rows(pos)
+        fp = self._ds.take(pos, columns=["fingerprint"]).column("fingerprint").combine_chunks()
+        vectors = fp.values.to_numpy(zero_copy_only=False).reshape(len(pos), -1)
         rows = self.row_dicts(pos)
         for row, vec in zip(rows, vectors):
             row["fingerprint"] = vec
@@ -135,15 +148,27 @@ class Snapshot:
     ) -> tuple[list[Neighbour], float]:
         """``k`` nearest rows passing ``filters`` minus ``exclude`` (see the module doc)."""
         check_search(k, metric, max_distance)
-        if not exact and self.indexes.get(metric):
-            return self._ann(vector, k, metric, exclude, where, max_distance)
+        with SEARCH_SLOTS:
+            if not exact and self.indexes.get(metric):
+                return self._ann(vector, k, metric, exclude, where, max_distance)
+            return self._exact(vector, k, metric, exclude, filters, max_distance)
+
+    def _exact(
+        self,
+        vector: np.ndarray,
+        k: int,
+        metric: str,
+        exclude: Sequence[str],
+        filters: SearchFilter,
+        max_distance: float | None,
+    ) -> tuple[list[Neighbour], float]:
         t0 = time.perf_counter()
         allow = filter_mask(filters, self.sources, self.codes, self.lon, self.lat)
         gone = [self.positions[t] for t in exclude if t in self.positions]
         if gone:
             allow = np.ones(self.rows, bool) if allow is None else allow.copy()
             allow[gone] = False
-        idx, dist = self.scan.search(vector, k, metric, allow)
+        idx, dist = self.scan().search(vector, k, metric, allow)
         out: list[Neighbour] = []
         for row, d in zip(self.row_dicts(idx), dist.tolist()):
             if max_distance is not None and d > max_distance:
