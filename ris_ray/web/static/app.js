@@ -209,7 +209,7 @@ function renderResults(features) {
 }
 
 function flyTo(f) {
-  if (f.geometry) map.flyToBounds(ringBounds(f.geometry), { maxZoom: map.getZoom() });
+  if (f.geometry) map.flyToBounds(ringBounds(f.geometry).pad(1.5));
 }
 
 // ---------------------------------------------------------------- diff heat map
