@@ -126,6 +126,8 @@ class Snapshot:
     def stored(self, tile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         found = [t for t in tile_ids if t in self.positions]
         pos = [self.positions[t] for t in found]
+        if not pos:
+            return {}
         fp = self._ds.take(pos, columns=["fingerprint"]).column("fingerprint").combine_chunks()
         vectors = fp.values.to_numpy(zero_copy_only=False).reshape(len(pos), -1)
         rows = self.row_dicts(pos)
