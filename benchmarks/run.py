@@ -106,9 +106,9 @@ def bench_tiling(data: Path) -> tuple[list[Row], np.ndarray]:
         n_tiles = sum(j.n_tiles for _, j in plans)
         t0 = time.perf_counter()
         for info, j in plans:
-            batch = read_tiles(info, j, spec)
+            batch, _ = read_tiles(info, j, spec)
             if target == 2048:
-                pixels.append(batch["pixels"])
+                pixels.append(batch.pixels)
         ours = time.perf_counter() - t0
         t0 = time.perf_counter()
         for info, j in plans:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ris_ray.errors import InputError, RisError
+from ris_ray.uris import is_remote
 
 try:  # typer >= 0.22 vendors its own click
     from typer._click.exceptions import UsageError
@@ -124,10 +125,6 @@ def ingest(
     from ris_ray.config import Device, IngestConfig, Precision, parse_bands
     from ris_ray.pipeline import ingest as run_ingest
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device!r}: use auto, cpu or cuda")
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
     cfg = IngestConfig(
         inputs=tuple(inputs),
         db=db,
@@ -150,7 +147,7 @@ def ingest(
         strict=strict,
     )
     result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
-    if report is None and "://" not in db:
+    if report is None and not is_remote(db):
         report = Path(f"{db.rstrip('/')}.report.json")
     if report is not None:
         report.write_text(json.dumps(result.to_dict(), indent=2))

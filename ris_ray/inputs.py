@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ris_ray.errors import InputError
+from ris_ray.uris import is_remote, local_path
 
 __all__ = ["TIFF_SUFFIXES", "discover"]
 
@@ -29,7 +30,7 @@ def discover(inputs: Iterable[str]) -> list[str]:
     """
     found: list[str] = []
     for item in inputs:
-        if "://" in item or item.startswith("/vsi"):
+        if is_remote(item):
             found.append(item)
             continue
         path = Path(item)
@@ -41,4 +42,4 @@ def discover(inputs: Iterable[str]) -> list[str]:
             found.append(str(path))
         else:
             raise InputError(f"{item}: no such file or directory")
-    return sorted({p if "://" in p or p.startswith("/vsi") else os.path.abspath(p) for p in found})
+    return sorted({local_path(p) for p in found})

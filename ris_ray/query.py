@@ -41,13 +41,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ris_ray.config import METRICS, check_metric
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import SearchFilter, check_tile_id
-from ris_ray.geo import WGS84, bbox_window, check_crs, fmt_coords, tiles_at
-from ris_ray.scan import METRICS
+from ris_ray.geo import WGS84, check_crs, fmt_coords, tiles_at
+from ris_ray.records import TILE_REF_FIELDS, TileRef
 from ris_ray.sql import sql_in
 from ris_ray.store import dataset_params, open_dataset
-from ris_ray.tiling import read_patch
+from ris_ray.tiling import read_crop
+from ris_ray.uris import is_remote
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -66,16 +68,9 @@ __all__ = [
 ]
 
 
-def check_metric(metric: str) -> None:
-    """Refuse a metric that is not one of :data:`METRICS` (a usage error)."""
-    if metric not in METRICS:
-        raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
-
-
 #: Weight of the negatives' mean in ``mean(pos) - alpha * mean(neg)``.
 DEFAULT_ALPHA = 0.5
-_GEO = ["width", "height", "crs", "minx", "miny", "maxx", "maxy"]
-_RESULT_COLUMNS = ["tile_id", "source", "row", "col", "lon", "lat", *_GEO, "thumbnail"]
+_RESULT_COLUMNS = [*TILE_REF_FIELDS, "thumbnail"]
 #: Columns a result row carries (a :class:`QueryBackend` returns them, plus ``fingerprint``).
 RESULT_COLUMNS = tuple(_RESULT_COLUMNS)
 
@@ -116,24 +111,14 @@ class QueryTile:
     alpha: float | None = None
 
 
-@dataclass
-class Neighbour:
+@dataclass(kw_only=True)
+class Neighbour(TileRef):
+    """One search result: a stored tile (:class:`~ris_ray.records.TileRef`), its
+    rank and distance to the query vector."""
+
     rank: int
     distance: float
-    tile_id: str
-    source: str
-    row: int
-    col: int
-    lon: float | None
-    lat: float | None
     thumbnail: bytes | None = field(default=None, repr=False)
-    width: int | None = None
-    height: int | None = None
-    crs: str | None = None
-    minx: float | None = None
-    miny: float | None = None
-    maxx: float | None = None
-    maxy: float | None = None
 
 
 @dataclass
@@ -270,19 +255,18 @@ def _image(
     device: str,
 ) -> _Part:
     params = dataset_params(ds)
-    centre: tuple[float, float] | None = None
     label = image.rsplit("/", 1)[-1]
     if bbox is not None:
-        window, centre = bbox_window(image, bbox)
         label += f" [bbox {fmt_coords(bbox)}]"
     elif window is not None:
         label += f" [{','.join(map(str, window))}]"
-    pixels = read_patch(image, window, params.tile_size)
+    crop = read_crop(image, params.tile_size, window=window, bbox=bbox)  # one open
+    pixels, window, centre = crop.pixels, crop.window, crop.centre
     from ris_ray.embed import Embedder, weights_for_model  # torch: only for image queries
 
     embedder = Embedder(weights_for_model(params.model, weights_path), device=device)
     vector = embedder.embed(pixels[None])[0]
-    source = image if "://" in image or image.startswith("/vsi") else os.path.abspath(image)
+    source = image if is_remote(image) else os.path.abspath(image)
     member = QueryMember(
         role="positive",
         label=label,
@@ -405,19 +389,37 @@ def search(
 
 
 def neighbour(rank: int, distance: float, row: dict[str, Any]) -> Neighbour:
-    """A :class:`Neighbour` from a row holding :data:`RESULT_COLUMNS` (``thumbnail`` optional)."""
+    """The one way to build a :class:`Neighbour`: from a row holding
+    :data:`RESULT_COLUMNS` (``thumbnail`` optional)."""
     return Neighbour(
         rank=rank,
         distance=distance,
-        tile_id=row["tile_id"],
-        source=row["source"],
-        row=row["row"],
-        col=row["col"],
-        lon=row["lon"],
-        lat=row["lat"],
         thumbnail=row.get("thumbnail"),
-        **{c: row[c] for c in _GEO},
+        **{c: row[c] for c in TILE_REF_FIELDS},
     )
+
+
+def _check_image_args(
+    image: str | None,
+    window: tuple[int, int, int, int] | None,
+    bbox: tuple[float, float, float, float] | None,
+) -> None:
+    if window is not None and image is None:
+        raise InputError("--window needs --image")
+    if bbox is not None and image is None:
+        raise InputError("--bbox needs --image")
+    if window is not None and bbox is not None:
+        raise InputError("give only one of --window, --bbox")
+
+
+def _check_ids(positives: Sequence[str], negatives: Sequence[str]) -> None:
+    for t in positives:
+        check_tile_id(t, "--tile-id")
+    for t in negatives:
+        check_tile_id(t, "--not")
+    both = sorted(set(positives) & set(negatives))
+    if both:
+        raise InputError(f"--not {both[0]}: also given as --tile-id; a tile is one or the other")
 
 
 def query(
@@ -460,24 +462,13 @@ def query(
     out every file a positive comes from. ``backend`` (see
     :class:`QueryBackend`) answers instead of opening ``db``.
     """
-    if window is not None and image is None:
-        raise InputError("--window needs --image")
-    if bbox is not None and image is None:
-        raise InputError("--bbox needs --image")
-    if window is not None and bbox is not None:
-        raise InputError("give only one of --window, --bbox")
+    _check_image_args(image, window, bbox)
     if (point is None) != (point_crs is None):
         raise InputError("--point X,Y needs --crs EPSG:NNNN (and --crs needs --point)")
     if not (math.isfinite(alpha) and alpha >= 0):
         raise InputError(f"--alpha {alpha}: must be a number >= 0")
     pos_ids = [tile_id] if isinstance(tile_id, str) else list(tile_id or ())
-    for t in pos_ids:
-        check_tile_id(t, "--tile-id")
-    for t in negatives:
-        check_tile_id(t, "--not")
-    both = sorted(set(pos_ids) & set(negatives))
-    if both:
-        raise InputError(f"--not {both[0]}: also given as --tile-id; a tile is one or the other")
+    _check_ids(pos_ids, negatives)
     if point_crs is not None:
         check_crs(point_crs)
 
@@ -491,9 +482,7 @@ def query(
     pos += _stored(ds, pos_ids, "positive", "--tile-id", backend)
     if image is not None:
         pos.append(_image(ds, image, window, bbox, weights_path, device))
-    if not pos:
-        pos.append(_random(ds, seed))
-    pos = _dedupe(pos)
+    pos = _dedupe(pos or [_random(ds, seed)])
     neg = _dedupe(_stored(ds, list(negatives), "negative", "--not", backend))
     clash = {p.member.tile_id for p in pos if p.member.tile_id} & {
         n.member.tile_id for n in neg if n.member.tile_id

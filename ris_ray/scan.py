@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "FlatScan"]
+from ris_ray.config import METRICS, check_metric  # METRICS re-exported: checks live in config
 
-#: Distance metrics of every search in ris_ray (exact scans, Lance, diff).
-METRICS = ("l2", "cosine")
+__all__ = ["METRICS", "FlatScan"]
 
 
 class FlatScan:
@@ -81,8 +80,7 @@ class FlatScan:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Row indexes and distances of the ``k`` nearest rows, nearest first
         (only rows where the boolean mask ``allow`` is true, when given)."""
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r} (use {' or '.join(METRICS)})")
+        check_metric(metric)
         q32 = np.asarray(q, dtype=np.float32).reshape(-1)
         n = self.n
         k = min(k, n)

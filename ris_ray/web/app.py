@@ -40,6 +40,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
+from ris_ray.config import METRICS
 from ris_ray.errors import InputError, QueryError, RisError
 from ris_ray.export import (
     changes_csv,
@@ -50,7 +51,7 @@ from ris_ray.export import (
 )
 from ris_ray.filters import SearchFilter, check_tile_id
 from ris_ray.geo import parse_bbox, parse_xy, ring_to_geometry, source_footprints
-from ris_ray.query import DEFAULT_ALPHA, METRICS
+from ris_ray.query import DEFAULT_ALPHA
 from ris_ray.query import query as run_query
 from ris_ray.store import dataset_params
 from ris_ray.web.session import Session, Snapshot

@@ -36,10 +36,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ris_ray.config import METRICS
 from ris_ray.filters import SearchFilter, check_tile_id, match_sources
 from ris_ray.index import vector_index
-from ris_ray.query import RESULT_COLUMNS, Neighbour, check_search, neighbour, search
-from ris_ray.scan import METRICS, FlatScan
+from ris_ray.query import Neighbour, check_search, neighbour, search
+from ris_ray.records import TILE_REF_FIELDS
+from ris_ray.scan import FlatScan
 from ris_ray.store import lance_dataset, open_dataset
 from ris_ray.uris import local_path
 
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 #: Searches running at once, process-wide: one per core. More requests wait
 #: here rather than all thrashing the cores (throughput holds under load).
 SEARCH_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
-_META_COLUMNS = [c for c in RESULT_COLUMNS if c != "thumbnail"]
+_META_COLUMNS = list(TILE_REF_FIELDS)  # a result row without its thumbnail
 
 
 def filter_mask(
