@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,33 @@ def test_token(gen_db: Path) -> None:
         assert secret not in page.text
 
 
+class _Refs(HTMLParser):
+    """Every ``src``/``href`` in a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def test_api_docs_need_no_cdn(api: httpx.Client) -> None:
+    r = api.get("/docs")
+    assert r.status_code == 200
+    assert "://" not in r.text  # no absolute URL: nothing from another host
+    refs = _Refs()
+    refs.feed(r.text)
+    scripts = [u for u in refs.urls if u.endswith(".js")]
+    assert scripts, refs.urls  # the page's script is referenced (and served, below)
+    for url in refs.urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        asset = api.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 0, url
+    assert api.get("/openapi.json").json()["info"]["title"] == "ris serve"
+    assert api.get("/redoc").status_code == 404  # its page fetches a logo from a CDN
+
+
 def test_bind_rules(
     gen_db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -468,6 +496,38 @@ def test_page_in_a_real_browser(served: str, tmp_path: Path) -> None:
                 assert img.get_attribute("data-tile-id"), img.get_attribute("outerHTML")
         shot = _save_screenshot(driver, tmp_path)
         assert shot.stat().st_size > 10_000
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (scripts/test.sh installs them)",
+)
+def test_api_docs_render_offline_in_a_real_browser(served: str) -> None:
+    """Swagger UI draws the API from the server's own assets: every resource
+    the browser loads (scripts, styles, fonts, images, the schema) is
+    same-origin."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _driver()
+    try:
+        driver.get(served + "/docs")
+        WebDriverWait(driver, 60).until(
+            lambda d: d.find_elements(
+                By.CSS_SELECTOR, ".swagger-ui .opblock-summary-path[data-path='/api/query']"
+            )
+        )
+        title = driver.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+        assert title.startswith("ris serve"), title
+        loaded = driver.execute_script(
+            "return performance.getEntriesByType('resource').map((e) => e.name)"
+        )
+        assert any(u.endswith("/openapi.json") for u in loaded), loaded
+        assert all(u.startswith(served + "/") for u in loaded), loaded
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
     finally:

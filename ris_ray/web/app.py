@@ -2,7 +2,10 @@
 
 ``create_app(db, token=None)`` builds the FastAPI app over a
 :class:`ris_ray.web.session.Session` (the dataset held open, reloaded when
-a new version is committed). Endpoints (OpenAPI at ``/docs``):
+a new version is committed). Endpoints (OpenAPI schema at ``/openapi.json``,
+browsable at ``/docs``: Swagger UI, working offline, its script and style
+from the installed ``fastapi-offline`` served under ``/static-offline-docs/``;
+no ``/redoc``, whose page loads a logo from ReDoc's CDN):
 
 - ``GET /`` the map page; ``/static/...`` its script and style;
   ``/static/leaflet/...`` Leaflet from the installed ``XStatic-Leaflet``;
@@ -38,6 +41,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from ris_ray.config import METRICS
@@ -138,10 +142,12 @@ def create_app(db: str, token: str | None = None, *, check_every: float = 1.0) -
     """The app over the dataset at ``db`` (opened now: a :class:`RisError` if
     it cannot be). ``token``: require it on every request (see module doc)."""
     session = Session(db, check_every=check_every)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts served here, not from a CDN
         title="ris serve",
         description="Rapid image search: the map and its read-only API.",
         version="1",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
+        redoc_url=None,  # ReDoc fetches its logo from its CDN: /docs only
     )
     app.state.session = session
     _errors(app)
