@@ -552,6 +552,36 @@ def demo(
     )
 
 
+@app.command()
+def serve(
+    db: DbOpt,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RIS_SERVE_TOKEN",
+            show_envvar=True,
+            help="Require this token on every request (Authorization: Bearer, or ?token=).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the map and a JSON API over the dataset (read-only; Ctrl-C stops)."""
+    from ris_ray.web.server import check_bind
+    from ris_ray.web.server import serve as run_serve
+
+    check_bind(host, port, token)
+    run_serve(
+        db,
+        host=host,
+        port=port,
+        token=token,
+        announce=lambda url: err.print(f"serving {db} at {url} (API: {url}docs)", markup=False),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``ris`` script: the one error boundary."""
     command = typer.main.get_command(app)

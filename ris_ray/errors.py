@@ -11,7 +11,10 @@ from __future__ import annotations
 __all__ = [
     "DatasetError",
     "InputError",
+    "LockedError",
     "ModelMismatchError",
+    "ObjectNotFoundError",
+    "ObjectStoreError",
     "QueryError",
     "RasterReadError",
     "RisError",
@@ -50,3 +53,15 @@ class ModelMismatchError(RisError, ValueError):
 
 class QueryError(RisError, LookupError):
     """A query cannot be answered (unknown tile id, empty dataset, ...)."""
+
+
+class ObjectStoreError(RisError, OSError):
+    """An object store (S3, ...) refused or failed a request: bucket, credentials, endpoint."""
+
+
+class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
+    """A named object does not exist in its bucket."""
+
+
+class LockedError(ObjectStoreError):
+    """Another run holds the dataset's writer lock."""

@@ -7,9 +7,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ris_ray.errors import InputError
-from ris_ray.uris import is_remote, local_path
+from ris_ray.objstore import ObjectInfo, is_object_uri, list_tiffs, stat, to_url
+from ris_ray.uris import is_remote
 
-__all__ = ["TIFF_SUFFIXES", "discover"]
+__all__ = ["TIFF_SUFFIXES", "discover", "discover_objects"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -18,18 +19,29 @@ def _is_tiff(name: str) -> bool:
     return name.lower().endswith(TIFF_SUFFIXES)
 
 
-def discover(inputs: Iterable[str]) -> list[str]:
-    """Expand files and directories into a sorted, de-duplicated list of TIFF paths.
+def _objects(item: str) -> list[ObjectInfo]:
+    """The objects an object-store input names: one object (a key ending in
+    .tif/.tiff, HEAD), else every TIFF under it as a prefix (listing); a
+    prefix without TIFFs and without a trailing ``/`` is tried as one object."""
+    if _is_tiff(item) and not item.endswith("/"):
+        return [stat(item)]
+    found = list_tiffs(item)
+    if found or item.endswith("/"):
+        return found
+    return [stat(item)]
 
-    Directories are searched recursively for ``.tif``/``.tiff`` in any case
-    (following directory symlinks is off, to avoid cycles). Files named
-    explicitly are taken whatever their suffix. Remote URIs (``s3://``,
-    ``/vsis3/``...) pass through untouched. A local path that does not exist
-    raises :class:`InputError` naming it, before any work starts. Paths are
-    made absolute so tile ids do not depend on the working directory.
-    """
+
+def discover_objects(inputs: Iterable[str]) -> tuple[list[str], dict[str, ObjectInfo]]:
+    """:func:`discover`, plus the identity (size, ETag, last-modified) of every
+    object-store input it found, keyed by its ``s3://`` URI."""
     found: list[str] = []
+    objects: dict[str, ObjectInfo] = {}
     for item in inputs:
+        if is_object_uri(item):
+            for info in _objects(item):
+                objects[info.uri] = info
+                found.append(info.uri)
+            continue
         if is_remote(item):
             found.append(item)
             continue
@@ -42,4 +54,24 @@ def discover(inputs: Iterable[str]) -> list[str]:
             found.append(str(path))
         else:
             raise InputError(f"{item}: no such file or directory")
-    return sorted({local_path(p) for p in found})
+    paths = sorted({to_url(p) if is_remote(p) else os.path.abspath(p) for p in found})
+    return paths, objects
+
+
+def discover(inputs: Iterable[str]) -> list[str]:
+    """Expand files, directories and object-store prefixes into a sorted,
+    de-duplicated list of TIFF paths.
+
+    Directories are searched recursively for ``.tif``/``.tiff`` in any case
+    (following directory symlinks is off, to avoid cycles). Files named
+    explicitly are taken whatever their suffix. Object-store URIs
+    (``s3://bucket/prefix/`` or ``/vsis3/bucket/prefix/``) are listed the same
+    way, recursively, and named as ``s3://bucket/key``; a key ending in
+    ``.tif``/``.tiff`` is one object. Other remote URIs (``https://``,
+    ``/vsicurl/``...) pass through untouched. A local path that does not exist
+    raises :class:`InputError`, a missing bucket or object
+    :class:`~ris_ray.errors.ObjectStoreError`, naming it, before any work
+    starts. Local paths are made absolute so tile ids do not depend on the
+    working directory.
+    """
+    return discover_objects(inputs)[0]

@@ -36,11 +36,12 @@ import ray
 from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
-from ris_ray.errors import InputError
-from ris_ray.inputs import discover
+from ris_ray.errors import InputError, RasterReadError
+from ris_ray.inputs import discover_objects
 from ris_ray.manifest import FileRecord
-from ris_ray.raster import display_path
-from ris_ray.records import Failure
+from ris_ray.objstore import ObjectInfo, S3Settings, to_url
+from ris_ray.raster import display_path, file_identity
+from ris_ray.records import Failure, FileIdent
 from ris_ray.scheduler import Embed, FileReport, Probe, Scheduler, Tile, Work
 from ris_ray.store import DatasetParams, TileStore
 from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
@@ -126,10 +127,20 @@ def connect(address: str | None = None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, **_aws_runtime_env())
     else:
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
     return True
+
+
+def _aws_runtime_env() -> dict[str, Any]:
+    """``runtime_env`` giving the workers of an external cluster this process's
+    ``AWS_*`` settings; nothing when there are none, or inside a Ray job (whose
+    ``runtime_env`` provides them; Ray refuses the same variable twice)."""
+    env = S3Settings.from_env().worker_env()
+    if not env or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        return {}
+    return {"runtime_env": {"env_vars": env}}
 
 
 def _wait_for_gpus(wanted: int, timeout_s: float, say: Callable[[str], None]) -> int:
@@ -237,22 +248,24 @@ class _Progress:
             self._p.stop()
 
 
-def _stat(path: str) -> tuple[int, int] | None:
-    """``(size, mtime_ns)`` of a local file, ``None`` for remote or unreadable paths."""
-    if is_remote(path):
-        return None
+def _stat(path: str, objects: dict[str, ObjectInfo]) -> FileIdent | None:
+    """The identity of ``path``: a store object's from the listing in ``objects``
+    (size, last-modified, ETag; no request), else :func:`file_identity` (local
+    stat, or one HEAD); ``None`` when it has none or cannot be read."""
+    info = objects.get(path)
+    if info is not None:
+        return FileIdent(info.size, info.last_modified_ns, info.etag)
     try:
-        st = os.stat(path)
-    except OSError:
+        return file_identity(path)
+    except RasterReadError:
         return None
-    return st.st_size, st.st_mtime_ns
 
 
 def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-Ident = tuple[int, int] | None
+Ident = FileIdent | None
 
 
 def ingest(
@@ -264,7 +277,8 @@ def ingest(
     """Run the ingest job described by ``cfg`` and return its report.
 
     Incremental: files already in the dataset's manifest with the same size
-    and modification time are not read again; new, changed and previously
+    and modification time (store objects: size and ETag, from the listing)
+    are not read again; new, changed and previously
     failed files are. With ``cfg.rebuild`` everything is re-read and the
     dataset is replaced in one commit; with ``cfg.prune`` tiles of manifest
     files under the inputs that no longer exist are deleted.
@@ -281,7 +295,7 @@ def ingest(
     """
     say = on_event or (lambda msg: None)
     t0 = time.monotonic()
-    paths = discover(cfg.inputs)
+    paths, objects = discover_objects(cfg.inputs)
     weights = resolve_weights(cfg.weights)
     params = DatasetParams(cfg.tile_size, cfg.step, weights.model_id)
     store = TileStore.for_ingest(cfg.db, params, rebuild=cfg.rebuild)  # checks params first
@@ -289,7 +303,7 @@ def ingest(
         report = IngestReport(
             db=store.uri, model=weights.model_id, weights=weights.description, device="-"
         )
-        idents = {p: _stat(p) for p in paths}  # the one stat of each file this run
+        idents = {p: _stat(p, objects) for p in paths}  # the one stat of each file this run
         todo = _changed(cfg, paths, idents, store, report, say)
         if todo:
             # Build the model once here so missing weights fail before Ray starts work.
@@ -334,7 +348,7 @@ def _changed(
         else:
             todo.append(path)
     shown = {display_path(p) for p in paths}
-    roots = [os.path.abspath(i) for i in cfg.inputs if not is_remote(i)]
+    roots = [to_url(i) if is_remote(i) else os.path.abspath(i) for i in cfg.inputs]
     report.missing = sorted(p for p in known if _under(p, roots) and p not in shown)
     gone = report.missing
     say(
@@ -488,7 +502,7 @@ class _RayLoop:
 
 
 def _record(f: FileReport, version: int | None, ident: Ident) -> FileRecord:
-    size, mtime = ident or (-1, -1)
+    size, mtime, etag = ident or FileIdent(-1, -1)
     return FileRecord(
         path=f.path,
         size=size,
@@ -498,6 +512,7 @@ def _record(f: FileReport, version: int | None, ident: Ident) -> FileRecord:
         tiles_low_valid=f.tiles_low_valid,
         reason=f.reason,
         dataset_version=version,
+        etag=etag,
     )
 
 

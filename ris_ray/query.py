@@ -36,7 +36,8 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,12 +54,16 @@ from ris_ray.uris import is_remote
 __all__ = [
     "DEFAULT_ALPHA",
     "METRICS",
+    "RESULT_COLUMNS",
     "Neighbour",
+    "QueryBackend",
     "QueryMember",
     "QueryResult",
     "QueryTile",
     "check_metric",
+    "check_search",
     "half_candidates",
+    "neighbour",
     "query",
     "rerank_float32",
     "search",
@@ -68,6 +73,8 @@ __all__ = [
 #: Weight of the negatives' mean in ``mean(pos) - alpha * mean(neg)``.
 DEFAULT_ALPHA = 0.5
 _RESULT_COLUMNS = [*TILE_REF_FIELDS, "thumbnail"]
+#: Columns a result row carries (a :class:`QueryBackend` returns them, plus ``fingerprint``).
+RESULT_COLUMNS = tuple(_RESULT_COLUMNS)
 
 
 @dataclass
@@ -168,12 +175,49 @@ def _part(row: dict[str, Any], role: str, label: str | None = None) -> _Part:
     return _Part(np.asarray(row["fingerprint"], np.float32), member, row["thumbnail"])
 
 
-def _stored(ds: Any, tile_ids: Sequence[str], role: str, option: str) -> list[_Part]:
+class QueryBackend(Protocol):
+    """Where :func:`query` reads stored tiles and ranks rows. Without one,
+    :func:`query` opens ``db`` and asks Lance for both; a long-lived process
+    (``ris serve``) passes one that keeps vectors and metadata in memory."""
+
+    @property
+    def ds(self) -> Any:
+        """The open Lance dataset (parameters, places, random tiles, filters)."""
+
+    def stored(self, tile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Rows (:data:`RESULT_COLUMNS` and ``fingerprint``) of the ids that exist, by id."""
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        metric: str,
+        exclude: Sequence[str],
+        *,
+        filters: SearchFilter,
+        where: str | None,
+        max_distance: float | None,
+        exact: bool,
+    ) -> tuple[list[Neighbour], float]:
+        """What :func:`search` returns, for ``filters`` (``where`` is their SQL)."""
+
+
+def _stored(
+    ds: Any,
+    tile_ids: Sequence[str],
+    role: str,
+    option: str,
+    backend: QueryBackend | None = None,
+) -> list[_Part]:
     if not tile_ids:
         return []
     ids = [check_tile_id(t, option) for t in tile_ids]
-    table = ds.to_table(columns=[*_RESULT_COLUMNS, "fingerprint"], filter=sql_in("tile_id", ids))
-    rows = {r["tile_id"]: r for r in table.to_pylist()}
+    if backend is not None:
+        rows = backend.stored(ids)
+    else:
+        cols = [*_RESULT_COLUMNS, "fingerprint"]
+        table = ds.to_table(columns=cols, filter=sql_in("tile_id", ids))
+        rows = {r["tile_id"]: r for r in table.to_pylist()}
     missing = [t for t in ids if t not in rows]
     if missing:
         raise QueryError(f"{option}: tile id {', '.join(missing)} is not in {ds.uri}")
@@ -189,7 +233,9 @@ def _random(ds: Any, seed: int | None) -> _Part:
     return _part(row, "positive")
 
 
-def _at_point(ds: Any, x: float, y: float, crs: str, option: str) -> _Part:
+def _at_point(
+    ds: Any, x: float, y: float, crs: str, option: str, backend: QueryBackend | None = None
+) -> _Part:
     rows = tiles_at(ds, x, y, crs, columns=["tile_id", "valid_fraction"])
     if not rows:
         raise QueryError(
@@ -197,7 +243,7 @@ def _at_point(ds: Any, x: float, y: float, crs: str, option: str) -> _Part:
             "have locations; `ris info` lists the dataset, --bbox-wgs84 filters by area)"
         )
     best = min(rows, key=lambda r: (r["_centre_d"], -r["valid_fraction"], r["tile_id"]))
-    part = _stored(ds, [best["tile_id"]], "positive", option)[0]
+    part = _stored(ds, [best["tile_id"]], "positive", option, backend)[0]
     part.member.label = f"{best['tile_id']} (contains {option.split(' ', 1)[1]})"
     return part
 
@@ -283,6 +329,15 @@ def _combine(conditions: list[str | None]) -> str | None:
     return parts[0] if len(parts) == 1 else " AND ".join(f"({p})" for p in parts)
 
 
+def check_search(k: int, metric: str, max_distance: float | None) -> None:
+    """Refuse ``k < 1``, an unknown metric or a negative/non-finite ``max_distance``."""
+    check_metric(metric)
+    if k < 1:
+        raise InputError(f"--k {k}: must be >= 1")
+    if max_distance is not None and not (math.isfinite(max_distance) and max_distance >= 0):
+        raise InputError(f"--max-distance {max_distance}: must be a number >= 0")
+
+
 def half_candidates(k: int) -> int:
     """Candidates fetched from Lance on a float16 dataset: ``2k + 16``.
 
@@ -326,6 +381,7 @@ def search(
     where: str | None = None,
     max_distance: float | None = None,
     exact: bool = False,
+    filters: SearchFilter | None = None,
 ) -> tuple[list[Neighbour], float]:
     """Top-``k`` over the rows passing ``where`` (minus the tile ids in
     ``exclude``), prefiltered; then results beyond ``max_distance`` are
@@ -334,14 +390,12 @@ def search(
     Exact (every row compared) unless the dataset has an index for
     ``metric`` (see :mod:`ris_ray.index`) and ``exact`` is False: then
     Lance's IVF_PQ search probes ``ANN_NPROBES`` partitions and re-ranks
-    ``k * ANN_REFINE`` candidates with exact distances. On a float16 dataset
-    the distances are recomputed in float32 (see :func:`half_candidates`).
+    ``k * ANN_REFINE`` candidates with exact distances. ``filters`` is
+    unused (``where`` is their SQL); it makes the signature that of
+    :meth:`QueryBackend.search`. On a float16 dataset the distances are
+    recomputed in float32 (see :func:`half_candidates`).
     """
-    check_metric(metric)
-    if k < 1:
-        raise InputError(f"--k {k}: must be >= 1")
-    if max_distance is not None and not (math.isfinite(max_distance) and max_distance >= 0):
-        raise InputError(f"--max-distance {max_distance}: must be a number >= 0")
+    check_search(k, metric, max_distance)
     from ris_ray.index import ANN_NPROBES, ANN_REFINE, vector_index
 
     half = fingerprint_type(ds) == "float16"
@@ -370,15 +424,19 @@ def search(
         d = float(np.sqrt(max(d, 0.0))) if metric == "l2" else d
         if max_distance is not None and d > max_distance:
             break
-        out.append(
-            Neighbour(
-                rank=len(out) + 1,
-                distance=d,
-                thumbnail=row["thumbnail"],
-                **{c: row[c] for c in TILE_REF_FIELDS},
-            )
-        )
+        out.append(neighbour(len(out) + 1, d, row))
     return out, ms
+
+
+def neighbour(rank: int, distance: float, row: dict[str, Any]) -> Neighbour:
+    """The one way to build a :class:`Neighbour`: from a row holding
+    :data:`RESULT_COLUMNS` (``thumbnail`` optional)."""
+    return Neighbour(
+        rank=rank,
+        distance=distance,
+        thumbnail=row.get("thumbnail"),
+        **{c: row[c] for c in TILE_REF_FIELDS},
+    )
 
 
 def _check_image_args(
@@ -426,6 +484,7 @@ def query(
     weights_path: str | None = None,
     device: str = "auto",
     exact: bool = False,
+    backend: QueryBackend | None = None,
 ) -> QueryResult:
     """Answer one k-NN query against the dataset at ``db``.
 
@@ -440,7 +499,8 @@ def query(
     nearest (in tile units) wins, then the higher valid fraction.
 
     ``filters`` restrict the rows ranked; ``exclude_same_source`` also leaves
-    out every file a positive comes from.
+    out every file a positive comes from. ``backend`` (see
+    :class:`QueryBackend`) answers instead of opening ``db``.
     """
     _check_image_args(image, window, bbox)
     if (point is None) != (point_crs is None):
@@ -452,18 +512,18 @@ def query(
     if point_crs is not None:
         check_crs(point_crs)
 
-    ds = open_dataset(db)
+    ds = backend.ds if backend is not None else open_dataset(db)
     params = dataset_params(ds)
     pos: list[_Part] = []
     if lonlat is not None:
-        pos.append(_at_point(ds, *lonlat, WGS84, f"--lonlat {fmt_coords(lonlat)}"))
+        pos.append(_at_point(ds, *lonlat, WGS84, f"--lonlat {fmt_coords(lonlat)}", backend))
     if point is not None and point_crs is not None:
-        pos.append(_at_point(ds, *point, point_crs, f"--point {fmt_coords(point)}"))
-    pos += _stored(ds, pos_ids, "positive", "--tile-id")
+        pos.append(_at_point(ds, *point, point_crs, f"--point {fmt_coords(point)}", backend))
+    pos += _stored(ds, pos_ids, "positive", "--tile-id", backend)
     if image is not None:
         pos.append(_image(ds, image, window, bbox, weights_path, device))
     pos = _dedupe(pos or [_random(ds, seed)])
-    neg = _dedupe(_stored(ds, list(negatives), "negative", "--not"))
+    neg = _dedupe(_stored(ds, list(negatives), "negative", "--not", backend))
     clash = {p.member.tile_id for p in pos if p.member.tile_id} & {
         n.member.tile_id for n in neg if n.member.tile_id
     }
@@ -482,8 +542,9 @@ def query(
         own = tuple(p.member.source for p in pos if p.member.source)
         f = replace(f, exclude_sources=(*f.exclude_sources, *own))
     where = f.to_sql(ds)
-    neighbours, ms = search(
-        ds, vector, k, metric, exclude, where=where, max_distance=max_distance, exact=exact
+    rank = backend.search if backend is not None else partial(search, ds)
+    neighbours, ms = rank(
+        vector, k, metric, exclude, filters=f, where=where, max_distance=max_distance, exact=exact
     )
     shown = _combine([sql_in("tile_id", exclude, negate=True) if exclude else None, where])
     return QueryResult(

@@ -19,6 +19,7 @@ and reports the version.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -33,10 +34,13 @@ import numpy as np
 import pyarrow as pa
 
 from ris_ray.config import FINGERPRINT_DIM
-from ris_ray.errors import DatasetError, ModelMismatchError
+from ris_ray.errors import DatasetError, ModelMismatchError, ObjectStoreError
+from ris_ray.lance_io import open_lance, write_lance
 from ris_ray.manifest import FileRecord, Manifest
+from ris_ray.objstore import is_object_uri, prefix_size
 from ris_ray.records import TileBatch
 from ris_ray.sql import sql_in
+from ris_ray.storelock import dataset_lock
 from ris_ray.uris import is_remote, local_path
 
 # Lance logs a WARN line for every fragment written before the first commit.
@@ -152,7 +156,9 @@ def schema_for(params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]) -
 def _exists(uri: str) -> bool:
     if is_remote(uri):
         try:
-            lance.dataset(uri)
+            open_lance(uri)
+        except ObjectStoreError:
+            raise
         except (ValueError, OSError):
             return False
         return True
@@ -161,7 +167,7 @@ def _exists(uri: str) -> bool:
 
 def lance_dataset(uri: str) -> Any:
     """The Lance dataset at ``uri`` (latest version), without ris_ray checks."""
-    return lance.dataset(uri)
+    return open_lance(uri)
 
 
 def open_dataset(uri: str, version: int | None = None) -> Any:
@@ -171,7 +177,9 @@ def open_dataset(uri: str, version: int | None = None) -> Any:
             f"{uri}: no Lance dataset here (create one with `ris ingest ... --db {uri}`)"
         )
     try:
-        ds = lance.dataset(uri, version=version)
+        ds = open_lance(uri, version=version)
+    except ObjectStoreError:
+        raise
     except (ValueError, OSError) as exc:
         raise DatasetError(
             f"{uri}: cannot open Lance dataset ({str(exc).splitlines()[0]})"
@@ -192,7 +200,10 @@ def dataset_params(ds: Any) -> DatasetParams:
 
 
 def dataset_size_bytes(uri: str) -> int:
-    """Bytes on disk under a local dataset directory (0 for remote URIs)."""
+    """Bytes under a dataset: its directory, or its prefix in an object store
+    (0 for other remote URIs)."""
+    if is_object_uri(uri):
+        return prefix_size(uri)
     if is_remote(uri):
         return 0
     return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())
@@ -375,7 +386,7 @@ class TileWriter:
             return self.commit()
         sources, self._ready = self._ready, []
         rows = self._staged_rows(sources)
-        ds = lance.write_dataset(
+        ds = write_lance(
             self._reader(sources),
             self.uri,
             schema=self.schema,
@@ -390,21 +401,19 @@ class TileWriter:
         if self._version is None:
             if rows == 0:
                 return None
-            ds = lance.write_dataset(
+            ds = write_lance(
                 self._reader(sources),
                 self.uri,
                 schema=self.schema,
                 data_storage_version=LANCE_FILE_FORMAT,
             )
         else:
-            ds = lance.dataset(self.uri)
+            ds = open_lance(self.uri)
             present = ds.count_rows(filter=sql_in("source", sources))
             if present == 0 and rows == 0:
                 return None
             if present == 0:
-                ds = lance.write_dataset(
-                    self._reader(sources), ds, schema=self.schema, mode="append"
-                )
+                ds = write_lance(self._reader(sources), self.uri, schema=self.schema, mode="append")
             elif rows == 0:
                 ds.delete(sql_in("source", sources))
             else:
@@ -415,7 +424,7 @@ class TileWriter:
                     .when_not_matched_by_source_delete(sql_in("source", sources))
                     .execute(self._reader(sources))
                 )
-            ds = lance.dataset(self.uri)
+            ds = open_lance(self.uri)
         self._after_commit(sources, rows, int(ds.version))
         return self._version
 
@@ -502,6 +511,7 @@ class TileStore:
         self.uri = local_path(uri)
         self.manifest = Manifest(self.uri)
         self._writer: TileWriter | None = None
+        self._held = contextlib.ExitStack()  # the dataset lock of an ingest run
 
     @classmethod
     def for_ingest(
@@ -515,9 +525,18 @@ class TileStore:
         """A store ready to stage tiles; raises :class:`ModelMismatchError` when the
         dataset holds tiles of other parameters (unless ``rebuild``). New and
         rebuilt datasets get ``fingerprint`` elements, existing ones keep theirs
-        (see :attr:`fingerprint`)."""
+        (see :attr:`fingerprint`).
+
+        Takes the dataset lock (:func:`~ris_ray.storelock.dataset_lock`) before
+        the first read; :meth:`close` releases it. Raises
+        :class:`~ris_ray.errors.LockedError` while another run holds it."""
         store = cls(uri)
-        store._writer = TileWriter(store.uri, params, rebuild=rebuild, fingerprint=fingerprint)
+        store._held.enter_context(dataset_lock(store.uri))
+        try:
+            store._writer = TileWriter(store.uri, params, rebuild=rebuild, fingerprint=fingerprint)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @property
@@ -619,6 +638,10 @@ class TileStore:
         return int(lance_dataset(self.uri).version) if _exists(self.uri) else None
 
     def close(self) -> None:
-        """Remove the staging area (tiles not committed are dropped)."""
-        if self._writer is not None:
-            self._writer.close()
+        """Remove the staging area (tiles not committed are dropped) and release
+        the dataset lock."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._held.close()
