@@ -34,6 +34,7 @@ from typing import Any
 
 import ray
 
+from ris_ray import raylocal
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
 from ris_ray.errors import InputError
@@ -52,7 +53,7 @@ from ris_ray.store import (
 from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
 from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, display_path, plan_windows
 
-__all__ = ["FileReport", "IngestReport", "connect", "ingest", "maybe_compact"]
+__all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest", "maybe_compact"]
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +166,15 @@ class EmbedActor:
 
 
 def connect(address: str | None = None) -> bool:
-    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set, else start an embedded
-    local instance. Returns True when this call started Ray (the caller shuts it down)."""
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    return True
+    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set, else start a fresh
+    embedded local instance on loopback (:func:`ris_ray.raylocal.start`).
+    Returns True when this call started Ray (the caller calls :func:`disconnect`)."""
+    return raylocal.start(address)
+
+
+def disconnect() -> None:
+    """Shut down the Ray that :func:`connect` started."""
+    raylocal.stop()
 
 
 def _wait_for_gpus(wanted: int, timeout_s: float, say: Callable[[str], None]) -> int:
@@ -352,7 +352,7 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
                 _run(cfg, todo, weights, params, writer, manifest, report, say, t0)
             finally:
                 if started:
-                    ray.shutdown()
+                    disconnect()
         if cfg.prune and gone:
             report.pruned_tiles = _prune(db, manifest, gone)
             report.pruned_files = len(gone)
