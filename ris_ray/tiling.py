@@ -34,6 +34,7 @@ from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, Raster
 from rasterio.windows import Window
 
 from ris_ray.errors import RasterReadError, UnsupportedRasterError
+from ris_ray.geo import tile_bounds
 
 __all__ = [
     "BandPlan",
@@ -558,20 +559,16 @@ def _geo_columns(info: RasterInfo, rows: np.ndarray, cols: np.ndarray, tile: int
             "lon": nan.copy(),
             "lat": nan.copy(),
         }
-    a, b, c, d, e, f = info.transform  # x = a*col + b*row + c ; y = d*col + e*row + f
-
-    def xy(cc: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return a * cc + b * rr + c, d * cc + e * rr + f
-
     cols_f, rows_f = cols.astype(np.float64), rows.astype(np.float64)
-    xs0, ys0 = xy(cols_f, rows_f)
-    xs1, ys1 = xy(cols_f + tile, rows_f + tile)
-    xc, yc = xy(cols_f + tile / 2.0, rows_f + tile / 2.0)
+    minx, miny, maxx, maxy = tile_bounds(info.transform, rows_f, cols_f, tile)
+    a, b, c, d, e, f = info.transform  # x = a*col + b*row + c ; y = d*col + e*row + f
+    xc = a * (cols_f + tile / 2.0) + b * (rows_f + tile / 2.0) + c
+    yc = d * (cols_f + tile / 2.0) + e * (rows_f + tile / 2.0) + f
     out = {
-        "minx": np.minimum(xs0, xs1),
-        "maxx": np.maximum(xs0, xs1),
-        "miny": np.minimum(ys0, ys1),
-        "maxy": np.maximum(ys0, ys1),
+        "minx": minx,
+        "maxx": maxx,
+        "miny": miny,
+        "maxy": maxy,
         "lon": nan.copy(),
         "lat": nan.copy(),
     }
