@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "DatasetError",
+    "EmbeddingError",
     "InputError",
     "ModelMismatchError",
     "QueryError",
@@ -38,6 +39,10 @@ class UnsupportedRasterError(RisError, ValueError):
 
 class WeightsError(RisError, RuntimeError):
     """Model weights could not be obtained or do not fit ResNet-18."""
+
+
+class EmbeddingError(RisError, ArithmeticError):
+    """A forward pass produced non-finite fingerprints (NaN or infinity)."""
 
 
 class DatasetError(RisError, OSError):

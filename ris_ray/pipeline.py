@@ -345,7 +345,7 @@ def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) 
         )
         if todo:
             # Build the model once here so missing weights fail before Ray starts work.
-            Embedder(weights, device="cpu", precision="fp32")
+            Embedder(weights, device="cpu", precision="fp32").check(cfg.tile_size)
             say(f"weights: {weights.description}")
             started = connect(cfg.address)
             try:

@@ -166,3 +166,57 @@ def test_cpu_forward_passes_are_capped_without_changing_results() -> None:
     whole = e.embed(pixels)
     assert spy.sizes[-1] == len(pixels)
     assert np.allclose(capped, whole, atol=1e-4)
+
+
+def _nan_weights(path: Path) -> Path:
+    state = build_model(resolve_weights("random:1")).state_dict()
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in state.items()}, path)  # fmt: skip
+    return path
+
+
+def test_nan_weights_are_refused_before_any_work(tmp_path: Path, gen_dir: Path) -> None:
+    import ray
+
+    from ris_ray.config import IngestConfig
+    from ris_ray.errors import EmbeddingError
+    from ris_ray.pipeline import ingest
+
+    path = _nan_weights(tmp_path / "nan.pth")
+    emb = Embedder(str(path), precision="fp32")
+    with pytest.raises(EmbeddingError, match="not finite"):
+        emb.embed(_batch(2))  # a non-finite batch is an error, never fingerprints
+    with pytest.raises(WeightsError, match="non-finite"):
+        emb.check(64)
+    db = tmp_path / "t.lance"
+    started = ray.is_initialized()
+    with pytest.raises(WeightsError, match="nan.pth"):
+        ingest(IngestConfig(inputs=(str(gen_dir),), db=str(db), weights=str(path), progress=False))
+    assert not db.exists() and ray.is_initialized() == started  # nothing done, no Ray started
+
+
+def test_non_finite_batch_in_the_actor_fails_with_one_line(
+    ray_session: None, tmp_path: Path
+) -> None:
+    import ray
+
+    from ris_ray.pipeline import EmbedActor, _get
+    from ris_ray.store import DatasetParams
+    from ris_ray.tasks import error_text
+
+    weights = resolve_weights(str(_nan_weights(tmp_path / "nan.pth")))
+    actor = ray.remote(EmbedActor).remote(
+        weights, DatasetParams(64, 64, weights.model_id), "cpu", "fp32", 4, 1
+    )
+    n = 2
+    batch = {
+        "pixels": _batch(n), "tile_id": ["a" * 20, "b" * 20], "source": ["s.tif"] * n,
+        "row": [0, 0], "col": [0, 64], "width": [64] * n, "height": [64] * n,
+        **{c: [np.nan] * n for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
+        "valid_fraction": [1.0] * n, "thumbnail": [b""] * n,
+    }  # fmt: skip
+    result = _get(actor.embed.remote(batch, None))
+    ray.kill(actor)
+    assert isinstance(result, BaseException)
+    text = error_text(result)
+    assert "not finite" in text and "\n" not in text and "nan.pth" in text
