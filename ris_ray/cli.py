@@ -119,10 +119,16 @@ def ingest(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
+    lock_wait: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for another ingest of the same --db (0: refuse)."),
+    ] = 0.0,
 ) -> None:
     """Tile, embed and store GeoTIFFs in a Lance dataset."""
     from ris_ray.config import Device, IngestConfig, Precision, parse_bands
     from ris_ray.pipeline import ingest as run_ingest
+    from ris_ray.preflight import check_db, check_report
+    from ris_ray.uris import is_remote
 
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device {device!r}: use auto, cpu or cuda")
@@ -148,12 +154,21 @@ def ingest(
         commit_every_s=commit_every,
         gpu_wait_s=gpu_wait,
         strict=strict,
+        lock_wait_s=lock_wait,
     )
-    result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
-    if report is None and "://" not in db:
+    if report is None and not is_remote(db):
         report = Path(f"{db.rstrip('/')}.report.json")
+    check_db(db)  # before any work (pipeline.ingest checks it too)
     if report is not None:
-        report.write_text(json.dumps(result.to_dict(), indent=2))
+        check_report(report)
+    result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
+    if report is not None:
+        try:
+            report.write_text(json.dumps(result.to_dict(), indent=2))
+        except OSError as exc:
+            raise InputError(
+                f"--report {report}: cannot write ({exc.strerror or exc}); the data is committed"
+            ) from None
     if not quiet:
         _print_ingest(result)
         if report is not None:
@@ -569,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except RisError as exc:
         err.print(f"error: {exc}", markup=False)
-        code = 1
+        code = getattr(exc, "exit_code", 1)  # StorageFullError: 2, the data is intact
     sys.exit(code if isinstance(code, int) else 0)
 
 

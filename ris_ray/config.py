@@ -64,10 +64,13 @@ class IngestConfig:
     compact_fragments: int = 64
     gpu_wait_s: float = 900.0
     strict: bool = False
+    lock_wait_s: float = 0.0  # wait this long for another ingest of the same --db
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise InputError("no INPUT given: pass GeoTIFF files or directories")
+        if not self.lock_wait_s >= 0.0:
+            raise InputError(f"--lock-wait {self.lock_wait_s}: must be >= 0 seconds")
         if self.tile_size < 16:
             raise InputError(f"--tile-size {self.tile_size}: must be at least 16 pixels")
         if self.stride is not None and not (self.stride >= 1):

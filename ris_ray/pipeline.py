@@ -34,12 +34,13 @@ from typing import Any
 
 import ray
 
-from ris_ray import raylocal
+from ris_ray import preflight, raylocal
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
-from ris_ray.errors import InputError
+from ris_ray.errors import InputError, RisError
 from ris_ray.index import refresh_indices
 from ris_ray.inputs import discover
+from ris_ray.lock import dataset_lock
 from ris_ray.manifest import FileRecord, Manifest
 from ris_ray.sql import sql_in
 from ris_ray.store import (
@@ -297,6 +298,36 @@ def _under(path: str, roots: list[str]) -> bool:
 
 def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) -> IngestReport:
     """Run the ingest job described by ``cfg`` and return its report.
+
+    First, before Ray starts or a pixel is read: :func:`ris_ray.preflight.check_db`
+    (``--db`` writable) and the dataset lock (:mod:`ris_ray.lock`), held for
+    the whole run; a disk that fills up mid-run ends in
+    :class:`~ris_ray.preflight.StorageFullError` (exit 2) with the last
+    committed version intact. The rest is :func:`_ingest`.
+    """
+    preflight.check_db(cfg.db)
+    with dataset_lock(cfg.db, cfg.lock_wait_s):
+        try:
+            return _ingest(cfg, on_event=on_event)
+        except Exception as exc:
+            if isinstance(exc, RisError) or not preflight.is_disk_full(exc):
+                raise
+            raise preflight.StorageFullError(
+                f"--db {cfg.db}: no space left on the device while writing; the last "
+                f"committed version ({_last_version(cfg.db)}) is intact; free space and "
+                "re-run (only uncommitted files are redone)"
+            ) from None
+
+
+def _last_version(db: str) -> int | None:
+    try:
+        return int(open_dataset(local_path(db)).version)
+    except (RisError, OSError, ValueError):
+        return None
+
+
+def _ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) -> IngestReport:
+    """The ingest run proper (see :func:`ingest`).
 
     Incremental: files already in the dataset's manifest with the same size
     and modification time are not read again; new, changed and previously

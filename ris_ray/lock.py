@@ -1,0 +1,134 @@
+"""One writer per dataset: a lock held for a whole ingest.
+
+Two ingests into one dataset would each count a file's rows and append it
+(and two creating a new dataset race on ``Dataset already exists``). The
+lock makes the second one wait up to ``wait_s`` seconds and then refuse with
+one line naming the holder, before it reads a pixel.
+
+Local datasets: ``DB.lock`` beside the dataset directory (the dataset may
+not exist yet), locked with ``fcntl.flock``; it holds the holder's pid, host
+and start time, which a refusal quotes. The holder removes it on release
+(while still holding the lock; a waiter that locked the removed file notices
+by inode and retries). The kernel drops a flock when its holder dies,
+however it dies, so the lock of a killed process is never in the way (no
+stale lock to break by hand; its file is reused and removed by the next run).
+
+Remote datasets: :func:`dataset_lock` returns a no-op lock for now; an
+object store version would write ``DB.lock`` with a conditional put
+(``If-None-Match: *``), refresh it while held, and treat an expired one as
+stale. The :class:`DatasetLock` interface (context manager, ``holder``) is
+what callers use either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from ris_ray.errors import RisError
+from ris_ray.uris import is_remote
+
+__all__ = ["DatasetLock", "LocalLock", "LockedError", "NoLock", "dataset_lock", "lock_path"]
+
+POLL_S = 0.25
+
+
+class LockedError(RisError, BlockingIOError):
+    """Another process is writing this dataset."""
+
+
+class DatasetLock(Protocol):
+    def __enter__(self) -> DatasetLock: ...
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def lock_path(db: str) -> Path:
+    """``DB.lock`` beside a local dataset directory."""
+    return Path(f"{os.path.abspath(db).rstrip('/')}.lock")
+
+
+class LocalLock:
+    """An exclusive ``flock`` on :func:`lock_path` (see the module docstring)."""
+
+    def __init__(self, db: str, wait_s: float = 0.0) -> None:
+        self.db = db
+        self.path = lock_path(db)
+        self.wait_s = wait_s
+        self._fd: int | None = None
+
+    def holder(self) -> str:
+        """Who holds (or last held) the lock, as the lock file says."""
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return "another process"
+        return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
+
+    def __enter__(self) -> LocalLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"--db {self.db}: another ingest is writing it ({self.holder()}); "
+                        "wait for it to finish, then re-run"
+                    ) from None
+                time.sleep(POLL_S)
+                continue
+            if self._same_file(fd):
+                break
+            os.close(fd)  # the holder removed the file as we locked it: lock the new one
+        self._fd = fd
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since})
+        with contextlib.suppress(OSError):  # who holds it is a courtesy (e.g. a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
+        return self
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # still locked: nothing is left behind
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class NoLock:
+    """Remote datasets: no lock yet (see the module docstring)."""
+
+    def __enter__(self) -> NoLock:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+def dataset_lock(db: str, wait_s: float = 0.0) -> LocalLock | NoLock:
+    """The writer lock for ``db``: a :class:`LocalLock` for local paths."""
+    return NoLock() if is_remote(db) else LocalLock(db, wait_s)
