@@ -69,8 +69,6 @@ class IngestConfig:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise InputError("no INPUT given: pass GeoTIFF files or directories")
-        if not self.lock_wait_s >= 0.0:
-            raise InputError(f"--lock-wait {self.lock_wait_s}: must be >= 0 seconds")
         if self.tile_size < 16:
             raise InputError(f"--tile-size {self.tile_size}: must be at least 16 pixels")
         if self.stride is not None and not (self.stride >= 1):
@@ -79,12 +77,25 @@ class IngestConfig:
             raise InputError(f"--min-valid {self.min_valid}: must be between 0 and 1")
         if self.batch_size < 1:
             raise InputError(f"--batch-size {self.batch_size}: must be >= 1")
+        self._check_seconds()
+        if self.window_px < 1:
+            raise InputError(f"--window-px {self.window_px}: must be a positive number of pixels")
         if self.window_px < self.tile_size:
             object.__setattr__(self, "window_px", self.tile_size)
         if self.num_embedders is not None and self.num_embedders < 1:
             raise InputError(f"--embedders {self.num_embedders}: must be >= 1")
         if not 8 <= self.thumbnail_size <= 512:
             raise InputError(f"thumbnail size {self.thumbnail_size}: must be 8..512")
+
+    def _check_seconds(self) -> None:
+        """Every duration option is a number of seconds >= 0 (NaN is refused)."""
+        for option, value in (
+            ("--commit-every", self.commit_every_s),
+            ("--gpu-wait", self.gpu_wait_s),
+            ("--lock-wait", self.lock_wait_s),
+        ):
+            if not value >= 0.0:
+                raise InputError(f"{option} {value}: must be a number of seconds >= 0")
 
     @property
     def step(self) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 import rasterio
 import rasterio.warp
 import rasterio.windows
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, NotGeoreferencedWarning
 
@@ -35,6 +36,7 @@ __all__ = [
     "check_crs",
     "fmt_coords",
     "parse_bbox",
+    "parse_lonlat",
     "parse_xy",
     "ring_to_geometry",
     "source_footprints",
@@ -70,6 +72,18 @@ def parse_xy(text: str, option: str) -> tuple[float, float]:
     return x, y
 
 
+def parse_lonlat(text: str, option: str = "--lonlat") -> tuple[float, float]:
+    """``"LON,LAT"`` in degrees: :func:`parse_xy` with ``-180 <= LON <= 180`` and
+    ``-90 <= LAT <= 90`` checked."""
+    lon, lat = parse_xy(text, option)
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        raise InputError(
+            f"{option} {text!r}: longitude must be within -180..180 and latitude within "
+            "-90..90 degrees (LON,LAT order)"
+        )
+    return lon, lat
+
+
 def parse_bbox(text: str, option: str) -> tuple[float, float, float, float]:
     """``"MINX,MINY,MAXX,MAXY"`` -> four finite floats (``MINY < MAXY`` checked)."""
     try:
@@ -86,7 +100,8 @@ def parse_bbox(text: str, option: str) -> tuple[float, float, float, float]:
 def check_crs(text: str, option: str = "--crs") -> str:
     """Validate a CRS given as ``EPSG:n``, WKT or PROJ text; return it unchanged."""
     try:
-        CRS.from_user_input(text)
+        with rasterio.Env():  # GDAL's errors go to Python, not "ERROR 1:" on stderr
+            CRS.from_user_input(text)
     except CRSError:
         raise InputError(f"{option} {text!r}: not a CRS PROJ knows (use e.g. EPSG:32633)") from None
     return text
@@ -103,7 +118,12 @@ def transform_points(
         return np.zeros(0), np.zeros(0)
     if src_crs == dst_crs:
         return np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-    tx, ty = rasterio.warp.transform(src_crs, dst_crs, list(xs), list(ys))
+    try:
+        with rasterio.Env():
+            tx, ty = rasterio.warp.transform(src_crs, dst_crs, list(xs), list(ys))
+    except (CPLE_BaseError, CRSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot transform points from {src_crs} to {dst_crs} ({first})") from None
     return np.asarray(tx, np.float64), np.asarray(ty, np.float64)
 
 

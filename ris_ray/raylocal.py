@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -36,9 +37,12 @@ from typing import Any
 
 import ray
 
+from ris_ray.errors import InputError
+
 __all__ = ["LOOPBACK", "node_pids", "start", "stop"]
 
 LOOPBACK = "127.0.0.1"
+JOIN_TIMEOUT_S = 10.0
 _CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Ray warns on every start that token auth is on by default; that is what we want.
 _TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -72,7 +76,7 @@ def start(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     quiet_token.setLevel(logging.ERROR)
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
+            _join(address)
             return True
         _state = _loopback_only()
         ray.init(
@@ -86,6 +90,24 @@ def start(address: str | None = None, *, num_cpus: int | None = None) -> bool:
         quiet_token.setLevel(level)
     _state.watchdog = _start_watchdog(node_pids())
     return True
+
+
+def _join(address: str) -> None:
+    """``ray.init(address)``, with an unreachable or refusing cluster as one line."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:  # GCS HOST:PORT: fail fast
+        try:
+            socket.create_connection((host, int(port)), timeout=JOIN_TIMEOUT_S).close()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise InputError(
+                f"--address {address}: cannot reach a Ray cluster there ({reason})"
+            ) from None
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"--address {address}: cannot join that Ray cluster ({first})") from None
 
 
 def stop() -> None:

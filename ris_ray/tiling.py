@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.warp
 import rasterio.windows
 from PIL import Image
@@ -598,7 +599,11 @@ def read_patch(
         col, row, w, h = window
         win = Window(col, row, w, h)
         full = Window(0, 0, info.width, info.height)
-        if w <= 0 or h <= 0 or rasterio.windows.intersection(win, full) != win:
+        try:
+            inside = w > 0 and h > 0 and rasterio.windows.intersection(win, full) == win
+        except rasterio.errors.WindowError:  # no overlap at all
+            inside = False
+        if not inside:
             raise RasterReadError(
                 f"{path}: --window {col},{row},{w},{h} is not inside the "
                 f"{info.width}x{info.height} image"
