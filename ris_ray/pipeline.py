@@ -367,7 +367,7 @@ def _ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None)
                 report.files.append(FileReport(display_path(path), "unchanged"))
             else:
                 todo.append(path)
-        roots = [os.path.abspath(i) for i in cfg.inputs if "://" not in i]
+        roots = [os.path.realpath(i) for i in cfg.inputs if "://" not in i]  # as discover stores
         gone = sorted(p for p in known if _under(p, roots) and p not in shown)
         report.missing = gone
         say(
