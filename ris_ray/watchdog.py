@@ -22,23 +22,37 @@ import psutil
 
 __all__ = ["GRACE_S", "POLL_S", "kill_recorded", "main", "record"]
 
-POLL_S = 0.5
+POLL_S = 1.0
 GRACE_S = 2.0
 
 
-def record(roots: list[int], seen: dict[int, float]) -> None:
-    """Add ``roots`` and their live descendants to ``seen`` (pid -> create time)."""
-    for pid in roots:
+def _started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def record(roots: dict[int, float], seen: dict[int, float]) -> None:
+    """Add the live ``roots`` (pid -> create time; a reused pid is not a root)
+    and their descendants to ``seen`` (pid -> create time).
+
+    One pass over the process table (a parent map), not one per root."""
+    children: dict[int, list[psutil.Process]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        children.setdefault(p.info["ppid"], []).append(p)
+    stack = [pid for pid, created in roots.items() if _started(pid) == created]
+    family = set(stack)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child.pid not in family:
+                family.add(child.pid)
+                stack.append(child.pid)
+    for pid in family:
         try:
-            proc = psutil.Process(pid)
-            family = [proc, *proc.children(recursive=True)]
+            seen[pid] = psutil.Process(pid).create_time()
         except psutil.Error:
             continue
-        for p in family:
-            try:
-                seen[p.pid] = p.create_time()
-            except psutil.Error:
-                continue
 
 
 def kill_recorded(seen: dict[int, float]) -> None:
@@ -62,7 +76,7 @@ def kill_recorded(seen: dict[int, float]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    roots = [int(a) for a in argv]
+    roots = {pid: t for pid in map(int, argv) if (t := _started(pid)) is not None}
     seen: dict[int, float] = {}
     fd = sys.stdin.fileno()
     while True:
