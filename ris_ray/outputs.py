@@ -26,12 +26,14 @@ def check_output(path: Path | str, option: str, *, figure: bool = False) -> Path
     """``path`` if ``option`` can write a file there, else :class:`InputError`."""
     p = Path(path)
     if p.is_dir():
-        raise InputError(f"{option} {path}: is a directory; give a file name (e.g. out.png)")
+        raise InputError(f"{option} {path}: cannot write: it is a directory; give a file name")
     parent = p.parent
     if not parent.is_dir():
-        raise InputError(f"{option} {path}: directory {parent} does not exist; create it first")
+        raise InputError(
+            f"{option} {path}: cannot write: directory {parent} does not exist; create it first"
+        )
     if not os.access(parent, os.W_OK):
-        raise InputError(f"{option} {path}: directory {parent} is not writable")
+        raise InputError(f"{option} {path}: cannot write: directory {parent} is not writable")
     suffix = p.suffix.lower().lstrip(".")
     if figure and suffix and suffix not in FIGURE_FORMATS:
         raise InputError(
