@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,6 +105,7 @@ def stray_head() -> Iterator[tuple[dict[str, str], int]]:
         for p in alive:
             p.kill()
         log.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.cluster
