@@ -106,9 +106,9 @@ def bench_tiling(data: Path) -> tuple[list[Row], np.ndarray]:
         n_tiles = sum(j.n_tiles for _, j in plans)
         t0 = time.perf_counter()
         for info, j in plans:
-            batch = read_tiles(info, j, spec)
+            batch, _ = read_tiles(info, j, spec)
             if target == 2048:
-                pixels.append(batch["pixels"])
+                pixels.append(batch.pixels)
         ours = time.perf_counter() - t0
         t0 = time.perf_counter()
         for info, j in plans:
@@ -267,12 +267,11 @@ def _peak_rss_during(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
 def bench_end_to_end(
     data: Path, scales: list[int], embed_rate: float, work: Path
 ) -> tuple[list[Row], Path]:
-    import ray
-
+    from ris_ray import raylocal
     from ris_ray.config import IngestConfig
     from ris_ray.pipeline import ingest
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    raylocal.start(num_cpus=os.cpu_count())  # embedded, loopback only, like `ris ingest`
     rows: list[Row] = []
     first_db = work / "e2e-1x.lance"
     try:
@@ -299,7 +298,7 @@ def bench_end_to_end(
                 }
             )
     finally:
-        ray.shutdown()
+        raylocal.stop()
     return rows, first_db
 
 

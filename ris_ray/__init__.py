@@ -2,10 +2,14 @@
 
 The library is organised one stage per module:
 
+- :mod:`ris_ray.raster`   opening a raster (the one way)
+- :mod:`ris_ray.records`  typed records between stages (TileBatch, Failure, TileRef)
 - :mod:`ris_ray.tiling`   window/tile arithmetic and windowed raster reads
 - :mod:`ris_ray.embed`    the ResNet-18 embedder (torch only, no Ray)
-- :mod:`ris_ray.store`    the Lance schema, writer and readers
-- :mod:`ris_ray.pipeline` the Ray job that ties them together (``ingest``)
+- :mod:`ris_ray.actors`   the embedder Ray actor
+- :mod:`ris_ray.store`    the Lance schema, writer, readers and TileStore (the dataset's owner)
+- :mod:`ris_ray.scheduler` the ingest scheduler (Ray-free: what runs next, what results mean)
+- :mod:`ris_ray.pipeline` the thin Ray loop that ties them together (``ingest``)
 - :mod:`ris_ray.query`    exact k-NN search over a dataset
 - :mod:`ris_ray.filters`  prefilters for a search (sources, area, exclusions)
 - :mod:`ris_ray.geo`      places: coordinates, CRS transforms, tile outlines

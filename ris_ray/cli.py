@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ris_ray.errors import InputError, RisError
+from ris_ray.uris import is_remote
 
 try:  # typer >= 0.22 vendors its own click
     from typer._click.exceptions import UsageError
@@ -130,10 +131,6 @@ def ingest(
     from ris_ray.config import Device, IngestConfig, Precision, parse_bands
     from ris_ray.pipeline import ingest as run_ingest
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device!r}: use auto, cpu or cuda")
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
     cfg = IngestConfig(
         inputs=tuple(inputs),
         db=db,
@@ -182,7 +179,6 @@ def _report_path(db: str, report: Path | None) -> Path | None:
     """The report file (``DB.report.json`` beside a local dataset by default), with
     ``--db`` and it checked writable before any work (see :mod:`ris_ray.preflight`)."""
     from ris_ray.preflight import check_db, check_report
-    from ris_ray.uris import is_remote
 
     if report is None and not is_remote(db):
         report = Path(f"{db.rstrip('/')}.report.json")
@@ -595,6 +591,36 @@ def demo(
     out.print(
         f"query {q.query.label} -> {len(q.neighbours)} neighbours in {q.search_ms:.1f} ms; "
         f"plot: {png}\nweights used: {result.weights}"
+    )
+
+
+@app.command()
+def serve(
+    db: DbOpt,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RIS_SERVE_TOKEN",
+            show_envvar=True,
+            help="Require this token on every request (Authorization: Bearer, or ?token=).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the map and a JSON API over the dataset (read-only; Ctrl-C stops)."""
+    from ris_ray.web.server import check_bind
+    from ris_ray.web.server import serve as run_serve
+
+    check_bind(host, port, token)
+    run_serve(
+        db,
+        host=host,
+        port=port,
+        token=token,
+        announce=lambda url: err.print(f"serving {db} at {url} (API: {url}docs)", markup=False),
     )
 
 

@@ -7,17 +7,47 @@ library, so every option is checked in one place with one message style.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from ris_ray.errors import InputError
 
-__all__ = ["FINGERPRINT_DIM", "Device", "IngestConfig", "Precision", "parse_bands"]
+__all__ = [
+    "FINGERPRINT_DIM",
+    "METRICS",
+    "Device",
+    "IngestConfig",
+    "Precision",
+    "check_device",
+    "check_metric",
+    "check_precision",
+    "parse_bands",
+]
 
 #: Length of a fingerprint: ResNet-18's pooled feature size.
 FINGERPRINT_DIM = 512
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+#: Distance metrics of every search in ris_ray (exact scans, Lance, diff).
+METRICS = ("l2", "cosine")
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``--device`` that is not auto, cpu or cuda."""
+    if device not in get_args(Device):
+        raise InputError(f"--device {device!r}: use auto, cpu or cuda")
+
+
+def check_precision(precision: str) -> None:
+    """Refuse a ``--precision`` that is not auto, fp32, fp16 or bf16."""
+    if precision not in get_args(Precision):
+        raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
+
+
+def check_metric(metric: str) -> None:
+    """Refuse a metric that is not one of :data:`METRICS` (a usage error)."""
+    if metric not in METRICS:
+        raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
@@ -67,6 +97,8 @@ class IngestConfig:
     lock_wait_s: float = 0.0  # wait this long for another ingest of the same --db
 
     def __post_init__(self) -> None:
+        check_device(self.device)
+        check_precision(self.precision)
         if not self.inputs:
             raise InputError("no INPUT given: pass GeoTIFF files or directories")
         if self.tile_size < 16:

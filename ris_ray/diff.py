@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from ris_ray.config import check_metric
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import dataset_sources, match_sources
 from ris_ray.geo import transform_points
-from ris_ray.query import check_metric
+from ris_ray.records import BOUNDS_FIELDS, TILE_REF_FIELDS
 from ris_ray.sql import sql_literal
 from ris_ray.store import dataset_params, open_dataset
 
@@ -43,22 +44,8 @@ __all__ = [
     "resolve_source",
 ]
 
-_COLUMNS = [
-    "tile_id",
-    "row",
-    "col",
-    "width",
-    "height",
-    "crs",
-    "minx",
-    "miny",
-    "maxx",
-    "maxy",
-    "lon",
-    "lat",
-    "thumbnail",
-    "fingerprint",
-]
+#: A tile's location (:class:`~ris_ray.records.TileRef`; the source is known), picture, vector.
+_COLUMNS = [*(f for f in TILE_REF_FIELDS if f != "source"), "thumbnail", "fingerprint"]
 
 
 @dataclass
@@ -275,11 +262,7 @@ def diff(db: str, before: str, after: str, *, metric: str = "l2") -> DiffResult:
                 after_col=rb["col"],
                 lon=ra["lon"],
                 lat=ra["lat"],
-                crs=ra["crs"],
-                minx=ra["minx"],
-                miny=ra["miny"],
-                maxx=ra["maxx"],
-                maxy=ra["maxy"],
+                **{f: ra[f] for f in BOUNDS_FIELDS},
                 offset=float(pairs[p][2] / (2 * half)),
                 before_thumbnail=ra["thumbnail"],
                 after_thumbnail=rb["thumbnail"],

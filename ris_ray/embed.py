@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ris_ray.config import FINGERPRINT_DIM
+from ris_ray.config import FINGERPRINT_DIM, check_device, check_precision
 from ris_ray.errors import EmbeddingError, InputError, WeightsError
 
 __all__ = [
@@ -228,6 +228,7 @@ def build_model(weights: ResolvedWeights) -> nn.Module:
 
 
 def _pick_device(device: str) -> torch.device:
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -244,18 +245,16 @@ def cpu_has_fast_bf16() -> bool:
     return bool(native) and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
 
 
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
+    check_precision(precision)
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.type == "cuda":
         return torch.float16
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 class Embedder:

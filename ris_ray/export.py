@@ -21,6 +21,7 @@ from ris_ray.diff import DiffResult
 from ris_ray.errors import InputError
 from ris_ray.geo import ring_to_geometry, tile_rings
 from ris_ray.query import QueryResult
+from ris_ray.records import BOUNDS_FIELDS, TILE_REF_FIELDS
 
 __all__ = [
     "CHANGE_FIELDS",
@@ -37,23 +38,7 @@ __all__ = [
 
 CRS84 = "urn:ogc:def:crs:OGC:1.3:CRS84"
 #: Columns of ``--csv`` (and properties of each GeoJSON feature, minus the bounds).
-NEIGHBOUR_FIELDS = (
-    "rank",
-    "distance",
-    "tile_id",
-    "source",
-    "row",
-    "col",
-    "width",
-    "height",
-    "lon",
-    "lat",
-    "crs",
-    "minx",
-    "miny",
-    "maxx",
-    "maxy",
-)
+NEIGHBOUR_FIELDS = ("rank", "distance", *TILE_REF_FIELDS)
 _GEOJSON_PROPS = ("rank", "distance", "tile_id", "source", "row", "col", "lon", "lat")
 
 
@@ -136,11 +121,7 @@ CHANGE_FIELDS = (
     "lon",
     "lat",
     "offset",
-    "crs",
-    "minx",
-    "miny",
-    "maxx",
-    "maxy",
+    *BOUNDS_FIELDS,
 )
 _CHANGE_PROPS = (
     "rank",

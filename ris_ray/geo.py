@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import rasterio
 import rasterio.warp
 import rasterio.windows
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.errors import CRSError, NotGeoreferencedWarning
+from rasterio.errors import CRSError, RasterioError
 
-from ris_ray.errors import InputError, RasterReadError
+from ris_ray.errors import InputError
+from ris_ray.raster import open_raster
+from ris_ray.records import BOUNDS_FIELDS
 from ris_ray.sql import sql_in, sql_literal
 from ris_ray.uris import is_remote
 
@@ -33,6 +33,7 @@ __all__ = [
     "WGS84",
     "Ring",
     "bbox_window",
+    "bbox_window_of",
     "check_crs",
     "fmt_coords",
     "parse_bbox",
@@ -50,7 +51,7 @@ __all__ = [
 WGS84 = "EPSG:4326"
 #: A closed polygon ring of (lon, lat) pairs, counter-clockwise (RFC 7946).
 Ring = list[tuple[float, float]]
-_GEO_COLUMNS = ("crs", "minx", "miny", "maxx", "maxy")
+_GEO_COLUMNS = BOUNDS_FIELDS
 
 
 # ------------------------------------------------------------------ parsing
@@ -171,11 +172,9 @@ def _source_transform(source: str) -> tuple[float, ...] | None:
     if is_remote(source):
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(source) as src:
-                return tuple(src.transform)[:6]
-    except (OSError, rasterio.errors.RasterioError):
+        with open_raster(source) as src:
+            return tuple(src.transform)[:6]
+    except (OSError, RasterioError):
         return None
 
 
@@ -329,36 +328,32 @@ def bbox_window(
     Raises :class:`InputError` when the file has no georeferencing or the box
     is not inside the image.
     """
+    with open_raster(path) as src:
+        return bbox_window_of(src, path, bbox)
+
+
+def bbox_window_of(
+    src: Any, path: str, bbox: tuple[float, float, float, float]
+) -> tuple[tuple[int, int, int, int], tuple[float, float] | None]:
+    """:func:`bbox_window` for ``src``, the rasterio dataset of ``path``, already open."""
     minx, miny, maxx, maxy = bbox
     text = fmt_coords(bbox)
     if maxx <= minx:
         raise InputError(f"--bbox {text}: MAXX must be greater than MINX")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            src = rasterio.open(path)
-        except rasterio.RasterioIOError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RasterReadError(f"{path}: cannot open as a raster ({first})") from None
-        with src:
-            if src.crs is None or src.transform.is_identity:
-                raise InputError(
-                    f"--bbox: {path} has no georeferencing; use --window COL,ROW,WIDTH,HEIGHT"
-                )
-            win = rasterio.windows.from_bounds(minx, miny, maxx, maxy, transform=src.transform)
-            eps = 1e-6
-            c0 = math.floor(win.col_off + eps)
-            r0 = math.floor(win.row_off + eps)
-            c1 = math.ceil(win.col_off + win.width - eps)
-            r1 = math.ceil(win.row_off + win.height - eps)
-            if c0 < 0 or r0 < 0 or c1 > src.width or r1 > src.height or c1 <= c0 or r1 <= r0:
-                b = src.bounds
-                raise InputError(
-                    f"--bbox {text} is not inside {path} (bounds "
-                    f"{fmt_coords((b.left, b.bottom, b.right, b.top))} in {src.crs.to_string()})"
-                )
-            lon, lat = transform_points(
-                src.crs.to_wkt(), WGS84, [(minx + maxx) / 2], [(miny + maxy) / 2]
-            )
+    if src.crs is None or src.transform.is_identity:
+        raise InputError(f"--bbox: {path} has no georeferencing; use --window COL,ROW,WIDTH,HEIGHT")
+    win = rasterio.windows.from_bounds(minx, miny, maxx, maxy, transform=src.transform)
+    eps = 1e-6
+    c0 = math.floor(win.col_off + eps)
+    r0 = math.floor(win.row_off + eps)
+    c1 = math.ceil(win.col_off + win.width - eps)
+    r1 = math.ceil(win.row_off + win.height - eps)
+    if c0 < 0 or r0 < 0 or c1 > src.width or r1 > src.height or c1 <= c0 or r1 <= r0:
+        b = src.bounds
+        raise InputError(
+            f"--bbox {text} is not inside {path} (bounds "
+            f"{fmt_coords((b.left, b.bottom, b.right, b.top))} in {src.crs.to_string()})"
+        )
+    lon, lat = transform_points(src.crs.to_wkt(), WGS84, [(minx + maxx) / 2], [(miny + maxy) / 2])
     centre = (float(lon[0]), float(lat[0]))
     return (c0, r0, c1 - c0, r1 - r0), centre

@@ -14,8 +14,10 @@ import math
 import time
 from typing import Any
 
+from ris_ray.config import FINGERPRINT_DIM, check_metric
 from ris_ray.errors import InputError
-from ris_ray.store import local_path, open_dataset
+from ris_ray.store import TileStore, open_dataset
+from ris_ray.uris import local_path
 
 __all__ = [
     "ANN_NPROBES",
@@ -53,15 +55,21 @@ def build_index(
     Defaults: ``partitions = sqrt(rows)`` (Lance's rule of thumb, at least 1,
     at most 4096) and 64 sub-vectors of 8 dimensions each (64 bytes per tile).
     """
-    if metric not in ("l2", "cosine"):
-        raise InputError(f"--metric {metric!r}: use l2 or cosine")
-    ds = open_dataset(local_path(db))
+    check_metric(metric)
+    open_dataset(local_path(db))  # a missing or foreign dataset fails before the lock
+    with TileStore.for_writing(db):  # one writer at a time (see ris_ray.lock)
+        return _build(db, open_dataset(local_path(db)), metric, partitions, sub_vectors)
+
+
+def _build(
+    db: str, ds: Any, metric: str, partitions: int | None, sub_vectors: int
+) -> dict[str, Any]:
     rows = ds.count_rows()
     if rows < 256:
         raise InputError(f"{db}: {rows} rows is too few for an index; exact search is fast")
     parts = partitions or min(4096, max(1, round(math.sqrt(rows))))
-    if 512 % sub_vectors:
-        raise InputError(f"--sub-vectors {sub_vectors}: must divide 512")
+    if FINGERPRINT_DIM % sub_vectors:
+        raise InputError(f"--sub-vectors {sub_vectors}: must divide {FINGERPRINT_DIM}")
     t0 = time.perf_counter()
     ds.create_index(
         "fingerprint",
@@ -83,8 +91,4 @@ def build_index(
 
 def refresh_indices(db: str) -> bool:
     """Fold rows added since the last build into the dataset's indexes, if any."""
-    ds = open_dataset(local_path(db))
-    if not ds.describe_indices():
-        return False
-    ds.optimize.optimize_indices()
-    return True
+    return TileStore(db).refresh_indices()

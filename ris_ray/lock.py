@@ -1,9 +1,12 @@
-"""One writer per dataset: a lock held for a whole ingest.
+"""One writer per dataset: a lock held for a whole ingest, compaction or index build.
 
 Two ingests into one dataset would each count a file's rows and append it
 (and two creating a new dataset race on ``Dataset already exists``). The
-lock makes the second one wait up to ``wait_s`` seconds and then refuse with
-one line naming the holder, before it reads a pixel.
+lock makes the second writer wait up to ``wait_s`` seconds and then refuse
+with one line naming the holder, before it reads a pixel.
+:meth:`ris_ray.store.TileStore.for_writing` takes it (ingest via
+``TileStore.for_ingest``, ``ris compact``, ``ris index``) and
+``TileStore.close`` releases it; readers (queries, ``ris serve``) never do.
 
 Local datasets: ``DB.lock`` beside the dataset directory (the dataset may
 not exist yet), locked with ``fcntl.flock``; it holds the holder's pid, host
@@ -85,8 +88,8 @@ class LocalLock:
                 os.close(fd)
                 if time.monotonic() >= deadline:
                     raise LockedError(
-                        f"--db {self.db}: another ingest is writing it ({self.holder()}); "
-                        "wait for it to finish, then re-run"
+                        f"--db {self.db}: another ris ingest, compact or index is writing it "
+                        f"({self.holder()}); wait for it to finish, then re-run"
                     ) from None
                 time.sleep(POLL_S)
                 continue

@@ -22,6 +22,7 @@ import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -117,6 +118,12 @@ class Manifest:
         ds = self._dataset()
         if ds is not None and paths:
             ds.delete(sql_in("path", paths))
+
+    def cleanup(self, older_than: timedelta) -> None:
+        """Remove manifest versions older than ``older_than``."""
+        ds = self._dataset()
+        if ds is not None:
+            ds.cleanup_old_versions(older_than=older_than)
 
     def compact(self) -> None:
         ds = self._dataset()

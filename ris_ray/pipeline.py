@@ -2,24 +2,24 @@
 
 Streaming design on Ray core, bounded at every stage:
 
-1. ``probe_task`` (CPU task per file) reads the header and, for non-uint8
-   data, a decimated sample for the stretch. The driver plans windows
-   (:func:`ris_ray.tiling.plan_windows`).
+1. ``probe_task`` (CPU task per file, :mod:`ris_ray.tasks`) reads the header
+   and, for non-uint8 data, a decimated sample for the stretch.
 2. ``tile_task`` (CPU task per window) opens the file itself, reads only its
-   window and cuts tiles. At most ``max_tasks_in_flight`` windows are read or
-   waiting for an embedder at any time (backpressure: memory does not grow
-   with input size).
-3. ``EmbedActor`` (one per GPU, ``num_gpus=1``; one CPU actor without GPUs)
-   holds an :class:`~ris_ray.embed.Embedder` and turns a tile batch into an
-   Arrow table. Pixel batches go from tiling task to actor through the object
-   store; the driver only sees small tables of fingerprints.
-4. The driver's :class:`~ris_ray.store.TileWriter` writes fragments as
-   results arrive and commits whole files in one Lance transaction every
+   window and cuts tiles into a :class:`~ris_ray.records.TileBatch`.
+3. :class:`~ris_ray.actors.EmbedActor` (one per GPU, ``num_gpus=1``; one CPU
+   actor without GPUs) turns a batch into an Arrow table. Pixel batches go
+   from tiling task to actor through the object store; the driver only sees
+   small tables of fingerprints.
+4. The :class:`~ris_ray.store.TileStore` stages tables as they arrive and
+   commits whole files, with their manifest records, every
    ``commit_every_s`` seconds and at the end.
 
-Failures are per window: a window that cannot be read marks its file failed
-(with the reason) and the run goes on. Ray retries tasks and restarts actors
-on worker crashes (``max_retries`` / ``max_restarts``).
+What runs next, and what each result means, is the Ray-free
+:class:`~ris_ray.scheduler.Scheduler` (planning, backpressure, per-file
+state); this module is the thin Ray loop around it: submit the work it asks
+for, ``ray.wait``, feed each outcome back as one event. Failures are per
+window and come back as :class:`~ris_ray.records.Failure` values; Ray retries
+tasks and restarts actors on worker crashes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,24 +34,19 @@ from typing import Any
 import ray
 
 from ris_ray import preflight, raylocal
+from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
 from ris_ray.errors import InputError, RisError
-from ris_ray.index import refresh_indices
 from ris_ray.inputs import discover
-from ris_ray.lock import dataset_lock
-from ris_ray.manifest import FileRecord, Manifest
-from ris_ray.sql import sql_in
-from ris_ray.store import (
-    DatasetParams,
-    TileWriter,
-    lance_dataset,
-    local_path,
-    open_dataset,
-    to_table,
-)
+from ris_ray.manifest import FileRecord
+from ris_ray.raster import display_path
+from ris_ray.records import Failure
+from ris_ray.scheduler import Embed, FileReport, Probe, Scheduler, Tile, Work
+from ris_ray.store import DatasetParams, TileStore
 from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
-from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, display_path, plan_windows
+from ris_ray.tiling import TileSpec
+from ris_ray.uris import is_remote
 
 __all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest", "maybe_compact"]
 
@@ -64,21 +58,6 @@ EMBED_INFLIGHT_PER_ACTOR = 2
 
 
 # ---------------------------------------------------------------- reports
-
-
-@dataclass
-class FileReport:
-    """What happened to one input file."""
-
-    path: str
-    status: str = "pending"  # ok | skipped | failed | unchanged
-    tiles_planned: int = 0
-    tiles_written: int = 0
-    tiles_low_valid: int = 0
-    tiles_empty: int = 0  # under absent blocks of a sparse TIFF: never read
-    windows: int = 0
-    windows_failed: int = 0
-    reason: str | None = None
 
 
 @dataclass
@@ -139,31 +118,6 @@ class IngestReport:
 
 
 # ---------------------------------------------------------------- Ray parts
-
-
-class EmbedActor:
-    """A Ray actor holding one :class:`Embedder`; returns Arrow tables in the store schema."""
-
-    def __init__(
-        self,
-        weights: ResolvedWeights,
-        params: DatasetParams,
-        device: str,
-        precision: str,
-        batch_size: int,
-        threads: int,
-    ) -> None:
-        self.embedder = Embedder(
-            weights, device=device, precision=precision, batch_size=batch_size, num_threads=threads
-        )
-        self.params = params
-
-    def device(self) -> str:
-        return f"{self.embedder.device} {str(self.embedder.dtype).removeprefix('torch.')}"
-
-    def embed(self, batch: dict[str, Any], crs: str | None) -> Any:
-        batch["fingerprint"] = self.embedder.embed(batch.pop("pixels"))
-        return to_table(batch, self.params, crs)
 
 
 def connect(address: str | None = None) -> bool:
@@ -283,7 +237,7 @@ class _Progress:
 
 def _stat(path: str) -> tuple[int, int] | None:
     """``(size, mtime_ns)`` of a local file, ``None`` for remote or unreadable paths."""
-    if "://" in path or path.startswith("/vsi"):
+    if is_remote(path):
         return None
     try:
         st = os.stat(path)
@@ -296,32 +250,36 @@ def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
+Ident = tuple[int, int] | None
+
+
 def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) -> IngestReport:
     """Run the ingest job described by ``cfg`` and return its report.
 
     First, before Ray starts or a pixel is read: :func:`ris_ray.preflight.check_db`
-    (``--db`` writable) and the dataset lock (:mod:`ris_ray.lock`), held for
-    the whole run; a disk that fills up mid-run ends in
-    :class:`~ris_ray.preflight.StorageFullError` (exit 2) with the last
-    committed version intact. The rest is :func:`_ingest`.
+    (``--db`` writable); then :func:`_ingest`, whose
+    :meth:`~ris_ray.store.TileStore.for_ingest` takes the dataset's writer lock
+    (:mod:`ris_ray.lock`, waiting up to ``cfg.lock_wait_s``) before it looks at
+    the dataset and holds it until the store is closed. A disk that fills up
+    mid-run ends in :class:`~ris_ray.preflight.StorageFullError` (exit 2) with
+    the last committed version intact.
     """
     preflight.check_db(cfg.db)
-    with dataset_lock(cfg.db, cfg.lock_wait_s):
-        try:
-            return _ingest(cfg, on_event=on_event)
-        except Exception as exc:
-            if isinstance(exc, RisError) or not preflight.is_disk_full(exc):
-                raise
-            raise preflight.StorageFullError(
-                f"--db {cfg.db}: no space left on the device while writing; the last "
-                f"committed version ({_last_version(cfg.db)}) is intact; free space and "
-                "re-run (only uncommitted files are redone)"
-            ) from None
+    try:
+        return _ingest(cfg, on_event=on_event)
+    except Exception as exc:
+        if isinstance(exc, RisError) or not preflight.is_disk_full(exc):
+            raise
+        raise preflight.StorageFullError(
+            f"--db {cfg.db}: no space left on the device while writing; the last "
+            f"committed version ({_last_version(cfg.db)}) is intact; free space and "
+            "re-run (only uncommitted files are redone)"
+        ) from None
 
 
 def _last_version(db: str) -> int | None:
     try:
-        return int(open_dataset(local_path(db)).version)
+        return TileStore(db).version
     except (RisError, OSError, ValueError):
         return None
 
@@ -345,70 +303,211 @@ def _ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None)
     paths = discover(cfg.inputs)
     weights = resolve_weights(cfg.weights)
     params = DatasetParams(cfg.tile_size, cfg.step, weights.model_id)
-    db = local_path(cfg.db)
-    writer = TileWriter(db, params, rebuild=cfg.rebuild)  # checks compatibility first
+    store = TileStore.for_ingest(  # the writer lock, then the params check
+        cfg.db, params, rebuild=cfg.rebuild, lock_wait_s=cfg.lock_wait_s
+    )
     try:
-        manifest = Manifest(db)
-        known = {} if cfg.rebuild else manifest.load()
         report = IngestReport(
-            db=db, model=weights.model_id, weights=weights.description, device="-"
+            db=store.uri, model=weights.model_id, weights=weights.description, device="-"
         )
-        todo: list[str] = []
-        shown = {display_path(p) for p in paths}
-        for path in paths:
-            ident = _stat(path)
-            rec = known.get(display_path(path))
-            if (
-                rec is not None
-                and ident is not None
-                and rec.status != "failed"
-                and rec.same_file(*ident)
-            ):
-                report.files.append(FileReport(display_path(path), "unchanged"))
-            else:
-                todo.append(path)
-        roots = [os.path.realpath(i) for i in cfg.inputs if "://" not in i]  # as discover stores
-        gone = sorted(p for p in known if _under(p, roots) and p not in shown)
-        report.missing = gone
-        say(
-            f"{len(todo)} new or changed files, {len(paths) - len(todo)} unchanged"
-            + (f", {len(gone)} gone" if gone else "")
-        )
+        idents = {p: _stat(p) for p in paths}  # the one stat of each file this run
+        todo = _changed(cfg, paths, idents, store, report, say)
         if todo:
             # Build the model once here so missing weights fail before Ray starts work.
             Embedder(weights, device="cpu", precision="fp32").check(cfg.tile_size)
             say(f"weights: {weights.description}")
             started = connect(cfg.address)
             try:
-                _run(cfg, todo, weights, params, writer, manifest, report, say, t0)
+                _run(cfg, todo, idents, weights, params, store, report, say, t0)
             finally:
                 if started:
                     disconnect()
-        if cfg.prune and gone:
-            report.pruned_tiles = _prune(db, manifest, gone)
-            report.pruned_files = len(gone)
-            say(f"pruned {len(gone)} files that no longer exist")
-        if report.commits and cfg.compact_fragments:
-            maybe_compact(db, cfg.compact_fragments)
-        if report.commits or report.pruned_files:
-            refresh_indices(db)
-        report.version = open_dataset(db).version if writer.version is not None else None
+        _maintain(cfg, store, report, say)
+        report.version = store.version
     finally:
-        writer.close()
+        store.close()
     report.wall_s = time.monotonic() - t0
     return report
 
 
-def _prune(db: str, manifest: Manifest, gone: list[str]) -> int:
-    """Delete the tiles and manifest rows of files that no longer exist."""
-    ds = open_dataset(db)
-    before = ds.count_rows()
-    ds.delete(sql_in("source", gone))
-    manifest.delete(gone)
-    return int(before - lance_dataset(db).count_rows())
+def _changed(
+    cfg: IngestConfig,
+    paths: list[str],
+    idents: dict[str, Ident],
+    store: TileStore,
+    report: IngestReport,
+    say: Callable[[str], None],
+) -> list[str]:
+    """The files to read (new, changed or failed before); unchanged ones go in
+    the report, and manifest files under the inputs that are gone in ``report.missing``."""
+    known = store.known_files()
+    todo: list[str] = []
+    for path in paths:
+        ident = idents[path]
+        rec = known.get(display_path(path))
+        if (
+            rec is not None
+            and ident is not None
+            and rec.status != "failed"
+            and rec.same_file(*ident)
+        ):
+            report.files.append(FileReport(display_path(path), "unchanged"))
+        else:
+            todo.append(path)
+    shown = {display_path(p) for p in paths}
+    roots = [os.path.realpath(i) for i in cfg.inputs if not is_remote(i)]  # as discover stores
+    report.missing = sorted(p for p in known if _under(p, roots) and p not in shown)
+    gone = report.missing
+    say(
+        f"{len(todo)} new or changed files, {len(paths) - len(todo)} unchanged"
+        + (f", {len(gone)} gone" if gone else "")
+    )
+    return todo
 
 
-def _record(f: FileReport, version: int | None, ident: tuple[int, int] | None) -> FileRecord:
+def _maintain(
+    cfg: IngestConfig, store: TileStore, report: IngestReport, say: Callable[[str], None]
+) -> None:
+    """After the run: prune files that are gone, compact, refresh indices."""
+    gone = report.missing
+    if cfg.prune and gone:
+        report.pruned_tiles = store.prune(gone)
+        report.pruned_files = len(gone)
+        say(f"pruned {len(gone)} files that no longer exist")
+    if report.commits and cfg.compact_fragments:
+        store.compact(above=cfg.compact_fragments)
+    if report.commits or report.pruned_files:
+        store.refresh_indices()
+
+
+def _run(
+    cfg: IngestConfig,
+    paths: list[str],
+    idents: dict[str, Ident],
+    weights: ResolvedWeights,
+    params: DatasetParams,
+    store: TileStore,
+    report: IngestReport,
+    say: Callable[[str], None],
+    t0: float,
+) -> None:
+    """Read, embed and store ``paths`` on Ray (connected)."""
+    spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id, cfg.thumbnail_size)
+    actors = _make_actors(cfg, weights, params, say)
+    report.device = ray.get(actors[0].device.remote())
+    report.ray_gcs_address = ray.get_runtime_context().gcs_address
+    say(f"embedders: {len(actors)} x {report.device}; files to read: {len(paths)}")
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    sched = Scheduler(
+        paths,
+        spec,
+        min_valid=cfg.min_valid,
+        window_px=cfg.window_px,
+        max_inflight=cfg.max_tasks_in_flight or max(4, 2 * cpus + 2 * len(actors)),
+        n_embedders=len(actors),
+        embed_slots=EMBED_INFLIGHT_PER_ACTOR,
+    )
+    report.files.extend(sched.reports)
+    real = {display_path(p): p for p in paths}
+
+    def record(shown: str, version: int | None) -> FileRecord:
+        return _record(sched.files[real[shown]].report, version, idents[real[shown]])
+
+    loop = _RayLoop(cfg, sched, actors, spec, store, record)
+    progress = _Progress(cfg.progress, len(paths))
+    try:
+        loop.run(progress, t0)
+        if cfg.strict and any(f.status == "failed" for f in sched.reports):
+            report.committed = False  # --strict: a failed file means nothing is published
+        elif store.rebuild:
+            store.commit_rebuild(record, [display_path(p) for p in paths])
+        else:
+            loop.publish()
+    finally:
+        progress.stop()
+        for actor in actors:
+            ray.kill(actor)
+    report.commits = store.commits
+    report.steady_tiles_per_s = loop.steady.rate
+
+
+class _RayLoop:
+    """Submit what the scheduler asks for, ``ray.wait``, feed each outcome back."""
+
+    def __init__(
+        self,
+        cfg: IngestConfig,
+        sched: Scheduler,
+        actors: list[Any],
+        spec: TileSpec,
+        store: TileStore,
+        record: Callable[[str, int | None], FileRecord],
+    ) -> None:
+        self.cfg, self.sched, self.actors, self.spec = cfg, sched, actors, spec
+        self.store, self.record = store, record
+        self.refs: dict[Any, Work] = {}
+        self.batches: dict[int, Any] = {}  # tile ticket -> batch ref
+        self.unstaged: list[str] = []  # settled files with nothing to publish
+        self.last_commit = time.monotonic()
+        self.steady = _SteadyRate()
+
+    def run(self, progress: _Progress, t0: float) -> None:
+        sched = self.sched
+        while not sched.done:
+            for work in sched.next_work():
+                self.refs[self._submit(work)] = work
+            ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self._feed(self.refs.pop(ref), _outcome(ref))
+            self._stage()
+            progress.update(sched.tiles_done, sched.tiles_planned, sched.files_done, t0)
+            if self._commit_due():
+                self.publish()
+
+    def _submit(self, work: Work) -> Any:
+        if isinstance(work, Probe):
+            return probe_task.remote(work.path, self.cfg.bands)
+        if isinstance(work, Tile):
+            stats_ref, batch_ref = tile_task.remote(work.info, work.job, self.spec)
+            self.batches[work.ticket] = batch_ref
+            return stats_ref
+        return self.actors[work.actor].embed.remote(work.batch)
+
+    def _feed(self, work: Work, value: Any) -> None:
+        batch = self.batches.pop(work.ticket, None)
+        if isinstance(value, Failure):
+            self.sched.failed(work.ticket, value)
+        elif isinstance(work, Probe):
+            self.sched.probed(work.ticket, value)
+        elif isinstance(work, Tile):
+            self.sched.tiled(work.ticket, value, batch)
+        else:
+            assert isinstance(work, Embed)
+            self.store.add(display_path(work.path), value)
+            self.steady.mark(value.num_rows)
+            self.sched.embedded(work.ticket, value.num_rows)
+
+    def _stage(self) -> None:
+        for settled in self.sched.take_settled():
+            if settled.staged:
+                self.store.finish(display_path(settled.path))
+            else:
+                self.unstaged.append(display_path(settled.path))  # keep earlier tiles
+
+    def _commit_due(self) -> bool:
+        return (
+            not (self.cfg.strict or self.store.rebuild)
+            and bool(self.store.pending or self.unstaged)
+            and time.monotonic() - self.last_commit >= self.cfg.commit_every_s
+        )
+
+    def publish(self) -> None:
+        self.store.commit(self.record, self.unstaged)
+        self.unstaged = []
+        self.last_commit = time.monotonic()
+
+
+def _record(f: FileReport, version: int | None, ident: Ident) -> FileRecord:
     size, mtime = ident or (-1, -1)
     return FileRecord(
         path=f.path,
@@ -420,184 +519,6 @@ def _record(f: FileReport, version: int | None, ident: tuple[int, int] | None) -
         reason=f.reason,
         dataset_version=version,
     )
-
-
-def _run(
-    cfg: IngestConfig,
-    paths: list[str],
-    weights: ResolvedWeights,
-    params: DatasetParams,
-    writer: TileWriter,
-    manifest: Manifest,
-    report: IngestReport,
-    say: Callable[[str], None],
-    t0: float,
-) -> None:
-    spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id, cfg.thumbnail_size)
-    actors = _make_actors(cfg, weights, params, say)
-    report.device = ray.get(actors[0].device.remote())
-    report.ray_gcs_address = ray.get_runtime_context().gcs_address
-    say(f"embedders: {len(actors)} x {report.device}; files to read: {len(paths)}")
-    files = {p: FileReport(display_path(p)) for p in paths}  # real path -> report
-    report.files.extend(files.values())
-    real = {f.path: p for p, f in files.items()}  # stored (display) path -> real path
-    idents = {p: _stat(p) for p in paths}
-    infos: dict[str, RasterInfo] = {}
-    outstanding: dict[str, int] = {}  # windows not yet fully handled, per file
-    unstaged: list[str] = []  # settled files with nothing to publish (probe failures)
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    max_inflight = cfg.max_tasks_in_flight or max(4, 2 * cpus + 2 * len(actors))
-
-    probes = {probe_task.remote(p, cfg.bands): p for p in paths}
-    window_args = (spec.tile, spec.stride)
-    windows: deque[tuple[str, WindowJob]] = deque()
-    tiling: dict[Any, tuple[str, Any]] = {}  # stats ref -> (path, batch ref)
-    to_embed: deque[tuple[str, Any, int]] = deque()  # (path, batch ref, n tiles)
-    embedding: dict[Any, tuple[str, Any, int, int]] = {}  # table ref -> (path, batch, n, actor)
-    load = [0] * len(actors)
-    planned = done_tiles = files_done = 0
-    last_commit = time.monotonic()
-    progress = _Progress(cfg.progress, len(paths))
-    steady = _SteadyRate()
-
-    def publish() -> None:
-        nonlocal last_commit
-        version, sources = writer.commit()
-        version = version if version is not None else writer.version
-        done = [*(real[s] for s in sources), *unstaged]
-        unstaged.clear()
-        if not writer.rebuild:
-            manifest.upsert(_record(files[p], version, idents[p]) for p in done)
-        last_commit = time.monotonic()
-
-    def settle(path: str) -> None:
-        nonlocal files_done
-        outstanding[path] -= 1
-        if outstanding[path]:
-            return
-        f = files[path]
-        files_done += 1
-        if f.windows_failed:
-            f.status = "failed"
-        elif f.tiles_written == 0:
-            f.status = "skipped"
-            f.reason = f.reason or (
-                f"no valid tiles: {f.tiles_low_valid} below --min-valid {cfg.min_valid}"
-                + (f", {f.tiles_empty} in absent blocks" if f.tiles_empty else "")
-            )
-        else:
-            f.status = "ok"
-        writer.finish(files[path].path)
-
-    try:
-        while probes or windows or tiling or to_embed or embedding:
-            # Feed tiling tasks while the pipeline has room (backpressure).
-            while windows and len(tiling) + len(to_embed) + len(embedding) < max_inflight:
-                path, job = windows.popleft()
-                stats_ref, batch_ref = tile_task.remote(infos[path], job, spec)
-                tiling[stats_ref] = (path, batch_ref)
-            # Hand tile batches to the least-loaded embedder with a free slot.
-            while to_embed and min(load) < EMBED_INFLIGHT_PER_ACTOR:
-                path, batch_ref, n = to_embed.popleft()
-                a = load.index(min(load))
-                ref = actors[a].embed.remote(batch_ref, infos[path].crs)
-                embedding[ref] = (path, batch_ref, n, a)
-                load[a] += 1
-
-            waiting = [*probes, *tiling, *embedding]
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
-            for ref in ready:
-                if ref in probes:
-                    path = probes.pop(ref)
-                    result = _get(ref)
-                    f = files[path]
-                    if isinstance(result, (str, BaseException)):
-                        f.status = "failed"
-                        f.reason = result if isinstance(result, str) else error_text(result)
-                        files_done += 1
-                        unstaged.append(path)  # keep any tiles an earlier run stored
-                        continue
-                    infos[path] = result
-                    jobs = plan_windows(
-                        result.width,
-                        result.height,
-                        spec.tile,
-                        spec.stride,
-                        block_shape=result.block_shape,
-                        target_px=cfg.window_px,
-                    )
-                    f.tiles_planned = sum(j.n_tiles for j in jobs)
-                    readable = [j for j in jobs if result.window_has_data(j.window(*window_args))]
-                    f.tiles_empty = f.tiles_planned - sum(j.n_tiles for j in readable)
-                    jobs = readable
-                    f.windows = len(jobs)
-                    planned += f.tiles_planned - f.tiles_empty
-                    if not jobs:
-                        f.status = "skipped"
-                        f.reason = (
-                            f"{result.width}x{result.height} is smaller than one "
-                            f"{spec.tile}x{spec.tile} tile"
-                            if not f.tiles_planned
-                            else f"all {f.tiles_planned} tiles lie in absent (sparse) blocks"
-                        )
-                        files_done += 1
-                        writer.finish(f.path)  # drops tiles of an earlier, larger version
-                        continue
-                    outstanding[path] = len(jobs)
-                    windows.extend((path, j) for j in jobs)
-                elif ref in tiling:
-                    path, batch_ref = tiling.pop(ref)
-                    stats = _get(ref)
-                    f = files[path]
-                    if isinstance(stats, BaseException):
-                        stats = {"error": f"{path}: {error_text(stats)}", "n_tiles": 0}
-                    f.tiles_low_valid += int(stats.get("n_low_valid", 0))
-                    if "error" in stats:
-                        f.windows_failed += 1
-                        f.reason = (
-                            stats["error"]
-                            if f.windows_failed == 1
-                            else f"{f.windows_failed} windows failed; first: {f.reason}"
-                        )
-                        settle(path)
-                    elif stats["n_tiles"]:
-                        to_embed.append((path, batch_ref, stats["n_tiles"]))
-                    else:
-                        settle(path)
-                else:
-                    path, batch_ref, n, a = embedding.pop(ref)
-                    load[a] -= 1
-                    table = _get(ref)
-                    if isinstance(table, BaseException):
-                        f = files[path]
-                        f.windows_failed += 1
-                        f.reason = f"{path}: embedding failed ({error_text(table)})"
-                    else:
-                        writer.add(files[path].path, table)
-                        files[path].tiles_written += table.num_rows
-                        done_tiles += table.num_rows
-                        steady.mark(table.num_rows)
-                    settle(path)
-            progress.update(done_tiles, planned, files_done, t0)
-            if (
-                not (cfg.strict or writer.rebuild)
-                and (writer.pending_sources or unstaged)
-                and time.monotonic() - last_commit >= cfg.commit_every_s
-            ):
-                publish()
-        if cfg.strict and any(f.status == "failed" for f in files.values()):
-            report.committed = False  # --strict: a failed file means nothing is published
-        elif writer.rebuild:
-            version, _ = writer.finalize()
-            manifest.replace_all(_record(files[p], version, idents[p]) for p in paths)
-        else:
-            publish()
-    finally:
-        progress.stop()
-        for actor in actors:
-            ray.kill(actor)
-    report.commits = writer.commits
-    report.steady_tiles_per_s = steady.rate
 
 
 class _SteadyRate:
@@ -626,16 +547,12 @@ class _SteadyRate:
 def maybe_compact(db: str, max_fragments: int) -> bool:
     """Compact the dataset (and its manifest) when it has more than ``max_fragments``
     fragments. Returns True when it compacted."""
-    ds = lance_dataset(db)
-    if len(ds.get_fragments()) <= max_fragments:
-        return False
-    ds.optimize.compact_files()
-    Manifest(db).compact()
-    return True
+    stats = TileStore(db).compact(above=max_fragments)
+    return stats["fragments_before"] > max_fragments
 
 
-def _get(ref: Any) -> Any:
-    """``ray.get`` that returns task errors instead of raising them."""
+def _outcome(ref: Any) -> Any:
+    """``ray.get``, with task and actor crashes returned as a :class:`Failure`."""
     try:
         return ray.get(ref)
     except (
@@ -644,4 +561,4 @@ def _get(ref: Any) -> Any:
         ray.exceptions.WorkerCrashedError,
         ray.exceptions.ObjectLostError,
     ) as exc:
-        return exc
+        return Failure(error_text(exc), kind="crash")

@@ -36,41 +36,43 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 
+from ris_ray.config import METRICS, check_metric
 from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import SearchFilter, check_tile_id
-from ris_ray.geo import WGS84, bbox_window, check_crs, fmt_coords, tiles_at
-from ris_ray.scan import METRICS
+from ris_ray.geo import WGS84, check_crs, fmt_coords, tiles_at
+from ris_ray.records import TILE_REF_FIELDS, TileRef
 from ris_ray.sql import sql_in
 from ris_ray.store import dataset_params, open_dataset
-from ris_ray.tiling import read_patch
+from ris_ray.tiling import read_crop
+from ris_ray.uris import is_remote
 
 __all__ = [
     "DEFAULT_ALPHA",
     "METRICS",
+    "RESULT_COLUMNS",
     "Neighbour",
+    "QueryBackend",
     "QueryMember",
     "QueryResult",
     "QueryTile",
     "check_metric",
+    "check_search",
+    "neighbour",
     "query",
     "search",
 ]
 
 
-def check_metric(metric: str) -> None:
-    """Refuse a metric that is not one of :data:`METRICS` (a usage error)."""
-    if metric not in METRICS:
-        raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
-
-
 #: Weight of the negatives' mean in ``mean(pos) - alpha * mean(neg)``.
 DEFAULT_ALPHA = 0.5
-_GEO = ["width", "height", "crs", "minx", "miny", "maxx", "maxy"]
-_RESULT_COLUMNS = ["tile_id", "source", "row", "col", "lon", "lat", *_GEO, "thumbnail"]
+_RESULT_COLUMNS = [*TILE_REF_FIELDS, "thumbnail"]
+#: Columns a result row carries (a :class:`QueryBackend` returns them, plus ``fingerprint``).
+RESULT_COLUMNS = tuple(_RESULT_COLUMNS)
 
 
 @dataclass
@@ -109,24 +111,14 @@ class QueryTile:
     alpha: float | None = None
 
 
-@dataclass
-class Neighbour:
+@dataclass(kw_only=True)
+class Neighbour(TileRef):
+    """One search result: a stored tile (:class:`~ris_ray.records.TileRef`), its
+    rank and distance to the query vector."""
+
     rank: int
     distance: float
-    tile_id: str
-    source: str
-    row: int
-    col: int
-    lon: float | None
-    lat: float | None
     thumbnail: bytes | None = field(default=None, repr=False)
-    width: int | None = None
-    height: int | None = None
-    crs: str | None = None
-    minx: float | None = None
-    miny: float | None = None
-    maxx: float | None = None
-    maxy: float | None = None
 
 
 @dataclass
@@ -181,12 +173,49 @@ def _part(row: dict[str, Any], role: str, label: str | None = None) -> _Part:
     return _Part(np.asarray(row["fingerprint"], np.float32), member, row["thumbnail"])
 
 
-def _stored(ds: Any, tile_ids: Sequence[str], role: str, option: str) -> list[_Part]:
+class QueryBackend(Protocol):
+    """Where :func:`query` reads stored tiles and ranks rows. Without one,
+    :func:`query` opens ``db`` and asks Lance for both; a long-lived process
+    (``ris serve``) passes one that keeps vectors and metadata in memory."""
+
+    @property
+    def ds(self) -> Any:
+        """The open Lance dataset (parameters, places, random tiles, filters)."""
+
+    def stored(self, tile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Rows (:data:`RESULT_COLUMNS` and ``fingerprint``) of the ids that exist, by id."""
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        metric: str,
+        exclude: Sequence[str],
+        *,
+        filters: SearchFilter,
+        where: str | None,
+        max_distance: float | None,
+        exact: bool,
+    ) -> tuple[list[Neighbour], float]:
+        """What :func:`search` returns, for ``filters`` (``where`` is their SQL)."""
+
+
+def _stored(
+    ds: Any,
+    tile_ids: Sequence[str],
+    role: str,
+    option: str,
+    backend: QueryBackend | None = None,
+) -> list[_Part]:
     if not tile_ids:
         return []
     ids = [check_tile_id(t, option) for t in tile_ids]
-    table = ds.to_table(columns=[*_RESULT_COLUMNS, "fingerprint"], filter=sql_in("tile_id", ids))
-    rows = {r["tile_id"]: r for r in table.to_pylist()}
+    if backend is not None:
+        rows = backend.stored(ids)
+    else:
+        cols = [*_RESULT_COLUMNS, "fingerprint"]
+        table = ds.to_table(columns=cols, filter=sql_in("tile_id", ids))
+        rows = {r["tile_id"]: r for r in table.to_pylist()}
     missing = [t for t in ids if t not in rows]
     if missing:
         raise QueryError(f"{option}: tile id {', '.join(missing)} is not in {ds.uri}")
@@ -202,7 +231,9 @@ def _random(ds: Any, seed: int | None) -> _Part:
     return _part(row, "positive")
 
 
-def _at_point(ds: Any, x: float, y: float, crs: str, option: str) -> _Part:
+def _at_point(
+    ds: Any, x: float, y: float, crs: str, option: str, backend: QueryBackend | None = None
+) -> _Part:
     rows = tiles_at(ds, x, y, crs, columns=["tile_id", "valid_fraction"])
     if not rows:
         raise QueryError(
@@ -210,7 +241,7 @@ def _at_point(ds: Any, x: float, y: float, crs: str, option: str) -> _Part:
             "have locations; `ris info` lists the dataset, --bbox-wgs84 filters by area)"
         )
     best = min(rows, key=lambda r: (r["_centre_d"], -r["valid_fraction"], r["tile_id"]))
-    part = _stored(ds, [best["tile_id"]], "positive", option)[0]
+    part = _stored(ds, [best["tile_id"]], "positive", option, backend)[0]
     part.member.label = f"{best['tile_id']} (contains {option.split(' ', 1)[1]})"
     return part
 
@@ -224,19 +255,18 @@ def _image(
     device: str,
 ) -> _Part:
     params = dataset_params(ds)
-    centre: tuple[float, float] | None = None
     label = image.rsplit("/", 1)[-1]
     if bbox is not None:
-        window, centre = bbox_window(image, bbox)
         label += f" [bbox {fmt_coords(bbox)}]"
     elif window is not None:
         label += f" [{','.join(map(str, window))}]"
-    pixels = read_patch(image, window, params.tile_size)
+    crop = read_crop(image, params.tile_size, window=window, bbox=bbox)  # one open
+    pixels, window, centre = crop.pixels, crop.window, crop.centre
     from ris_ray.embed import Embedder, weights_for_model  # torch: only for image queries
 
     embedder = Embedder(weights_for_model(params.model, weights_path), device=device)
     vector = embedder.embed(pixels[None])[0]
-    source = image if "://" in image or image.startswith("/vsi") else os.path.abspath(image)
+    source = image if is_remote(image) else os.path.abspath(image)
     member = QueryMember(
         role="positive",
         label=label,
@@ -297,6 +327,15 @@ def _combine(conditions: list[str | None]) -> str | None:
     return parts[0] if len(parts) == 1 else " AND ".join(f"({p})" for p in parts)
 
 
+def check_search(k: int, metric: str, max_distance: float | None) -> None:
+    """Refuse ``k < 1``, an unknown metric or a negative/non-finite ``max_distance``."""
+    check_metric(metric)
+    if k < 1:
+        raise InputError(f"--k {k}: must be >= 1")
+    if max_distance is not None and not (math.isfinite(max_distance) and max_distance >= 0):
+        raise InputError(f"--max-distance {max_distance}: must be a number >= 0")
+
+
 def search(
     ds: Any,
     vector: np.ndarray,
@@ -307,6 +346,7 @@ def search(
     where: str | None = None,
     max_distance: float | None = None,
     exact: bool = False,
+    filters: SearchFilter | None = None,
 ) -> tuple[list[Neighbour], float]:
     """Top-``k`` over the rows passing ``where`` (minus the tile ids in
     ``exclude``), prefiltered; then results beyond ``max_distance`` are
@@ -315,13 +355,11 @@ def search(
     Exact (every row compared) unless the dataset has an index for
     ``metric`` (see :mod:`ris_ray.index`) and ``exact`` is False: then
     Lance's IVF_PQ search probes ``ANN_NPROBES`` partitions and re-ranks
-    ``k * ANN_REFINE`` candidates with exact distances.
+    ``k * ANN_REFINE`` candidates with exact distances. ``filters`` is
+    unused (``where`` is their SQL); it makes the signature that of
+    :meth:`QueryBackend.search`.
     """
-    check_metric(metric)
-    if k < 1:
-        raise InputError(f"--k {k}: must be >= 1")
-    if max_distance is not None and not (math.isfinite(max_distance) and max_distance >= 0):
-        raise InputError(f"--max-distance {max_distance}: must be a number >= 0")
+    check_search(k, metric, max_distance)
     from ris_ray.index import ANN_NPROBES, ANN_REFINE, vector_index
 
     nearest: dict[str, Any] = {
@@ -346,21 +384,42 @@ def search(
         d = float(np.sqrt(max(d, 0.0))) if metric == "l2" else d
         if max_distance is not None and d > max_distance:
             break
-        out.append(
-            Neighbour(
-                rank=len(out) + 1,
-                distance=d,
-                tile_id=row["tile_id"],
-                source=row["source"],
-                row=row["row"],
-                col=row["col"],
-                lon=row["lon"],
-                lat=row["lat"],
-                thumbnail=row["thumbnail"],
-                **{c: row[c] for c in _GEO},
-            )
-        )
+        out.append(neighbour(len(out) + 1, d, row))
     return out, ms
+
+
+def neighbour(rank: int, distance: float, row: dict[str, Any]) -> Neighbour:
+    """The one way to build a :class:`Neighbour`: from a row holding
+    :data:`RESULT_COLUMNS` (``thumbnail`` optional)."""
+    return Neighbour(
+        rank=rank,
+        distance=distance,
+        thumbnail=row.get("thumbnail"),
+        **{c: row[c] for c in TILE_REF_FIELDS},
+    )
+
+
+def _check_image_args(
+    image: str | None,
+    window: tuple[int, int, int, int] | None,
+    bbox: tuple[float, float, float, float] | None,
+) -> None:
+    if window is not None and image is None:
+        raise InputError("--window needs --image")
+    if bbox is not None and image is None:
+        raise InputError("--bbox needs --image")
+    if window is not None and bbox is not None:
+        raise InputError("give only one of --window, --bbox")
+
+
+def _check_ids(positives: Sequence[str], negatives: Sequence[str]) -> None:
+    for t in positives:
+        check_tile_id(t, "--tile-id")
+    for t in negatives:
+        check_tile_id(t, "--not")
+    both = sorted(set(positives) & set(negatives))
+    if both:
+        raise InputError(f"--not {both[0]}: also given as --tile-id; a tile is one or the other")
 
 
 def query(
@@ -385,6 +444,7 @@ def query(
     weights_path: str | None = None,
     device: str = "auto",
     exact: bool = False,
+    backend: QueryBackend | None = None,
 ) -> QueryResult:
     """Answer one k-NN query against the dataset at ``db``.
 
@@ -399,43 +459,31 @@ def query(
     nearest (in tile units) wins, then the higher valid fraction.
 
     ``filters`` restrict the rows ranked; ``exclude_same_source`` also leaves
-    out every file a positive comes from.
+    out every file a positive comes from. ``backend`` (see
+    :class:`QueryBackend`) answers instead of opening ``db``.
     """
-    if window is not None and image is None:
-        raise InputError("--window needs --image")
-    if bbox is not None and image is None:
-        raise InputError("--bbox needs --image")
-    if window is not None and bbox is not None:
-        raise InputError("give only one of --window, --bbox")
+    _check_image_args(image, window, bbox)
     if (point is None) != (point_crs is None):
         raise InputError("--point X,Y needs --crs EPSG:NNNN (and --crs needs --point)")
     if not (math.isfinite(alpha) and alpha >= 0):
         raise InputError(f"--alpha {alpha}: must be a number >= 0")
     pos_ids = [tile_id] if isinstance(tile_id, str) else list(tile_id or ())
-    for t in pos_ids:
-        check_tile_id(t, "--tile-id")
-    for t in negatives:
-        check_tile_id(t, "--not")
-    both = sorted(set(pos_ids) & set(negatives))
-    if both:
-        raise InputError(f"--not {both[0]}: also given as --tile-id; a tile is one or the other")
+    _check_ids(pos_ids, negatives)
     if point_crs is not None:
         check_crs(point_crs)
 
-    ds = open_dataset(db)
+    ds = backend.ds if backend is not None else open_dataset(db)
     params = dataset_params(ds)
     pos: list[_Part] = []
     if lonlat is not None:
-        pos.append(_at_point(ds, *lonlat, WGS84, f"--lonlat {fmt_coords(lonlat)}"))
+        pos.append(_at_point(ds, *lonlat, WGS84, f"--lonlat {fmt_coords(lonlat)}", backend))
     if point is not None and point_crs is not None:
-        pos.append(_at_point(ds, *point, point_crs, f"--point {fmt_coords(point)}"))
-    pos += _stored(ds, pos_ids, "positive", "--tile-id")
+        pos.append(_at_point(ds, *point, point_crs, f"--point {fmt_coords(point)}", backend))
+    pos += _stored(ds, pos_ids, "positive", "--tile-id", backend)
     if image is not None:
         pos.append(_image(ds, image, window, bbox, weights_path, device))
-    if not pos:
-        pos.append(_random(ds, seed))
-    pos = _dedupe(pos)
-    neg = _dedupe(_stored(ds, list(negatives), "negative", "--not"))
+    pos = _dedupe(pos or [_random(ds, seed)])
+    neg = _dedupe(_stored(ds, list(negatives), "negative", "--not", backend))
     clash = {p.member.tile_id for p in pos if p.member.tile_id} & {
         n.member.tile_id for n in neg if n.member.tile_id
     }
@@ -454,8 +502,9 @@ def query(
         own = tuple(p.member.source for p in pos if p.member.source)
         f = replace(f, exclude_sources=(*f.exclude_sources, *own))
     where = f.to_sql(ds)
-    neighbours, ms = search(
-        ds, vector, k, metric, exclude, where=where, max_distance=max_distance, exact=exact
+    rank = backend.search if backend is not None else partial(search, ds)
+    neighbours, ms = rank(
+        vector, k, metric, exclude, filters=f, where=where, max_distance=max_distance, exact=exact
     )
     shown = _combine([sql_in("tile_id", exclude, negate=True) if exclude else None, where])
     return QueryResult(

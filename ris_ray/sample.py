@@ -15,6 +15,8 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
+from ris_ray.config import FINGERPRINT_DIM
+
 __all__ = [
     "landscape",
     "make_samples",
@@ -147,12 +149,12 @@ def synthetic_fingerprints(n: int, seed: int = 0, clusters: int = 256) -> np.nda
     """``(n, 512)`` float32 vectors shaped like ResNet features: non-negative,
     clustered (so an index has structure to find), deterministic for ``seed``."""
     rng = np.random.default_rng(seed)
-    centres = rng.gamma(2.0, 0.5, size=(clusters, 512)).astype(np.float32)
-    out = np.empty((n, 512), np.float32)
+    centres = rng.gamma(2.0, 0.5, size=(clusters, FINGERPRINT_DIM)).astype(np.float32)
+    out = np.empty((n, FINGERPRINT_DIM), np.float32)
     for start in range(0, n, 1 << 16):
         m = min(1 << 16, n - start)
         which = rng.integers(clusters, size=m)
-        noise = rng.normal(0.0, 0.35, size=(m, 512)).astype(np.float32)
+        noise = rng.normal(0.0, 0.35, size=(m, FINGERPRINT_DIM)).astype(np.float32)
         out[start : start + m] = np.maximum(centres[which] + noise, 0.0)
     return out
 
@@ -160,6 +162,7 @@ def synthetic_fingerprints(n: int, seed: int = 0, clusters: int = 256) -> np.nda
 def write_fingerprint_dataset(uri: str, vectors: np.ndarray, *, model: str = "synthetic") -> None:
     """A ris_ray dataset holding ``vectors`` as fingerprints of made-up tiles
     (no thumbnails, no geo), for index tests and query benchmarks."""
+    from ris_ray.records import TileBatch
     from ris_ray.store import DatasetParams, TileWriter, to_table
 
     params = DatasetParams(256, 256, model)
@@ -169,19 +172,24 @@ def write_fingerprint_dataset(uri: str, vectors: np.ndarray, *, model: str = "sy
             chunk = vectors[start : start + (1 << 16)]
             n = len(chunk)
             rows = np.arange(start, start + n, dtype=np.int32)
-            batch = {
-                "tile_id": np.array([f"{i:020x}" for i in rows], dtype=object),
-                "source": np.array([f"synthetic/{i // 1024:06d}.tif" for i in rows], dtype=object),
-                "row": (rows // 1024) * 256,
-                "col": (rows % 1024) * 256,
-                "width": np.full(n, 256, np.int32),
-                "height": np.full(n, 256, np.int32),
-                "valid_fraction": np.ones(n, np.float32),
-                "thumbnail": np.array([b""] * n, dtype=object),
-                "fingerprint": chunk,
-                **{c: np.full(n, np.nan) for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
-            }
-            writer.add("synthetic", to_table(batch, params, None))
+            batch = TileBatch(
+                tile_id=np.array([f"{i:020x}" for i in rows], dtype=object),
+                source=np.array([f"synthetic/{i // 1024:06d}.tif" for i in rows], dtype=object),
+                row=(rows // 1024) * 256,
+                col=(rows % 1024) * 256,
+                width=np.full(n, 256, np.int32),
+                height=np.full(n, 256, np.int32),
+                valid_fraction=np.ones(n, np.float32),
+                thumbnail=np.array([b""] * n, dtype=object),
+                fingerprint=chunk,
+                minx=np.full(n, np.nan),
+                miny=np.full(n, np.nan),
+                maxx=np.full(n, np.nan),
+                maxy=np.full(n, np.nan),
+                lon=np.full(n, np.nan),
+                lat=np.full(n, np.nan),
+            )
+            writer.add("synthetic", to_table(batch, params))
         writer.finish("synthetic")
         writer.commit()
     finally:

@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "FlatScan"]
+from ris_ray.config import METRICS, check_metric  # METRICS re-exported: checks live in config
 
-#: Distance metrics of every search in ris_ray (exact scans, Lance, diff).
-METRICS = ("l2", "cosine")
+__all__ = ["METRICS", "FlatScan"]
 
 
 class FlatScan:
@@ -76,10 +75,12 @@ class FlatScan:
         x = fp.values.to_numpy(zero_copy_only=False).reshape(len(fp), -1)
         return cls(x, t.column("tile_id").to_pylist())
 
-    def search(self, q: np.ndarray, k: int, metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
-        """Row indexes and distances of the ``k`` nearest rows, nearest first."""
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r} (use {' or '.join(METRICS)})")
+    def search(
+        self, q: np.ndarray, k: int, metric: str = "l2", allow: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row indexes and distances of the ``k`` nearest rows, nearest first
+        (only rows where the boolean mask ``allow`` is true, when given)."""
+        check_metric(metric)
         q32 = np.asarray(q, dtype=np.float32).reshape(-1)
         n = self.n
         k = min(k, n)
@@ -99,6 +100,8 @@ class FlatScan:
             else:
                 np.multiply(key, part, out=key)
             sel = np.flatnonzero(key <= tau) if len(pool_idx) >= m else np.arange(len(key))
+            if allow is not None:
+                sel = sel[allow[start + sel]]
             pool_idx = np.concatenate([pool_idx, sel + start])
             pool_key = np.concatenate([pool_key, key[sel]])
             if len(pool_idx) > m:

@@ -10,6 +10,11 @@ and publishes finished files in one Lance transaction per commit group
 either none or all of a file's tiles and a re-run never duplicates a tile.
 (We do not use Ray Data's ``write_lance``: in Ray 2.60 it breaks with
 pylance >= 6, and it commits per dataset, not per source file.)
+
+:class:`TileStore` is the one owner of a dataset's life: it opens and checks
+parameters, stages and commits files together with their manifest records
+(:mod:`ris_ray.manifest` is its helper), prunes, compacts, refreshes indices
+and reports the version.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +34,11 @@ import pyarrow as pa
 
 from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.errors import DatasetError, ModelMismatchError
+from ris_ray.lock import LocalLock, NoLock, dataset_lock
+from ris_ray.manifest import FileRecord, Manifest
+from ris_ray.records import TileBatch
 from ris_ray.sql import sql_in
+from ris_ray.uris import is_remote, local_path
 
 # Lance logs a WARN line for every fragment written before the first commit.
 os.environ.setdefault("LANCE_LOG", "error")
@@ -39,13 +49,16 @@ import lance  # noqa: E402
 __all__ = [
     "SCHEMA",
     "DatasetParams",
+    "TileStore",
     "TileWriter",
     "compact",
     "dataset_info",
     "dataset_params",
     "dataset_size_bytes",
     "lance_dataset",
+    "local_path",
     "open_dataset",
+    "to_table",
     "version_history",
 ]
 
@@ -112,7 +125,7 @@ def schema_for(params: DatasetParams) -> pa.Schema:
 
 
 def _exists(uri: str) -> bool:
-    if "://" in uri:
+    if is_remote(uri):
         try:
             lance.dataset(uri)
         except (ValueError, OSError):
@@ -155,32 +168,34 @@ def dataset_params(ds: Any) -> DatasetParams:
 
 def dataset_size_bytes(uri: str) -> int:
     """Bytes on disk under a local dataset directory (0 for remote URIs)."""
-    if "://" in uri:
+    if is_remote(uri):
         return 0
     return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())
 
 
-def to_table(batch: dict[str, Any], params: DatasetParams, crs: str | None) -> pa.Table:
-    """Build an Arrow table in :data:`SCHEMA` from a columnar batch with fingerprints."""
-    n = len(batch["tile_id"])
-    fp = np.ascontiguousarray(batch["fingerprint"], dtype=np.float32).reshape(-1)
+def to_table(batch: TileBatch, params: DatasetParams) -> pa.Table:
+    """Build an Arrow table in :data:`SCHEMA` from a tile batch with fingerprints."""
+    n = len(batch)
+    if batch.fingerprint is None:
+        raise ValueError("to_table: the batch has no fingerprints yet")
+    fp = np.ascontiguousarray(batch.fingerprint, dtype=np.float32).reshape(-1)
 
     def geo(name: str) -> pa.Array:
-        values = np.asarray(batch[name], dtype=np.float64)
+        values = np.asarray(getattr(batch, name), dtype=np.float64)
         return pa.array(values, mask=np.isnan(values), type=pa.float64())
 
     columns = {
-        "tile_id": pa.array(list(batch["tile_id"]), pa.string()),
-        "source": pa.array(list(batch["source"]), pa.string()),
-        "row": pa.array(batch["row"], pa.int32()),
-        "col": pa.array(batch["col"], pa.int32()),
-        "width": pa.array(batch["width"], pa.int32()),
-        "height": pa.array(batch["height"], pa.int32()),
-        "crs": pa.array([crs] * n, pa.string()),
+        "tile_id": pa.array(list(batch.tile_id), pa.string()),
+        "source": pa.array(list(batch.source), pa.string()),
+        "row": pa.array(batch.row, pa.int32()),
+        "col": pa.array(batch.col, pa.int32()),
+        "width": pa.array(batch.width, pa.int32()),
+        "height": pa.array(batch.height, pa.int32()),
+        "crs": pa.array([batch.crs] * n, pa.string()),
         **{name: geo(name) for name in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
-        "valid_fraction": pa.array(batch["valid_fraction"], pa.float32()),
+        "valid_fraction": pa.array(batch.valid_fraction, pa.float32()),
         "model": pa.array([params.model] * n, pa.string()),
-        "thumbnail": pa.array(list(batch["thumbnail"]), pa.binary()),
+        "thumbnail": pa.array(list(batch.thumbnail), pa.binary()),
         "fingerprint": pa.FixedSizeListArray.from_arrays(
             pa.array(fp, pa.float32()), FINGERPRINT_DIM
         ),
@@ -367,11 +382,6 @@ class TileWriter:
         shutil.rmtree(self._stage, ignore_errors=True)
 
 
-def local_path(uri: str) -> str:
-    """``uri`` as an absolute path when it is local (URIs pass unchanged)."""
-    return uri if "://" in uri else os.path.abspath(uri)
-
-
 def dataset_info(uri: str) -> dict[str, Any]:
     """Facts about a dataset for ``ris info``."""
     ds = open_dataset(local_path(uri))
@@ -421,24 +431,161 @@ def version_history(uri: str) -> list[dict[str, Any]]:
 
 
 def compact(uri: str, *, keep_days: float = 7.0) -> dict[str, int]:
-    """Compact fragments (dataset and manifest) and clean up old versions."""
-    from datetime import timedelta
+    """Compact fragments (dataset and manifest) and clean up old versions, holding
+    the writer lock (a running ingest makes this refuse, naming it)."""
+    open_dataset(local_path(uri))  # a missing or foreign dataset fails before the lock
+    with TileStore.for_writing(uri) as store:
+        return store.compact(keep_days=keep_days)
 
-    from ris_ray.manifest import Manifest
 
-    db = local_path(uri)
-    ds = open_dataset(db)
-    before = len(ds.get_fragments())
-    ds.optimize.compact_files()
-    Manifest(db).compact()
-    ds = lance.dataset(db)
-    stats = ds.cleanup_old_versions(older_than=timedelta(days=keep_days))
-    manifest_ds = Manifest(db)._dataset()
-    if manifest_ds is not None:
-        manifest_ds.cleanup_old_versions(older_than=timedelta(days=keep_days))
-    return {
-        "fragments_before": before,
-        "fragments_after": len(lance.dataset(db).get_fragments()),
-        "versions_removed": int(stats.old_versions),
-        "bytes_removed": int(stats.bytes_removed),
-    }
+class TileStore:
+    """The one owner of a ris_ray dataset: its tiles and its manifest.
+
+    Open it for reading and maintenance (``TileStore(uri)``) or for an ingest
+    run (:meth:`for_ingest`: checks the run's parameters against the dataset
+    and stages tiles). It commits finished files together with their manifest
+    records, prunes files that are gone, compacts, refreshes indices and
+    reports the version. :class:`~ris_ray.manifest.Manifest` is its helper for
+    the manifest table; nothing else writes either table.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = local_path(uri)
+        self.manifest = Manifest(self.uri)
+        self._writer: TileWriter | None = None
+        self._lock: LocalLock | NoLock | None = None
+
+    @classmethod
+    def for_writing(cls, uri: str, *, lock_wait_s: float = 0.0) -> TileStore:
+        """A store holding the dataset's writer lock (:func:`ris_ray.lock.dataset_lock`,
+        waiting up to ``lock_wait_s``) until :meth:`close`: ingest, compact and
+        index builds take it; readers (``TileStore(uri)``, ``ris serve``) never do.
+        Raises :class:`~ris_ray.lock.LockedError` naming the holder."""
+        store = cls(uri)
+        lock = dataset_lock(uri, lock_wait_s)
+        lock.__enter__()
+        store._lock = lock
+        return store
+
+    @classmethod
+    def for_ingest(
+        cls, uri: str, params: DatasetParams, *, rebuild: bool = False, lock_wait_s: float = 0.0
+    ) -> TileStore:
+        """A store ready to stage tiles, holding the writer lock (:meth:`for_writing`)
+        before it looks at the dataset; raises :class:`ModelMismatchError` when the
+        dataset holds tiles of other parameters (unless ``rebuild``)."""
+        store = cls.for_writing(uri, lock_wait_s=lock_wait_s)
+        try:
+            store._writer = TileWriter(store.uri, params, rebuild=rebuild)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @property
+    def writer(self) -> TileWriter:
+        if self._writer is None:
+            raise RuntimeError("TileStore opened without TileStore.for_ingest")
+        return self._writer
+
+    @property
+    def rebuild(self) -> bool:
+        return self.writer.rebuild
+
+    @property
+    def commits(self) -> int:
+        return self.writer.commits
+
+    @property
+    def pending(self) -> int:
+        """Finished files waiting for the next :meth:`commit`."""
+        return self.writer.pending_sources
+
+    def known_files(self) -> dict[str, FileRecord]:
+        """The manifest's records by stored path (none in rebuild mode)."""
+        return {} if self._writer is not None and self.rebuild else self.manifest.load()
+
+    def add(self, source: str, table: pa.Table) -> None:
+        self.writer.add(source, table)
+
+    def finish(self, source: str) -> None:
+        self.writer.finish(source)
+
+    def commit(
+        self, record: Callable[[str, int | None], FileRecord], settled: Sequence[str] = ()
+    ) -> int | None:
+        """Publish every finished file in one Lance transaction, then upsert the
+        manifest records (``record(path, version)``) of those files and of
+        ``settled`` (files with nothing staged, e.g. unreadable ones)."""
+        version, sources = self.writer.commit()
+        version = version if version is not None else self.writer.version
+        if not self.rebuild:
+            self.manifest.upsert(record(s, version) for s in [*sources, *settled])
+        return version
+
+    def commit_rebuild(
+        self, record: Callable[[str, int | None], FileRecord], paths: Sequence[str]
+    ) -> None:
+        """Rebuild mode: overwrite the dataset with everything staged and the
+        manifest with the records of ``paths``."""
+        version, _ = self.writer.finalize()
+        self.manifest.replace_all(record(p, version) for p in paths)
+
+    def prune(self, gone: Sequence[str]) -> int:
+        """Delete the tiles and manifest rows of files that no longer exist;
+        returns the number of tiles deleted."""
+        ds = open_dataset(self.uri)
+        before = ds.count_rows()
+        ds.delete(sql_in("source", list(gone)))
+        self.manifest.delete(gone)
+        return int(before - lance_dataset(self.uri).count_rows())
+
+    def compact(self, *, above: int = 0, keep_days: float | None = None) -> dict[str, int]:
+        """Compact the dataset and its manifest when the dataset has more than
+        ``above`` fragments; with ``keep_days``, also remove versions older than
+        that. Returns fragment counts before/after and what cleanup removed."""
+        ds = open_dataset(self.uri)
+        before = len(ds.get_fragments())
+        out = {"fragments_before": before, "versions_removed": 0, "bytes_removed": 0}
+        if before > above:
+            ds.optimize.compact_files()
+            self.manifest.compact()
+        if keep_days is not None:
+            older = timedelta(days=keep_days)
+            stats = lance_dataset(self.uri).cleanup_old_versions(older_than=older)
+            self.manifest.cleanup(older)
+            out.update(
+                versions_removed=int(stats.old_versions), bytes_removed=int(stats.bytes_removed)
+            )
+        out["fragments_after"] = len(lance_dataset(self.uri).get_fragments())
+        return out
+
+    def refresh_indices(self) -> bool:
+        """Fold rows added since the last build into the dataset's indexes, if any."""
+        ds = open_dataset(self.uri)
+        if not ds.describe_indices():
+            return False
+        ds.optimize.optimize_indices()
+        return True
+
+    @property
+    def version(self) -> int | None:
+        """The dataset's latest version (``None``: no dataset yet)."""
+        return int(lance_dataset(self.uri).version) if _exists(self.uri) else None
+
+    def close(self) -> None:
+        """Remove the staging area (tiles not committed are dropped), then release
+        the writer lock, if held."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                lock.__exit__(None, None, None)
+
+    def __enter__(self) -> TileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

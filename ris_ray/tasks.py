@@ -3,18 +3,19 @@
 They live apart from :mod:`ris_ray.pipeline` so that a tiling worker imports
 only rasterio, numpy and Pillow (unpickling a task imports its module; the
 pipeline module would pull in torch, about 0.5 GB per worker for nothing).
-Application errors come back as values, so a bad file never fails the run;
-worker crashes are retried by Ray (``max_retries``).
+Application errors come back as :class:`~ris_ray.records.Failure` values, so
+a bad file never fails the run; worker crashes are retried by Ray
+(``max_retries``).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import ray
 
 from ris_ray.errors import RisError
-from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, display_path, probe, read_tiles
+from ris_ray.raster import display_path
+from ris_ray.records import Failure, TileBatch, TileStats
+from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, probe, read_tiles
 
 __all__ = ["TASK_RETRIES", "error_text", "probe_task", "tile_task"]
 
@@ -34,22 +35,24 @@ def error_text(exc: BaseException) -> str:
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def probe_task(path: str, bands: tuple[int, ...] | None) -> RasterInfo | str:
-    """Probe one file; an unusable file comes back as its error message."""
+def probe_task(path: str, bands: tuple[int, ...] | None) -> RasterInfo | Failure:
+    """Probe one file; an unusable file comes back as a :class:`Failure` naming it."""
     try:
         return probe(path, bands)
     except Exception as exc:
         shown = display_path(path)
-        return error_text(exc) if shown in str(exc) else f"{shown}: {error_text(exc)}"
+        text = error_text(exc)
+        return Failure(text if shown in str(exc) else f"{shown}: {text}")
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES, num_returns=2)
-def tile_task(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[dict[str, Any], Any]:
-    """Cut one window's tiles. Returns ``(stats, batch)``; ``batch`` is None if empty."""
+def tile_task(
+    info: RasterInfo, job: WindowJob, spec: TileSpec
+) -> tuple[TileStats | Failure, TileBatch | None]:
+    """Cut one window's tiles. Returns ``(stats, batch)``; ``batch`` is None if empty
+    or unreadable (then ``stats`` is the :class:`Failure`)."""
     try:
-        batch = read_tiles(info, job, spec)
+        batch, stats = read_tiles(info, job, spec)
     except Exception as exc:
-        return {"error": error_text(exc), "n_planned": job.n_tiles, "n_tiles": 0}, None
-    stats = dict(batch.pop("_stats"))
-    stats["n_tiles"] = len(batch["tile_id"])
-    return stats, (batch if stats["n_tiles"] else None)
+        return Failure(error_text(exc)), None
+    return stats, (batch if stats.n_tiles else None)

@@ -14,31 +14,30 @@ smaller than one tile therefore yields no tiles (reported, not an error).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import math
 import os
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.errors
-import rasterio.warp
 import rasterio.windows
 from PIL import Image
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterBlockError
+from rasterio.errors import RasterBlockError, WindowError
 from rasterio.windows import Window
 
 from ris_ray.errors import RasterReadError, UnsupportedRasterError
-from ris_ray.geo import tile_bounds
+from ris_ray.geo import WGS84, bbox_window_of, tile_bounds, transform_points
+from ris_ray.raster import display_path, gdal_reason, open_raster
+from ris_ray.records import TileBatch, TileStats
 
 __all__ = [
     "BandPlan",
+    "Crop",
     "RasterInfo",
     "TileSpec",
     "WindowJob",
@@ -46,6 +45,7 @@ __all__ = [
     "display_path",
     "plan_windows",
     "probe",
+    "read_crop",
     "read_patch",
     "read_tiles",
     "select_bands",
@@ -53,9 +53,6 @@ __all__ = [
     "tile_offsets",
     "to_rgb8",
 ]
-
-# Rasterio/GDAL settings for our reads: a modest block cache per process.
-GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 _SUPPORTED_KINDS = {"u", "i", "f"}  # uint*, int*, float*; not complex or bool
 TIFF_DRIVERS = ("GTiff", "COG")
@@ -164,16 +161,6 @@ def tile_id(source: str, row: int, col: int, tile: int, stride: int, model: str)
     (``source`` as :func:`display_path` writes it)."""
     key = f"{display_path(source)}\x1f{row}\x1f{col}\x1f{tile}\x1f{stride}\x1f{model}"
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
-
-
-def display_path(path: str) -> str:
-    """``path`` as valid UTF-8 text for storage and messages.
-
-    File names that are not UTF-8 reach Python with surrogate escapes, which
-    Arrow strings cannot hold; their raw bytes are shown as ``\\xNN``.
-    Valid names pass unchanged.
-    """
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # ---------------------------------------------------------------- band logic
@@ -300,63 +287,6 @@ def _crs_string(crs: Any) -> str | None:
     return f"EPSG:{epsg}" if epsg else str(crs.to_wkt())
 
 
-def _gdal_reason(exc: BaseException) -> str:
-    """The most specific message in a rasterio/GDAL exception chain (GDAL puts
-    the useful text, e.g. 'got 0 bytes, expected 786432', in the causes)."""
-    messages: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(messages) < 8:
-        text = str(seen).splitlines()[0].strip() if str(seen) else ""
-        if text and "See previous exception" not in text:
-            messages.append(text)
-        seen = seen.__cause__ or seen.__context__
-    return messages[-1] if messages else type(exc).__name__
-
-
-@contextlib.contextmanager
-def _gdal() -> Iterator[None]:
-    """Our GDAL settings, minus the rasterio warnings we handle ourselves
-    (missing georeferencing becomes null columns; nodata beside alpha is fine)."""
-    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        warnings.simplefilter("ignore", NodataShadowWarning)
-        yield
-
-
-@contextlib.contextmanager
-def _open(path: str) -> Iterator[Any]:
-    """Open ``path`` with rasterio, raising :class:`RasterReadError` naming it.
-
-    GDAL takes UTF-8 paths only; a local file whose name is not valid UTF-8
-    is opened by descriptor (``/proc/self/fd/N``) instead. The dataset is
-    used under :func:`_gdal`'s settings.
-    """
-    fd = None
-    target = path
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise RasterReadError(f"{display_path(path)}: {exc.strerror or exc}") from None
-        target = f"/proc/self/fd/{fd}"
-    try:
-        with _gdal():
-            try:
-                src = rasterio.open(target)
-            except rasterio.RasterioIOError as exc:
-                msg = _gdal_reason(exc).replace(target, "").strip(" :") or type(exc).__name__
-                raise RasterReadError(
-                    f"{display_path(path)}: cannot open as a raster ({msg})"
-                ) from None
-            with src:
-                yield src
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
 def _valid_mask(
     src: Any,
     info: RasterInfo,
@@ -388,50 +318,61 @@ def probe(
     """Read a file's header (and, for non-uint8 data, a decimated sample for the
     2-98 % stretch, computed once per file). Raises on unusable files."""
 
-    shown = display_path(path)
+    st = _stat(path)
+    with open_raster(path) as src:
+        return _probe_open(src, path, bands, require_tiff, st)
+
+
+def _stat(path: str) -> os.stat_result:
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except OSError as exc:
-        raise RasterReadError(f"{shown}: {exc.strerror or exc}") from None
-    with _open(path) as src:
-        if require_tiff and src.driver not in TIFF_DRIVERS:
-            raise UnsupportedRasterError(
-                f"{shown}: not a TIFF (GDAL reads it as {src.driver}); "
-                "convert it with `gdal_translate -of GTiff` or query it with --image"
-            )
-        dtypes = set(src.dtypes)
-        if len(dtypes) != 1:
-            raise UnsupportedRasterError(f"{shown}: bands have mixed dtypes {sorted(dtypes)}")
-        dtype = src.dtypes[0]
-        if np.dtype(dtype).kind not in _SUPPORTED_KINDS:
-            raise UnsupportedRasterError(
-                f"{shown}: dtype {dtype} is not supported (use uint8/16/32, int or float)"
-            )
-        try:
-            plan = select_bands(src.count, src.colorinterp, bands)
-        except UnsupportedRasterError as exc:
-            raise UnsupportedRasterError(f"{shown}: {exc}") from None
-        flags = [src.mask_flag_enums[b - 1] for b in plan.indexes]
-        declared = plan.alpha is not None or any(MaskFlags.all_valid not in f for f in flags)
-        transform = None if src.transform.is_identity and src.crs is None else src.transform
-        info = RasterInfo(
-            path=path,
-            width=src.width,
-            height=src.height,
-            count=src.count,
-            dtype=dtype,
-            crs=_crs_string(src.crs),
-            transform=tuple(transform)[:6] if transform is not None else None,
-            bands=plan,
-            mask="dataset" if declared else "fill",
-            stretch=None,
-            block_shape=tuple(src.block_shapes[0]),
-            size_bytes=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            data_blocks=_data_blocks(src, plan.indexes[0]),
+        raise RasterReadError(f"{display_path(path)}: {exc.strerror or exc}") from None
+
+
+def _probe_open(
+    src: Any, path: str, bands: tuple[int, ...] | None, require_tiff: bool, st: os.stat_result
+) -> RasterInfo:
+    """:func:`probe` on an already open dataset ``src``."""
+    shown = display_path(path)
+    if require_tiff and src.driver not in TIFF_DRIVERS:
+        raise UnsupportedRasterError(
+            f"{shown}: not a TIFF (GDAL reads it as {src.driver}); "
+            "convert it with `gdal_translate -of GTiff` or query it with --image"
         )
-        if dtype != "uint8":
-            info = _with_stretch(src, info)
+    dtypes = set(src.dtypes)
+    if len(dtypes) != 1:
+        raise UnsupportedRasterError(f"{shown}: bands have mixed dtypes {sorted(dtypes)}")
+    dtype = src.dtypes[0]
+    if np.dtype(dtype).kind not in _SUPPORTED_KINDS:
+        raise UnsupportedRasterError(
+            f"{shown}: dtype {dtype} is not supported (use uint8/16/32, int or float)"
+        )
+    try:
+        plan = select_bands(src.count, src.colorinterp, bands)
+    except UnsupportedRasterError as exc:
+        raise UnsupportedRasterError(f"{shown}: {exc}") from None
+    flags = [src.mask_flag_enums[b - 1] for b in plan.indexes]
+    declared = plan.alpha is not None or any(MaskFlags.all_valid not in f for f in flags)
+    transform = None if src.transform.is_identity and src.crs is None else src.transform
+    info = RasterInfo(
+        path=path,
+        width=src.width,
+        height=src.height,
+        count=src.count,
+        dtype=dtype,
+        crs=_crs_string(src.crs),
+        transform=tuple(transform)[:6] if transform is not None else None,
+        bands=plan,
+        mask="dataset" if declared else "fill",
+        stretch=None,
+        block_shape=tuple(src.block_shapes[0]),
+        size_bytes=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        data_blocks=_data_blocks(src, plan.indexes[0]),
+    )
+    if dtype != "uint8":
+        info = _with_stretch(src, info)
     return info
 
 
@@ -467,7 +408,7 @@ def _with_stretch(src: Any, info: RasterInfo) -> RasterInfo:
         valid = _valid_mask(src, info, data, None, out_shape=(h, w))
     except rasterio.RasterioIOError as exc:
         raise RasterReadError(
-            f"{display_path(info.path)}: cannot read pixels for the stretch ({_gdal_reason(exc)})"
+            f"{display_path(info.path)}: cannot read pixels for the stretch ({gdal_reason(exc)})"
         ) from None
     stretch = []
     for band in data:
@@ -488,22 +429,22 @@ def _thumbnail(rgb: np.ndarray, size: int) -> bytes:
     return buf.getvalue()
 
 
-def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> dict[str, Any]:
+def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[TileBatch, TileStats]:
     """Read one window and cut its tiles.
 
-    Returns a columnar batch (numpy arrays, one row per kept tile): ``pixels``
-    ``(N, T, T, 3)`` uint8, ``thumbnail`` (JPEG bytes), ``row``/``col``
-    (pixel origin), ``valid_fraction``, geo columns, ``tile_id``; plus the
-    scalar counts ``n_planned`` and ``n_low_valid`` under ``"_stats"``.
+    Returns the kept tiles as a :class:`~ris_ray.records.TileBatch` (``pixels``
+    ``(N, T, T, 3)`` uint8, JPEG thumbnails, pixel origins, valid fractions,
+    geo columns, tile ids) and beside it the window's
+    :class:`~ris_ray.records.TileStats` (planned, below ``--min-valid``, kept).
     """
     tile, stride = spec.tile, spec.stride
     window = job.window(tile, stride)
-    with _open(info.path) as src:
+    with open_raster(info.path) as src:
         try:
             data = src.read(list(info.bands.indexes), window=window)
             valid = _valid_mask(src, info, data, window)
         except rasterio.RasterioIOError as exc:
-            first = _gdal_reason(exc)
+            first = gdal_reason(exc)
             raise RasterReadError(
                 f"{display_path(info.path)}: window col={int(window.col_off)} "
                 f"row={int(window.row_off)} {int(window.width)}x{int(window.height)} "
@@ -528,54 +469,49 @@ def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> dict[str, An
             thumbs.append(_thumbnail(cut, spec.thumbnail))
 
     n = len(rows)
-    batch: dict[str, Any] = {
-        "tile_id": np.array(
+    batch = TileBatch(
+        tile_id=np.array(
             [tile_id(info.path, r, c, tile, stride, spec.model) for r, c in zip(rows, cols)],
             dtype=object,
         ),
-        "source": np.array([display_path(info.path)] * n, dtype=object),
-        "row": np.array(rows, dtype=np.int32),
-        "col": np.array(cols, dtype=np.int32),
-        "width": np.full(n, tile, dtype=np.int32),
-        "height": np.full(n, tile, dtype=np.int32),
-        "valid_fraction": np.array(fracs, dtype=np.float32),
-        "pixels": np.stack(pixels) if pixels else np.zeros((0, tile, tile, 3), np.uint8),
-        "thumbnail": np.array(thumbs, dtype=object),
-    }
-    batch.update(_geo_columns(info, np.array(rows), np.array(cols), tile))
-    batch["_stats"] = {"n_planned": job.n_tiles, "n_low_valid": n_low}
-    return batch
+        source=np.array([display_path(info.path)] * n, dtype=object),
+        row=np.array(rows, dtype=np.int32),
+        col=np.array(cols, dtype=np.int32),
+        width=np.full(n, tile, dtype=np.int32),
+        height=np.full(n, tile, dtype=np.int32),
+        valid_fraction=np.array(fracs, dtype=np.float32),
+        thumbnail=np.array(thumbs, dtype=object),
+        crs=info.crs,
+        pixels=np.stack(pixels) if pixels else np.zeros((0, tile, tile, 3), np.uint8),
+        **_geo_columns(info, np.array(rows), np.array(cols), tile),
+    )
+    return batch, TileStats(n_planned=job.n_tiles, n_low_valid=n_low, n_tiles=n)
 
 
-def _geo_columns(info: RasterInfo, rows: np.ndarray, cols: np.ndarray, tile: int) -> dict[str, Any]:
-    """Tile bounds in the file's CRS and tile centres in WGS84 (NaN where unknown)."""
+def _geo_columns(
+    info: RasterInfo, rows: np.ndarray, cols: np.ndarray, tile: int
+) -> dict[str, np.ndarray]:
+    """Tile bounds in the file's CRS and tile centres in WGS84 (NaN where unknown).
+
+    With the affine ``x = a*col + b*row + c``, ``y = d*col + e*row + f``: bounds
+    are the envelope of all four corners of the ``T x T`` window
+    (:func:`ris_ray.geo.tile_bounds`, right for rotated and skewed grids), the
+    centre is ``(col + T/2, row + T/2)``, taken to WGS84 by
+    :func:`ris_ray.geo.transform_points`.
+    """
     n = rows.size
     nan = np.full(n, np.nan)
+    names = ("minx", "miny", "maxx", "maxy", "lon", "lat")
     if info.transform is None or n == 0:
-        return {
-            "minx": nan,
-            "miny": nan,
-            "maxx": nan.copy(),
-            "maxy": nan.copy(),
-            "lon": nan.copy(),
-            "lat": nan.copy(),
-        }
+        return {name: nan.copy() for name in names}
     cols_f, rows_f = cols.astype(np.float64), rows.astype(np.float64)
     minx, miny, maxx, maxy = tile_bounds(info.transform, rows_f, cols_f, tile)
-    a, b, c, d, e, f = info.transform  # x = a*col + b*row + c ; y = d*col + e*row + f
+    a, b, c, d, e, f = info.transform
     xc = a * (cols_f + tile / 2.0) + b * (rows_f + tile / 2.0) + c
     yc = d * (cols_f + tile / 2.0) + e * (rows_f + tile / 2.0) + f
-    out = {
-        "minx": minx,
-        "maxx": maxx,
-        "miny": miny,
-        "maxy": maxy,
-        "lon": nan.copy(),
-        "lat": nan.copy(),
-    }
+    out = {"minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "lon": nan, "lat": nan.copy()}
     if info.crs is not None:
-        lon, lat = rasterio.warp.transform(info.crs, "EPSG:4326", list(xc), list(yc))
-        out["lon"], out["lat"] = np.asarray(lon), np.asarray(lat)
+        out["lon"], out["lat"] = transform_points(info.crs, WGS84, list(xc), list(yc))
     return out
 
 
@@ -592,23 +528,36 @@ def read_patch(
     Returns ``(size, size, 3)`` uint8. Only the requested window is read, at
     the output resolution, so memory stays ``O(size^2)`` for any input.
     """
-    info = probe(path, bands, require_tiff=False)
-    if window is None:
-        win = Window(0, 0, info.width, info.height)
-    else:
-        col, row, w, h = window
-        win = Window(col, row, w, h)
-        full = Window(0, 0, info.width, info.height)
-        try:
-            inside = w > 0 and h > 0 and rasterio.windows.intersection(win, full) == win
-        except rasterio.errors.WindowError:  # no overlap at all
-            inside = False
-        if not inside:
-            raise RasterReadError(
-                f"{path}: --window {col},{row},{w},{h} is not inside the "
-                f"{info.width}x{info.height} image"
-            )
-    with _open(path) as src:
+    return read_crop(path, size, window=window, bands=bands).pixels
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A resampled crop of an image: pixels, its pixel window ``(col, row, w, h)``
+    (``None``: the whole image) and, for a ``bbox`` crop, the bbox centre in WGS84."""
+
+    pixels: np.ndarray
+    window: tuple[int, int, int, int] | None
+    centre: tuple[float, float] | None = None
+
+
+def read_crop(
+    path: str,
+    size: int,
+    *,
+    window: tuple[int, int, int, int] | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    bands: tuple[int, ...] | None = None,
+) -> Crop:
+    """:func:`read_patch` of a pixel ``window`` or of a ``bbox`` in the file's
+    CRS (see :func:`ris_ray.geo.bbox_window_of`), opening the file once."""
+    st = _stat(path)
+    with open_raster(path) as src:
+        info = _probe_open(src, path, bands, False, st)
+        centre = None
+        if bbox is not None:
+            window, centre = bbox_window_of(src, path, bbox)
+        win = _checked_window(path, window, info)
         shape = (len(info.bands.indexes), size, size)
         data = src.read(
             list(info.bands.indexes),
@@ -617,4 +566,24 @@ def read_patch(
             resampling=Resampling.bilinear,
         )
         valid = _valid_mask(src, info, data, win, out_shape=(size, size))
-    return to_rgb8(data, valid, info.stretch)
+    return Crop(to_rgb8(data, valid, info.stretch), window, centre)
+
+
+def _checked_window(
+    path: str, window: tuple[int, int, int, int] | None, info: RasterInfo
+) -> Window:
+    if window is None:
+        return Window(0, 0, info.width, info.height)
+    col, row, w, h = window
+    win = Window(col, row, w, h)
+    full = Window(0, 0, info.width, info.height)
+    try:
+        inside = w > 0 and h > 0 and rasterio.windows.intersection(win, full) == win
+    except WindowError:  # no overlap at all
+        inside = False
+    if not inside:
+        raise RasterReadError(
+            f"{path}: --window {col},{row},{w},{h} is not inside the "
+            f"{info.width}x{info.height} image"
+        )
+    return win

@@ -200,23 +200,28 @@ def test_non_finite_batch_in_the_actor_fails_with_one_line(
 ) -> None:
     import ray
 
-    from ris_ray.pipeline import EmbedActor, _get
+    from ris_ray.actors import EmbedActor
+    from ris_ray.pipeline import _outcome
+    from ris_ray.records import Failure, TileBatch
     from ris_ray.store import DatasetParams
-    from ris_ray.tasks import error_text
 
     weights = resolve_weights(str(_nan_weights(tmp_path / "nan.pth")))
     actor = ray.remote(EmbedActor).remote(
         weights, DatasetParams(64, 64, weights.model_id), "cpu", "fp32", 4, 1
     )
     n = 2
-    batch = {
-        "pixels": _batch(n), "tile_id": ["a" * 20, "b" * 20], "source": ["s.tif"] * n,
-        "row": [0, 0], "col": [0, 64], "width": [64] * n, "height": [64] * n,
-        **{c: [np.nan] * n for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
-        "valid_fraction": [1.0] * n, "thumbnail": [b""] * n,
-    }  # fmt: skip
-    result = _get(actor.embed.remote(batch, None))
+    nan = np.full(n, np.nan)
+    batch = TileBatch(
+        tile_id=np.array(["a" * 20, "b" * 20], dtype=object),
+        source=np.array(["s.tif"] * n, dtype=object),
+        row=np.zeros(n, np.int32), col=np.array([0, 64], np.int32),
+        width=np.full(n, 64, np.int32), height=np.full(n, 64, np.int32),
+        valid_fraction=np.ones(n, np.float32), thumbnail=np.array([b""] * n, dtype=object),
+        minx=nan, miny=nan, maxx=nan, maxy=nan, lon=nan, lat=nan, pixels=_batch(n),
+    )  # fmt: skip
+    result = _outcome(actor.embed.remote(batch))
     ray.kill(actor)
-    assert isinstance(result, BaseException)
-    text = error_text(result)
+    # The actor's EmbeddingError comes back as a Failure with our one line, unwrapped.
+    assert isinstance(result, Failure) and result.kind == "crash"
+    text = result.reason
     assert "not finite" in text and "\n" not in text and "nan.pth" in text

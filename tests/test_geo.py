@@ -120,21 +120,21 @@ def test_tile_bounds_and_outline_follow_rotated_and_skewed_grids(
     if transform == ROTATED:  # the numbers of issue 14
         assert got == pytest.approx([500000.0, 4999897.6, 500179.2, 5000076.8])
     # Stored bounds (what ingest writes) are that envelope, for every tile.
-    batch = read_tiles(
+    batch, _ = read_tiles(
         probe(path), WindowJob(0, 0, 1, 2), TileSpec(256, 256, 0.0, "m", thumbnail=32)
     )
-    assert batch["col"].tolist() == [0, 256]
-    want = tile_bounds(transform, batch["row"], batch["col"], 256)
+    assert batch.col.tolist() == [0, 256]
+    want = tile_bounds(transform, batch.row, batch.col, 256)
     for name, values in zip(("minx", "miny", "maxx", "maxy"), want):
-        assert np.asarray(batch[name]).tolist() == pytest.approx(values.tolist())
+        assert np.asarray(getattr(batch, name)).tolist() == pytest.approx(values.tolist())
     # GeoJSON outlines are the true rotated/skewed corners, not the envelope.
     rows = [
         {
             "crs": "EPSG:32633", "source": path, "row": 0, "col": int(col), "width": 256,
-            "height": 256, "minx": float(batch["minx"][i]), "miny": float(batch["miny"][i]),
-            "maxx": float(batch["maxx"][i]), "maxy": float(batch["maxy"][i]),
+            "height": 256, "minx": float(batch.minx[i]), "miny": float(batch.miny[i]),
+            "maxx": float(batch.maxx[i]), "maxy": float(batch.maxy[i]),
         }
-        for i, col in enumerate(batch["col"])
+        for i, col in enumerate(batch.col)
     ]  # fmt: skip
     rings = tile_rings(rows)
     for row, ring in zip(rows, rings):

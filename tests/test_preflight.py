@@ -85,7 +85,7 @@ def test_a_held_lock_refuses_with_the_holder_and_a_dead_holder_does_not_block(
     with LocalLock(db):
         code, _, err = run(["ingest", str(gen_dir), "--db", db, "--weights", "random"], capsys)
         line = _one_error_line(err)
-        assert code == 1 and "another ingest" in line and f"pid {os.getpid()}" in line
+        assert code == 1 and "is writing it" in line and f"pid {os.getpid()}" in line
         with pytest.raises(BlockingIOError):
             LocalLock(db, wait_s=0.3).__enter__()
     assert not lock_path(db).exists()  # released and removed
@@ -104,6 +104,26 @@ def test_a_held_lock_refuses_with_the_holder_and_a_dead_holder_does_not_block(
     assert lock_path(db).exists()
     with LocalLock(db):
         pass
+
+
+def test_compact_and_index_take_the_lock_serve_does_not(
+    capsys: pytest.CaptureFixture[str], gen_db: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from ris_ray.web import create_app
+
+    db = str(gen_db)
+    with LocalLock(db):
+        for argv in (["compact", "--db", db], ["index", "--db", db]):
+            code, _, err = run(argv, capsys)
+            line = _one_error_line(err)
+            assert code == 1 and "is writing it" in line and f"pid {os.getpid()}" in line, argv
+        # A reader never waits for the writer lock: ris serve opens and answers.
+        with TestClient(create_app(db)) as client:
+            info = client.get("/api/info")
+            assert info.status_code == 200 and info.json()["rows"] == 7, info.text
+    assert not lock_path(db).exists()
 
 
 def _rows(db: Path) -> list[str]:
@@ -132,7 +152,7 @@ def test_two_concurrent_ingests_new_and_existing_dataset(gen_dir: Path, tmp_path
             assert "Traceback" not in out + err
             assert p.returncode in (0, 1), err
             if p.returncode:
-                assert "another ingest is writing it" in _one_error_line(err)
+                assert "is writing it" in _one_error_line(err)
         if round_:
             again = _ris(str(src), "--db", str(db), "-q")  # one more run completes the set
             assert again.returncode == 0, again.stderr
@@ -141,8 +161,18 @@ def test_two_concurrent_ingests_new_and_existing_dataset(gen_dir: Path, tmp_path
 
 
 def test_disk_full_mid_run_is_exit_2_and_the_next_run_completes(
-    gen_dir: Path, tmp_path: Path, mount_point: Path
+    ray_session: None,
+    capsys: pytest.CaptureFixture[str],
+    gen_dir: Path,
+    tmp_path: Path,
+    mount_point: Path,
 ) -> None:
+    # In-process CLI runs on the session's Ray (what a Ray start would add is not
+    # under test here; the lock and preflight tests run real `ris` processes).
+    def ingest(*inputs: Path) -> tuple[int, str, str]:
+        argv = ["ingest", *map(str, inputs), "--db", str(db), "--weights", "random", "-q"]
+        return run([*argv, "--commit-every", "0"], capsys)
+
     _mount(mount_point, "size=4m")
     db = mount_point / "t.lance"
     first, second = tmp_path / "a", tmp_path / "b"
@@ -151,8 +181,8 @@ def test_disk_full_mid_run_is_exit_2_and_the_next_run_completes(
     shutil.copy(gen_dir / "rgb.tif", first / "rgb.tif")
     for name in ("fill.tif", "pan16.tif"):
         shutil.copy(gen_dir / name, second / name)
-    ok = _ris(str(first), "--db", str(db), "-q")
-    assert ok.returncode == 0, ok.stderr
+    code, _, err = ingest(first)
+    assert code == 0, err
     version = lance.dataset(str(db)).version
     # Fill the disk to the last byte.
     with (mount_point / "filler").open("wb") as f:
@@ -162,13 +192,13 @@ def test_disk_full_mid_run_is_exit_2_and_the_next_run_completes(
                 f.flush()
         except OSError:
             pass
-    full = _ris(str(first), str(second), "--db", str(db), "-q")
-    assert full.returncode == 2, full.stdout + full.stderr
-    line = _one_error_line(full.stderr)
+    code, out, err = ingest(first, second)
+    assert code == 2, out + err
+    line = _one_error_line(err)
     assert "no space left" in line and f"({version})" in line
     assert lance.dataset(str(db)).count_rows() == 2  # the last commit, readable
     (mount_point / "filler").unlink()
-    again = _ris(str(first), str(second), "--db", str(db), "-q")
-    assert again.returncode == 0, again.stderr
+    code, _, err = ingest(first, second)
+    assert code == 0, err
     ids = _rows(db)
     assert len(ids) == len(set(ids)) == 2 + 1 + 2  # rgb, fill, pan16

@@ -13,7 +13,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -63,11 +65,12 @@ def _listening(procs: list[psutil.Process]) -> set[tuple[int, str, int]]:
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def stray_head() -> Iterator[tuple[dict[str, str], int]]:
     """`ray start --head` with 1 CPU and another token, in a private RAY_TMPDIR so
     its current-cluster file is the one a bare ray.init() would read (and no
-    other process on the host sees it). Yields (env for ingests, GCS port)."""
+    other process on the host sees it). Yields (env for ingests, GCS port).
+    One head for the module: every test here runs beside it."""
     base = Path(f"/tmp/risstray-{uuid.uuid4().hex[:6]}")  # short: unix socket paths
     base.mkdir()
     token = base / "token"
@@ -97,7 +100,7 @@ def stray_head() -> Iterator[tuple[dict[str, str], int]]:
         family = _tree(proc.pid)
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=5)  # private head: no need to wait for a clean stop
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -108,37 +111,63 @@ def stray_head() -> Iterator[tuple[dict[str, str], int]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@dataclass
+class SampledIngest:
+    """One plain `ris ingest -q` run beside the stray head, its process tree sampled
+    every 0.2 s while it ran."""
+
+    proc: subprocess.CompletedProcess[str]
+    report: dict[str, Any]
+    max_procs: int
+    listening: set[tuple[int, str, int]]
+
+
+@pytest.fixture(scope="module")
+def sampled_ingest(
+    stray_head: tuple[dict[str, str], int], gen_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> SampledIngest:
+    """The one ingest both ingest tests look at (a Ray start is the slow part)."""
+    env, _ = stray_head
+    tmp = tmp_path_factory.mktemp("sampled")
+    report = tmp / "report.json"
+    cmd = [str(BIN / "ris"), "ingest", str(gen_dir), "--db", str(tmp / "t.lance")]
+    cmd += ["--weights", "random", "-q", "--report", str(report)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[tuple[int, str, int]] = set()
+    procs = 0
+    deadline = time.monotonic() + 400
+    while proc.poll() is None and time.monotonic() < deadline:
+        tree = _tree(proc.pid)
+        procs = max(procs, len(tree))
+        seen |= _listening(tree)
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=30)
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    data = json.loads(report.read_text()) if proc.returncode == 0 else {}
+    return SampledIngest(done, data, procs, seen)
+
+
 @pytest.mark.cluster
 def test_stray_cluster_does_not_capture_a_plain_ingest(
-    stray_head: tuple[dict[str, str], int], gen_dir: Path, tmp_path: Path
+    stray_head: tuple[dict[str, str], int], sampled_ingest: SampledIngest
 ) -> None:
-    env, stray_gcs = stray_head
-    report = tmp_path / "report.json"
-    cmd = [str(BIN / "ris"), "ingest", str(gen_dir), "--db", str(tmp_path / "t.lance")]
-    cmd += ["--weights", "random", "-q", "--report", str(report)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    _, stray_gcs = stray_head
+    proc = sampled_ingest.proc
     assert proc.returncode == 0, proc.stderr[-3000:]
     # -q: nothing at all on success (no Ray token warning either).
     assert proc.stdout == "" and proc.stderr == ""
-    data = json.loads(report.read_text())
+    data = sampled_ingest.report
     assert data["tiles_written"] == 7
     host, port = data["ray_gcs_address"].rsplit(":", 1)
     assert int(port) != stray_gcs and _is_loopback(host)
 
 
-def test_embedded_ray_listens_on_loopback_only(gen_dir: Path, tmp_path: Path) -> None:
-    cmd = [str(BIN / "ris"), "ingest", str(gen_dir), "--db", str(tmp_path / "t.lance")]
-    cmd += ["--weights", "random", "-q"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    seen: set[tuple[int, str, int]] = set()
-    procs = 0
-    while proc.poll() is None:
-        tree = _tree(proc.pid)
-        procs = max(procs, len(tree))
-        seen |= _listening(tree)
-        time.sleep(0.2)
-    assert proc.returncode == 0, proc.stderr.read()[-3000:] if proc.stderr else ""
-    assert procs >= 5 and len(seen) >= 5  # it did sample a running Ray (GCS, raylet, ...)
+@pytest.mark.cluster
+def test_embedded_ray_listens_on_loopback_only(sampled_ingest: SampledIngest) -> None:
+    assert sampled_ingest.proc.returncode == 0, sampled_ingest.proc.stderr[-3000:]
+    seen = sampled_ingest.listening
+    # It did sample a running Ray (GCS, raylet, workers, agents ...).
+    assert sampled_ingest.max_procs >= 5 and len(seen) >= 5
     exposed = sorted(s for s in seen if not _is_loopback(s[1]))
     assert not exposed, exposed
 
@@ -153,9 +182,11 @@ import time; time.sleep(600)
 """
 
 
-def test_killed_driver_leaves_no_ray_process(tmp_path: Path) -> None:
+@pytest.mark.cluster
+def test_killed_driver_leaves_no_ray_process(stray_head: tuple[dict[str, str], int]) -> None:
+    env, _ = stray_head  # connect() starts its own Ray beside the stray head
     proc = subprocess.Popen(
-        [sys.executable, "-c", _DRIVER], env=_env(), stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _DRIVER], env=env, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "READY"

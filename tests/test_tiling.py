@@ -13,6 +13,7 @@ import rasterio.windows
 from rasterio.enums import ColorInterp
 
 from ris_ray.errors import RasterReadError, UnsupportedRasterError
+from ris_ray.records import TileBatch, TileStats
 from ris_ray.sample import landscape
 from ris_ray.tiling import (
     TileSpec,
@@ -122,7 +123,7 @@ def test_to_rgb8_stretch_mask_and_grey() -> None:
     assert to_rgb8(nan, np.ones((1, 2), bool), ((0.0, 1.0),))[0, :, 0].tolist() == [0, 255]
 
 
-def _tiles(path: Path, **spec: object) -> dict[str, object]:
+def _tiles(path: Path, **spec: object) -> tuple[TileBatch, TileStats]:
     info = probe(str(path))
     s = TileSpec(**{**SPEC.__dict__, **spec})  # type: ignore[arg-type]
     job = WindowJob(
@@ -132,18 +133,18 @@ def _tiles(path: Path, **spec: object) -> dict[str, object]:
 
 
 def test_rgba_alpha_is_the_mask(gen_dir: Path) -> None:
-    batch = _tiles(gen_dir / "rgba.tif")
-    assert batch["col"].tolist() == [256]  # the transparent left tile is skipped
-    assert batch["_stats"] == {"n_planned": 2, "n_low_valid": 1}
-    assert batch["valid_fraction"].tolist() == [1.0]
+    batch, stats = _tiles(gen_dir / "rgba.tif")
+    assert batch.col.tolist() == [256]  # the transparent left tile is skipped
+    assert (stats.n_planned, stats.n_low_valid) == (2, 1)
+    assert batch.valid_fraction.tolist() == [1.0]
 
 
 def test_nodata_uint16_single_band(gen_dir: Path) -> None:
     info = probe(str(gen_dir / "pan16.tif"))
     assert info.mask == "dataset" and info.stretch is not None and info.bands.indexes == (1,)
-    batch = _tiles(gen_dir / "pan16.tif")
-    assert batch["col"].tolist() == [256, 512]
-    px = batch["pixels"]
+    batch, _ = _tiles(gen_dir / "pan16.tif")
+    assert batch.col.tolist() == [256, 512]
+    px = batch.pixels
     assert px.dtype == np.uint8 and px.shape == (2, 256, 256, 3)
     assert np.array_equal(px[..., 0], px[..., 1]) and np.array_equal(px[..., 0], px[..., 2])
     lo, hi = np.percentile(px, [1, 99])
@@ -153,35 +154,35 @@ def test_nodata_uint16_single_band(gen_dir: Path) -> None:
 def test_fill_without_nodata_is_skipped(gen_dir: Path) -> None:
     info = probe(str(gen_dir / "fill.tif"))
     assert info.mask == "fill"
-    batch = _tiles(gen_dir / "fill.tif")
-    assert list(zip(batch["row"].tolist(), batch["col"].tolist())) == [(0, 256)]
-    assert batch["_stats"]["n_low_valid"] == 3
+    batch, stats = _tiles(gen_dir / "fill.tif")
+    assert list(zip(batch.row.tolist(), batch.col.tolist())) == [(0, 256)]
+    assert stats.n_low_valid == 3
     # The threshold decides: with min_valid=0 every tile is kept.
-    assert len(_tiles(gen_dir / "fill.tif", min_valid=0.0)["row"]) == 4
+    assert len(_tiles(gen_dir / "fill.tif", min_valid=0.0)[0].row) == 4
 
 
 def test_geo_columns_match_rasterio(gen_dir: Path) -> None:
     path = gen_dir / "rgb.tif"
-    batch = _tiles(path, stride=128)
+    batch, _ = _tiles(path, stride=128)
     with rasterio.open(path) as src:
-        for i, (r, c) in enumerate(zip(batch["row"], batch["col"])):
+        for i, (r, c) in enumerate(zip(batch.row, batch.col)):
             b = rasterio.windows.bounds(rasterio.windows.Window(c, r, 256, 256), src.transform)
-            got = (batch["minx"][i], batch["miny"][i], batch["maxx"][i], batch["maxy"][i])
+            got = (batch.minx[i], batch.miny[i], batch.maxx[i], batch.maxy[i])
             assert np.allclose(got, b)
             cx, cy = src.xy(r + 128, c + 128, offset="ul")
             lon, lat = rasterio.warp.transform(src.crs, "EPSG:4326", [cx], [cy])
-            assert batch["lon"][i] == pytest.approx(lon[0], abs=1e-9)
-            assert batch["lat"][i] == pytest.approx(lat[0], abs=1e-9)
-    assert 14 < batch["lon"][0] < 16  # UTM 33N central meridian is 15 E
+            assert batch.lon[i] == pytest.approx(lon[0], abs=1e-9)
+            assert batch.lat[i] == pytest.approx(lat[0], abs=1e-9)
+    assert 14 < batch.lon[0] < 16  # UTM 33N central meridian is 15 E
 
 
 def test_no_crs_gives_nan_geo(gen_dir: Path) -> None:
     info = probe(str(gen_dir / "nogeo.tif"))
     assert info.crs is None and info.transform is None
-    batch = _tiles(gen_dir / "nogeo.tif")
-    assert len(batch["row"]) == 1
+    batch, _ = _tiles(gen_dir / "nogeo.tif")
+    assert len(batch.row) == 1
     for col in ("minx", "miny", "maxx", "maxy", "lon", "lat"):
-        assert np.isnan(batch[col]).all()
+        assert np.isnan(getattr(batch, col)).all()
 
 
 def test_unsupported_dtype_and_unreadable(tmp_path: Path) -> None:
@@ -199,9 +200,9 @@ def test_unsupported_dtype_and_unreadable(tmp_path: Path) -> None:
 
 
 def test_read_patch_matches_a_tile(gen_dir: Path) -> None:
-    batch = _tiles(gen_dir / "rgb.tif")
+    batch, _ = _tiles(gen_dir / "rgb.tif")
     patch = read_patch(str(gen_dir / "rgb.tif"), (256, 0, 256, 256), 256)
-    assert np.array_equal(patch, batch["pixels"][1])
+    assert np.array_equal(patch, batch.pixels[1])
     with pytest.raises(RasterReadError, match="not inside"):
         read_patch(str(gen_dir / "rgb.tif"), (500, 0, 256, 256), 256)
 

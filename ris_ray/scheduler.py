@@ -1,0 +1,292 @@
+"""The ingest scheduler: what to run next, and what each finished task means.
+
+No Ray here: the scheduler hands out :class:`Work` items (probe a file, tile a
+window, embed a batch), keeps a ledger of the work in flight under integer
+tickets, and takes back one event per finished item:
+
+- :meth:`Scheduler.probed` a file's :class:`~ris_ray.tiling.RasterInfo`
+  (its windows are planned and queued),
+- :meth:`Scheduler.tiled` a window's :class:`~ris_ray.records.TileStats`
+  (a non-empty batch is queued for an embedder),
+- :meth:`Scheduler.embedded` the number of rows an embedder produced,
+- :meth:`Scheduler.failed` a :class:`~ris_ray.records.Failure`, whatever the
+  kind of work.
+
+A file *settles* when its last window is handled; the driver stages it for
+the next commit (:meth:`Scheduler.take_settled`). Backpressure: at most
+``max_inflight`` windows are being read, waiting for an embedder or being
+embedded, and each embedder holds at most ``embed_slots`` batches.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ris_ray.raster import display_path
+from ris_ray.records import Failure, TileStats
+from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, plan_windows
+
+__all__ = [
+    "Embed",
+    "FileReport",
+    "Probe",
+    "Scheduler",
+    "Settled",
+    "Tile",
+    "Work",
+]
+
+
+@dataclass
+class FileReport:
+    """What happened to one input file."""
+
+    path: str
+    status: str = "pending"  # ok | skipped | failed | unchanged
+    tiles_planned: int = 0
+    tiles_written: int = 0
+    tiles_low_valid: int = 0
+    tiles_empty: int = 0  # under absent blocks of a sparse TIFF: never read
+    windows: int = 0
+    windows_failed: int = 0
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Read the header of ``path``."""
+
+    ticket: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Cut the tiles of one window of ``path``."""
+
+    ticket: int
+    path: str
+    info: RasterInfo
+    job: WindowJob
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Embed ``batch`` (an opaque handle, e.g. a Ray object ref) on embedder ``actor``."""
+
+    ticket: int
+    path: str
+    batch: Any
+    n_tiles: int
+    actor: int
+
+
+Work = Probe | Tile | Embed
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A file whose work is over; ``staged``: its tiles go out with the next
+    commit (False: nothing was staged and earlier tiles stay, e.g. unreadable)."""
+
+    path: str
+    staged: bool
+
+
+@dataclass
+class _FileState:
+    report: FileReport
+    info: RasterInfo | None = None
+    outstanding: int = 0  # windows not yet fully handled
+
+
+@dataclass
+class Scheduler:
+    """Per-file state and the ledger of work in flight for one ingest run."""
+
+    paths: list[str]
+    spec: TileSpec
+    min_valid: float
+    window_px: int
+    max_inflight: int
+    n_embedders: int
+    embed_slots: int = 2
+    tiles_planned: int = 0
+    tiles_done: int = 0
+    files_done: int = 0
+    files: dict[str, _FileState] = field(init=False)
+    _ledger: dict[int, Work] = field(init=False, default_factory=dict)
+    _to_probe: deque[str] = field(init=False)
+    _windows: deque[tuple[str, WindowJob]] = field(init=False, default_factory=deque)
+    _to_embed: deque[tuple[str, Any, int]] = field(init=False, default_factory=deque)
+    _load: list[int] = field(init=False)
+    _settled: list[Settled] = field(init=False, default_factory=list)
+    _tickets: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.files = {p: _FileState(FileReport(display_path(p))) for p in self.paths}
+        self._to_probe = deque(self.paths)
+        self._load = [0] * self.n_embedders
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def reports(self) -> list[FileReport]:
+        return [s.report for s in self.files.values()]
+
+    @property
+    def done(self) -> bool:
+        """Nothing queued and nothing in flight."""
+        return not (self._to_probe or self._windows or self._to_embed or self._ledger)
+
+    @property
+    def in_flight(self) -> dict[int, Work]:
+        return dict(self._ledger)
+
+    def _windows_busy(self) -> int:
+        return sum(not isinstance(w, Probe) for w in self._ledger.values()) + len(self._to_embed)
+
+    def take_settled(self) -> list[Settled]:
+        """Files settled since the last call, in the order they settled."""
+        out, self._settled = self._settled, []
+        return out
+
+    # ------------------------------------------------------------ work out
+
+    def _issue(self, work: Work) -> Work:
+        self._ledger[work.ticket] = work
+        return work
+
+    def _ticket(self) -> int:
+        self._tickets += 1
+        return self._tickets
+
+    def next_work(self) -> list[Work]:
+        """Everything that may start now: every probe, windows while the
+        pipeline has room, batches for embedders with a free slot (least
+        loaded first)."""
+        out: list[Work] = []
+        while self._to_probe:
+            out.append(self._issue(Probe(self._ticket(), self._to_probe.popleft())))
+        while self._windows and self._windows_busy() < self.max_inflight:
+            path, job = self._windows.popleft()
+            info = self.files[path].info
+            assert info is not None
+            out.append(self._issue(Tile(self._ticket(), path, info, job)))
+        while self._to_embed and min(self._load) < self.embed_slots:
+            path, batch, n = self._to_embed.popleft()
+            actor = self._load.index(min(self._load))
+            self._load[actor] += 1
+            out.append(self._issue(Embed(self._ticket(), path, batch, n, actor)))
+        return out
+
+    # ------------------------------------------------------------ events in
+
+    def _take(self, ticket: int, kind: type) -> Any:
+        work = self._ledger.get(ticket)
+        if not isinstance(work, kind):
+            raise KeyError(f"ticket {ticket} is not a {kind.__name__} in flight")
+        del self._ledger[ticket]
+        return work
+
+    def probed(self, ticket: int, info: RasterInfo) -> None:
+        """A file's header is in: plan its windows (skipping absent sparse blocks)."""
+        work: Probe = self._take(ticket, Probe)
+        state = self.files[work.path]
+        state.info = info
+        f = state.report
+        jobs = plan_windows(
+            info.width,
+            info.height,
+            self.spec.tile,
+            self.spec.stride,
+            block_shape=info.block_shape,
+            target_px=self.window_px,
+        )
+        f.tiles_planned = sum(j.n_tiles for j in jobs)
+        shape = (self.spec.tile, self.spec.stride)
+        readable = [j for j in jobs if info.window_has_data(j.window(*shape))]
+        f.tiles_empty = f.tiles_planned - sum(j.n_tiles for j in readable)
+        f.windows = len(readable)
+        self.tiles_planned += f.tiles_planned - f.tiles_empty
+        if not readable:
+            f.status = "skipped"
+            f.reason = (
+                f"{info.width}x{info.height} is smaller than one "
+                f"{self.spec.tile}x{self.spec.tile} tile"
+                if not f.tiles_planned
+                else f"all {f.tiles_planned} tiles lie in absent (sparse) blocks"
+            )
+            self._settle_now(work.path, staged=True)  # drops tiles of an earlier version
+            return
+        state.outstanding = len(readable)
+        self._windows.extend((work.path, j) for j in readable)
+
+    def tiled(self, ticket: int, stats: TileStats, batch: Any) -> None:
+        """A window is cut: queue its batch for an embedder, or settle an empty window."""
+        work: Tile = self._take(ticket, Tile)
+        self.files[work.path].report.tiles_low_valid += stats.n_low_valid
+        if stats.n_tiles:
+            self._to_embed.append((work.path, batch, stats.n_tiles))
+        else:
+            self._window_done(work.path)
+
+    def embedded(self, ticket: int, rows: int) -> None:
+        """An embedder returned ``rows`` tiles of a window (the driver staged them)."""
+        work: Embed = self._take(ticket, Embed)
+        self._load[work.actor] -= 1
+        self.files[work.path].report.tiles_written += rows
+        self.tiles_done += rows
+        self._window_done(work.path)
+
+    def failed(self, ticket: int, failure: Failure) -> None:
+        """Any work item went wrong: an unreadable file fails at once (its
+        earlier tiles stay); a failed window or batch counts against its file."""
+        work = self._ledger.get(ticket)
+        if work is None:
+            raise KeyError(f"ticket {ticket} is not in flight")
+        if isinstance(work, Probe):
+            self._take(ticket, Probe)
+            f = self.files[work.path].report
+            f.status, f.reason = "failed", failure.reason
+            self._settle_now(work.path, staged=False)
+            return
+        f = self.files[work.path].report
+        f.windows_failed += 1
+        if isinstance(work, Embed):
+            self._take(ticket, Embed)
+            self._load[work.actor] -= 1
+            f.reason = f"{work.path}: embedding failed ({failure.reason})"
+        else:
+            self._take(ticket, Tile)
+            crashed = failure.kind == "crash"
+            reason = f"{work.path}: {failure.reason}" if crashed else failure.reason
+            first = f.windows_failed == 1
+            f.reason = reason if first else f"{f.windows_failed} windows failed; first: {f.reason}"
+        self._window_done(work.path)
+
+    # ------------------------------------------------------------ settling
+
+    def _settle_now(self, path: str, *, staged: bool) -> None:
+        self.files_done += 1
+        self._settled.append(Settled(path, staged))
+
+    def _window_done(self, path: str) -> None:
+        state = self.files[path]
+        state.outstanding -= 1
+        if state.outstanding:
+            return
+        f = state.report
+        if f.windows_failed:
+            f.status = "failed"
+        elif f.tiles_written == 0:
+            f.status = "skipped"
+            f.reason = f.reason or (
+                f"no valid tiles: {f.tiles_low_valid} below --min-valid {self.min_valid}"
+                + (f", {f.tiles_empty} in absent blocks" if f.tiles_empty else "")
+            )
+        else:
+            f.status = "ok"
+        self._settle_now(path, staged=True)

@@ -1,0 +1,238 @@
+"""What ``ris serve`` keeps in memory between requests, and when it reloads.
+
+A :class:`Snapshot` is one dataset version held open: the Lance dataset,
+the result metadata (tile id, source, row/col, lon/lat, bounds; no
+thumbnails) as an Arrow table, ``tile_id -> row`` positions, and every
+fingerprint in a :class:`ris_ray.scan.FlatScan` (loaded at once when the
+dataset has no l2 index, else on the first query that needs it). It is a
+:class:`ris_ray.query.QueryBackend`, so :func:`ris_ray.query.query` answers
+through it with the CLI's own logic (validation, positives/negatives,
+``mean(pos) - alpha * mean(neg)``, filters, result records):
+
+- stored tiles are looked up in memory instead of a filtered scan;
+- ranking: when the dataset has an IVF_PQ index for the metric (and the
+  query is not ``exact``), Lance's ANN search (:func:`ris_ray.query.search`)
+  as in the CLI, asked for ``k + len(exclude)`` rows and the query's own
+  tiles dropped afterwards (no ``tile_id NOT IN`` prefilter, which scans the
+  id column); otherwise the exact in-memory scan, with the filters applied
+  as a boolean row mask (:func:`filter_mask`, the numpy twin of
+  :meth:`ris_ray.filters.SearchFilter.to_sql`).
+
+:class:`Session` hands out the current snapshot and, at most once per
+``check_every`` seconds, asks Lance for the latest version; a newer one is
+loaded and swapped in (requests in flight keep the snapshot they started
+with), so a new ingest shows up without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ris_ray.config import METRICS
+from ris_ray.filters import SearchFilter, check_tile_id, match_sources
+from ris_ray.index import vector_index
+from ris_ray.query import Neighbour, check_search, neighbour, search
+from ris_ray.records import TILE_REF_FIELDS
+from ris_ray.scan import FlatScan
+from ris_ray.store import lance_dataset, open_dataset
+from ris_ray.uris import local_path
+
+__all__ = ["Session", "Snapshot", "filter_mask"]
+
+log = logging.getLogger(__name__)
+#: Searches running at once, process-wide: one per core. More requests wait
+#: here rather than all thrashing the cores (throughput holds under load).
+SEARCH_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
+_META_COLUMNS = list(TILE_REF_FIELDS)  # a result row without its thumbnail
+
+
+def filter_mask(
+    f: SearchFilter,
+    sources: Sequence[str],
+    codes: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+) -> np.ndarray | None:
+    """Rows passing ``f`` as a boolean mask (``None``: every row passes).
+
+    ``codes[i]`` is row i's index into ``sources``. Same rules as
+    :meth:`SearchFilter.to_sql`: a row passes when its source matches one of
+    the globs, its centre lies in ``bbox_wgs84`` (``W > E`` wraps the
+    antimeridian; rows without lon/lat never do) and it is not excluded.
+    """
+    allow: np.ndarray | None = None
+
+    def keep(mask: np.ndarray) -> None:
+        nonlocal allow
+        allow = mask if allow is None else allow & mask
+
+    if f.sources:
+        chosen = {s for p in f.sources for s in match_sources(sources, p)}
+        keep(np.isin(codes, [i for i, s in enumerate(sources) if s in chosen]))
+    if f.bbox_wgs84 is not None:
+        w, s, e, n = f.bbox_wgs84
+        with np.errstate(invalid="ignore"):
+            in_lon = (lon >= w) & (lon <= e) if w <= e else (lon >= w) | (lon <= e)
+            keep(in_lon & (lat >= s) & (lat <= n))
+    if f.exclude_sources:
+        gone = set(f.exclude_sources)
+        keep(~np.isin(codes, [i for i, s in enumerate(sources) if s in gone]))
+    return allow
+
+
+class Snapshot:
+    """One dataset version held open for queries (a :class:`QueryBackend`)."""
+
+    def __init__(self, ds: Any) -> None:
+        self._ds = ds
+        self.version = int(ds.version)
+        self.meta: pa.Table = ds.to_table(columns=_META_COLUMNS).combine_chunks()
+        self.rows = self.meta.num_rows
+        self.positions = {t: i for i, t in enumerate(self.meta.column("tile_id").to_pylist())}
+        encoded = self.meta.column("source").dictionary_encode().combine_chunks()
+        self.sources: list[str] = encoded.dictionary.to_pylist()
+        self.codes = encoded.indices.to_numpy(zero_copy_only=False)
+        self.lon = self.meta.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
+        self.lat = self.meta.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
+        self.indexes = {m: vector_index(ds, m) for m in METRICS}
+        self.cache: dict[str, Any] = {}  # per-version derived data (footprints, ...)
+        self._scan: FlatScan | None = None
+        self._scan_lock = threading.Lock()
+        if not self.indexes["l2"]:  # the default query ranks with the exact scan
+            self.scan()
+
+    def scan(self) -> FlatScan:
+        """The in-memory exact scan, loaded on first use (every fingerprint:
+        4 bytes x 512 per tile); with an index, only an exact query needs it."""
+        with self._scan_lock:
+            if self._scan is None:
+                self._scan = FlatScan.from_dataset(self._ds)
+            return self._scan
+
+    @property
+    def ds(self) -> Any:
+        return self._ds
+
+    def row_dicts(self, positions: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """Metadata rows (no thumbnail) at these positions, in that order."""
+        return list(self.meta.take(pa.array(np.asarray(positions, np.int64))).to_pylist())
+
+    def stored(self, tile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found = [t for t in tile_ids if t in self.positions]
+        pos = [self.positions[t] for t in found]
+        if not pos:
+            return {}
+        fp = self._ds.take(pos, columns=["fingerprint"]).column("fingerprint").combine_chunks()
+        vectors = fp.values.to_numpy(zero_copy_only=False).reshape(len(pos), -1)
+        rows = self.row_dicts(pos)
+        for row, vec in zip(rows, vectors):
+            row["fingerprint"] = vec
+            row["thumbnail"] = None
+        return {r["tile_id"]: r for r in rows}
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        metric: str,
+        exclude: Sequence[str],
+        *,
+        filters: SearchFilter,
+        where: str | None,
+        max_distance: float | None,
+        exact: bool,
+    ) -> tuple[list[Neighbour], float]:
+        """``k`` nearest rows passing ``filters`` minus ``exclude`` (see the module doc)."""
+        check_search(k, metric, max_distance)
+        with SEARCH_SLOTS:
+            if not exact and self.indexes.get(metric):
+                return self._ann(vector, k, metric, exclude, where, max_distance)
+            return self._exact(vector, k, metric, exclude, filters, max_distance)
+
+    def _exact(
+        self,
+        vector: np.ndarray,
+        k: int,
+        metric: str,
+        exclude: Sequence[str],
+        filters: SearchFilter,
+        max_distance: float | None,
+    ) -> tuple[list[Neighbour], float]:
+        t0 = time.perf_counter()
+        allow = filter_mask(filters, self.sources, self.codes, self.lon, self.lat)
+        gone = [self.positions[t] for t in exclude if t in self.positions]
+        if gone:
+            allow = np.ones(self.rows, bool) if allow is None else allow.copy()
+            allow[gone] = False
+        idx, dist = self.scan().search(vector, k, metric, allow)
+        out: list[Neighbour] = []
+        for row, d in zip(self.row_dicts(idx), dist.tolist()):
+            if max_distance is not None and d > max_distance:
+                break
+            out.append(neighbour(len(out) + 1, d, row))
+        return out, (time.perf_counter() - t0) * 1000.0
+
+    def _ann(
+        self,
+        vector: np.ndarray,
+        k: int,
+        metric: str,
+        exclude: Sequence[str],
+        where: str | None,
+        max_distance: float | None,
+    ) -> tuple[list[Neighbour], float]:
+        gone = set(exclude)
+        found, ms = search(
+            self._ds, vector, k + len(gone), metric, where=where, max_distance=max_distance
+        )
+        kept = [n for n in found if n.tile_id not in gone][:k]
+        for rank, n in enumerate(kept, start=1):
+            n.rank = rank
+        return kept, ms
+
+    def thumbnail(self, tile_id: str) -> bytes | None:
+        """The stored thumbnail (JPEG) of a tile, ``None`` when it has none;
+        :class:`KeyError` for an unknown id."""
+        check_tile_id(tile_id, "tile_id")
+        pos = self.positions[tile_id]
+        value = self._ds.take([pos], columns=["thumbnail"]).column("thumbnail")[0].as_py()
+        return value or None
+
+
+class Session:
+    """The current :class:`Snapshot` of the dataset at ``uri``, reloaded when a
+    newer version appears (checked at most every ``check_every`` seconds)."""
+
+    def __init__(self, uri: str, *, check_every: float = 1.0) -> None:
+        self.uri = local_path(uri)
+        self.check_every = check_every
+        self._snapshot = Snapshot(open_dataset(uri))
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def latest_version(self) -> int:
+        """The newest committed version (one small read of the dataset's manifest)."""
+        return int(lance_dataset(self.uri).version)
+
+    def current(self) -> Snapshot:
+        """The snapshot to answer with; loads a newer version first when one is due."""
+        now = time.monotonic()
+        if now - self._checked < self.check_every or not self._lock.acquire(blocking=False):
+            return self._snapshot
+        try:
+            self._checked = now
+            if self.latest_version() != self._snapshot.version:
+                self._snapshot = Snapshot(open_dataset(self.uri))
+        except (OSError, ValueError) as exc:  # gone or mid-write: keep answering
+            log.warning("%s: keeping version %d (%s)", self.uri, self._snapshot.version, exc)
+        finally:
+            self._lock.release()
+        return self._snapshot
