@@ -12,7 +12,10 @@ __all__ = [
     "DatasetError",
     "EmbeddingError",
     "InputError",
+    "LockedError",
     "ModelMismatchError",
+    "ObjectNotFoundError",
+    "ObjectStoreError",
     "QueryError",
     "RasterReadError",
     "RisError",
@@ -55,3 +58,15 @@ class ModelMismatchError(RisError, ValueError):
 
 class QueryError(RisError, LookupError):
     """A query cannot be answered (unknown tile id, empty dataset, ...)."""
+
+
+class ObjectStoreError(RisError, OSError):
+    """An object store (S3, ...) refused or failed a request: bucket, credentials, endpoint."""
+
+
+class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
+    """A named object does not exist in its bucket."""
+
+
+class LockedError(RisError, BlockingIOError):
+    """Another run holds the dataset's writer lock (:mod:`ris_ray.lock`)."""

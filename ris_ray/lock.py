@@ -16,11 +16,13 @@ by inode and retries). The kernel drops a flock when its holder dies,
 however it dies, so the lock of a killed process is never in the way (no
 stale lock to break by hand; its file is reused and removed by the next run).
 
-Remote datasets: :func:`dataset_lock` returns a no-op lock for now; an
-object store version would write ``DB.lock`` with a conditional put
-(``If-None-Match: *``), refresh it while held, and treat an expired one as
-stale. The :class:`DatasetLock` interface (context manager, ``holder``) is
-what callers use either way.
+Object-store datasets (``s3://``, ``gs://``, ``az://`` and their ``/vsi...``
+forms): the lease ``DB/_ris_ingest.lock`` of :mod:`ris_ray.storelock` (created
+with a conditional put, refreshed while held, taken over once stale, so a
+killed run does not block the next one for long); waiting polls it every
+:data:`LEASE_POLL_S` seconds up to ``wait_s``. Other remote URIs get a
+no-op lock (nothing there to lock with). Either way the refusal is one
+:class:`~ris_ray.errors.LockedError` line naming the holder and the fix.
 """
 
 from __future__ import annotations
@@ -33,26 +35,18 @@ import socket
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
-from ris_ray.errors import RisError
+from ris_ray.errors import LockedError
+from ris_ray.objstore import is_object_uri, to_url
+from ris_ray.storelock import LOCK_NAME, StoreLock, acquire_lock
 from ris_ray.uris import is_remote
 
-__all__ = ["DatasetLock", "LocalLock", "LockedError", "NoLock", "dataset_lock", "lock_path"]
+__all__ = ["LeaseLock", "LocalLock", "NoLock", "dataset_lock", "lock_path"]
 
+#: How often a waiting writer retries a local lock (seconds).
 POLL_S = 0.25
-
-
-class LockedError(RisError, BlockingIOError):
-    """Another process is writing this dataset."""
-
-
-class DatasetLock(Protocol):
-    def __enter__(self) -> DatasetLock: ...
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+#: How often a waiting writer retries an object-store lease (one GET + PUT each).
+LEASE_POLL_S = 2.0
 
 
 def lock_path(db: str) -> Path:
@@ -120,8 +114,38 @@ class LocalLock:
             self._fd = None
 
 
+class LeaseLock:
+    """An object-store dataset's lease (:func:`ris_ray.storelock.acquire_lock` on
+    ``DB/_ris_ingest.lock``), retried every :data:`LEASE_POLL_S` s for up to
+    ``wait_s`` while another run holds it."""
+
+    def __init__(self, db: str, wait_s: float = 0.0) -> None:
+        self.uri = f"{to_url(db).rstrip('/')}/{LOCK_NAME}"
+        self.wait_s = wait_s
+        self._lease: StoreLock | None = None
+
+    def __enter__(self) -> StoreLock:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                self._lease = acquire_lock(self.uri)
+                return self._lease
+            except LockedError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(LEASE_POLL_S, left))
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
+
 class NoLock:
-    """Remote datasets: no lock yet (see the module docstring)."""
+    """Remote datasets outside an object store: nothing to lock with."""
 
     def __enter__(self) -> NoLock:
         return self
@@ -132,6 +156,10 @@ class NoLock:
         return None
 
 
-def dataset_lock(db: str, wait_s: float = 0.0) -> LocalLock | NoLock:
-    """The writer lock for ``db``: a :class:`LocalLock` for local paths."""
+def dataset_lock(db: str, wait_s: float = 0.0) -> LocalLock | LeaseLock | NoLock:
+    """The writer lock for ``db``, taken on ``with`` (waiting up to ``wait_s``
+    seconds, then :class:`~ris_ray.errors.LockedError`): a :class:`LocalLock`
+    for local paths, a :class:`LeaseLock` for object-store URIs, else :class:`NoLock`."""
+    if is_object_uri(db):
+        return LeaseLock(db, wait_s)
     return NoLock() if is_remote(db) else LocalLock(db, wait_s)

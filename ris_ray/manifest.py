@@ -7,7 +7,11 @@ cleanup leaves it alone. One row per source file:
 ``path, size, mtime_ns`` identify the file. A file whose size or
 modification time differs from its row is *changed* and is re-ingested (its
 old tiles are replaced atomically); this is the same rule ``make`` and
-``rsync`` use, and it never reads pixels to decide. ``status`` is
+``rsync`` use, and it never reads pixels to decide. An object in a store
+(``s3://...``) is identified by ``size`` and ``etag`` instead (``mtime_ns``
+then holds its last-modified time): the ETag changes whenever the object is
+replaced. Manifests written before the ``etag`` column existed are read as
+they are (``etag`` null) and gain the column on their next update. ``status`` is
 ``ok``/``skipped``/``failed``; failed files are retried on the next run.
 
 Consistency with the tiles: the tile commit comes first, the manifest commit
@@ -27,10 +31,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from ris_ray.errors import ObjectStoreError
+from ris_ray.lance_io import open_lance, write_lance
 from ris_ray.sql import sql_in
 
 warnings.filterwarnings("ignore", "lance is not fork-safe")
-import lance  # noqa: E402
 
 __all__ = ["MANIFEST_NAME", "FileRecord", "Manifest", "manifest_uri"]
 
@@ -47,6 +52,7 @@ SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("dataset_version", pa.int64()),
         pa.field("ingested_at", pa.float64(), nullable=False),
+        pa.field("etag", pa.string()),
     ]
 )
 
@@ -66,8 +72,12 @@ class FileRecord:
     reason: str | None = None
     dataset_version: int | None = None
     ingested_at: float = 0.0
+    etag: str | None = None
 
-    def same_file(self, size: int, mtime_ns: int) -> bool:
+    def same_file(self, size: int, mtime_ns: int, etag: str | None = None) -> bool:
+        """Same size and ETag when both sides have one (objects), else same size and mtime."""
+        if etag is not None and self.etag is not None:
+            return self.size == size and self.etag == etag
         return self.size == size and self.mtime_ns == mtime_ns
 
 
@@ -79,7 +89,9 @@ class Manifest:
 
     def _dataset(self) -> Any | None:
         try:
-            return lance.dataset(self.uri)
+            return open_lance(self.uri)
+        except ObjectStoreError:
+            raise
         except (ValueError, OSError):
             return None
 
@@ -99,8 +111,12 @@ class Manifest:
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         ds = self._dataset()
         if ds is None:
-            lance.write_dataset(table, self.uri, schema=SCHEMA)
+            write_lance(table, self.uri, schema=SCHEMA)
             return
+        missing = [f for f in SCHEMA if f.name not in ds.schema.names]
+        if missing:  # a manifest from before these columns: add them (all null)
+            ds.add_columns(missing)
+            ds = open_lance(self.uri)
         (
             ds.merge_insert("path")
             .when_matched_update_all()
@@ -111,7 +127,7 @@ class Manifest:
     def replace_all(self, records: Iterable[FileRecord]) -> None:
         rows = [asdict(r) for r in records]
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        lance.write_dataset(table, self.uri, schema=SCHEMA, mode="overwrite")
+        write_lance(table, self.uri, schema=SCHEMA, mode="overwrite")
 
     def delete(self, paths: Iterable[str]) -> None:
         paths = list(paths)

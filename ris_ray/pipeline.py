@@ -37,11 +37,12 @@ from ris_ray import preflight, raylocal
 from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
-from ris_ray.errors import InputError, RisError
-from ris_ray.inputs import discover
+from ris_ray.errors import InputError, RasterReadError, RisError
+from ris_ray.inputs import discover_objects
 from ris_ray.manifest import FileRecord
-from ris_ray.raster import display_path
-from ris_ray.records import Failure
+from ris_ray.objstore import ObjectInfo, S3Settings, to_url
+from ris_ray.raster import display_path, file_identity
+from ris_ray.records import Failure, FileIdent
 from ris_ray.scheduler import Embed, FileReport, Probe, Scheduler, Tile, Work
 from ris_ray.store import DatasetParams, TileStore
 from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
@@ -121,15 +122,26 @@ class IngestReport:
 
 
 def connect(address: str | None = None) -> bool:
-    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set, else start a fresh
+    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set (the workers get this
+    process's ``AWS_*`` settings, :func:`_aws_runtime_env`), else start a fresh
     embedded local instance on loopback (:func:`ris_ray.raylocal.start`).
     Returns True when this call started Ray (the caller calls :func:`disconnect`)."""
-    return raylocal.start(address)
+    return raylocal.start(address, join_options=_aws_runtime_env())
 
 
 def disconnect() -> None:
     """Shut down the Ray that :func:`connect` started."""
     raylocal.stop()
+
+
+def _aws_runtime_env() -> dict[str, Any]:
+    """``runtime_env`` giving the workers of an external cluster this process's
+    ``AWS_*`` settings; nothing when there are none, or inside a Ray job (whose
+    ``runtime_env`` provides them; Ray refuses the same variable twice)."""
+    env = S3Settings.from_env().worker_env()
+    if not env or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        return {}
+    return {"runtime_env": {"env_vars": env}}
 
 
 def _wait_for_gpus(wanted: int, timeout_s: float, say: Callable[[str], None]) -> int:
@@ -235,22 +247,24 @@ class _Progress:
             self._p.stop()
 
 
-def _stat(path: str) -> tuple[int, int] | None:
-    """``(size, mtime_ns)`` of a local file, ``None`` for remote or unreadable paths."""
-    if is_remote(path):
-        return None
+def _stat(path: str, objects: dict[str, ObjectInfo]) -> FileIdent | None:
+    """The identity of ``path``: a store object's from the listing in ``objects``
+    (size, last-modified, ETag; no request), else :func:`file_identity` (local
+    stat, or one HEAD); ``None`` when it has none or cannot be read."""
+    info = objects.get(path)
+    if info is not None:
+        return FileIdent(info.size, info.last_modified_ns, info.etag)
     try:
-        st = os.stat(path)
-    except OSError:
+        return file_identity(path)
+    except RasterReadError:
         return None
-    return st.st_size, st.st_mtime_ns
 
 
 def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-Ident = tuple[int, int] | None
+Ident = FileIdent | None
 
 
 def ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None) -> IngestReport:
@@ -288,7 +302,8 @@ def _ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None)
     """The ingest run proper (see :func:`ingest`).
 
     Incremental: files already in the dataset's manifest with the same size
-    and modification time are not read again; new, changed and previously
+    and modification time (store objects: size and ETag, from the listing)
+    are not read again; new, changed and previously
     failed files are. With ``cfg.rebuild`` everything is re-read and the
     dataset is replaced in one commit; with ``cfg.prune`` tiles of manifest
     files under the inputs that no longer exist are deleted.
@@ -300,7 +315,7 @@ def _ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None)
     """
     say = on_event or (lambda msg: None)
     t0 = time.monotonic()
-    paths = discover(cfg.inputs)
+    paths, objects = discover_objects(cfg.inputs)
     weights = resolve_weights(cfg.weights)
     params = DatasetParams(cfg.tile_size, cfg.step, weights.model_id)
     store = TileStore.for_ingest(  # the writer lock, then the params check
@@ -310,7 +325,7 @@ def _ingest(cfg: IngestConfig, *, on_event: Callable[[str], None] | None = None)
         report = IngestReport(
             db=store.uri, model=weights.model_id, weights=weights.description, device="-"
         )
-        idents = {p: _stat(p) for p in paths}  # the one stat of each file this run
+        idents = {p: _stat(p, objects) for p in paths}  # the one stat of each file this run
         todo = _changed(cfg, paths, idents, store, report, say)
         if todo:
             # Build the model once here so missing weights fail before Ray starts work.
@@ -355,7 +370,7 @@ def _changed(
         else:
             todo.append(path)
     shown = {display_path(p) for p in paths}
-    roots = [os.path.realpath(i) for i in cfg.inputs if not is_remote(i)]  # as discover stores
+    roots = [to_url(i) if is_remote(i) else os.path.realpath(i) for i in cfg.inputs]  # as stored
     report.missing = sorted(p for p in known if _under(p, roots) and p not in shown)
     gone = report.missing
     say(
@@ -508,7 +523,7 @@ class _RayLoop:
 
 
 def _record(f: FileReport, version: int | None, ident: Ident) -> FileRecord:
-    size, mtime = ident or (-1, -1)
+    size, mtime, etag = ident or FileIdent(-1, -1)
     return FileRecord(
         path=f.path,
         size=size,
@@ -518,6 +533,7 @@ def _record(f: FileReport, version: int | None, ident: Ident) -> FileRecord:
         tiles_low_valid=f.tiles_low_valid,
         reason=f.reason,
         dataset_version=version,
+        etag=etag,
     )
 
 

@@ -32,6 +32,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,16 @@ class _Embedded:
 _state: _Embedded | None = None
 
 
-def start(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+def start(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    join_options: Mapping[str, Any] | None = None,
+) -> bool:
     """Connect to Ray; True when this call started an embedded Ray (call :func:`stop`).
 
-    ``address`` or ``RAY_ADDRESS``: join that cluster. Neither: start a
+    ``address`` or ``RAY_ADDRESS``: join that cluster (``join_options`` go to
+    ``ray.init``, e.g. a ``runtime_env``). Neither: start a
     fresh local Ray on loopback with a watchdog (see the module docstring).
     An already initialised Ray is reused (returns False).
     """
@@ -76,7 +83,7 @@ def start(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     quiet_token.setLevel(logging.ERROR)
     try:
         if address:
-            _join(address)
+            _join(address, join_options or {})
             return True
         _state = _loopback_only()
         ray.init(
@@ -92,7 +99,7 @@ def start(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _join(address: str) -> None:
+def _join(address: str, options: Mapping[str, Any]) -> None:
     """``ray.init(address)``, with an unreachable or refusing cluster as one line."""
     host, _, port = address.rpartition(":")
     if host and port.isdigit() and "://" not in address:  # GCS HOST:PORT: fail fast
@@ -104,7 +111,7 @@ def _join(address: str) -> None:
                 f"--address {address}: cannot reach a Ray cluster there ({reason})"
             ) from None
     try:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, **options)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--address {address}: cannot join that Ray cluster ({first})") from None

@@ -5,6 +5,8 @@
 - :class:`TileStats`: the window's counts, returned *beside* the batch;
 - :class:`Failure`: every kind of task outcome that went wrong (an unusable
   file, an unreadable window, a crashed worker) as one value;
+- :class:`FileIdent`: what identifies a source file between runs (size,
+  mtime or last-modified, and an object's ETag);
 - :class:`TileRef`: where a stored tile lies (id, source, pixel box, CRS
   bounds, WGS84 centre), the fields shared by query results, diff changes and
   exports.
@@ -13,11 +15,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
-__all__ = ["BOUNDS_FIELDS", "TILE_REF_FIELDS", "Failure", "TileBatch", "TileRef", "TileStats"]
+__all__ = [
+    "BOUNDS_FIELDS",
+    "TILE_REF_FIELDS",
+    "Failure",
+    "FileIdent",
+    "TileBatch",
+    "TileRef",
+    "TileStats",
+]
+
+
+class FileIdent(NamedTuple):
+    """A source file's identity: ``(size, mtime_ns, etag)``.
+
+    Local files: size and modification time (``etag`` is ``None``). Store
+    objects: size, last-modified and ETag; the ETag changes whenever the object
+    is replaced, so an unchanged object has the same size and ETag.
+    """
+
+    size: int
+    mtime_ns: int
+    etag: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ and reports the version.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -33,9 +34,11 @@ import numpy as np
 import pyarrow as pa
 
 from ris_ray.config import FINGERPRINT_DIM
-from ris_ray.errors import DatasetError, ModelMismatchError
-from ris_ray.lock import LocalLock, NoLock, dataset_lock
+from ris_ray.errors import DatasetError, ModelMismatchError, ObjectStoreError
+from ris_ray.lance_io import open_lance, write_lance
+from ris_ray.lock import dataset_lock
 from ris_ray.manifest import FileRecord, Manifest
+from ris_ray.objstore import is_object_uri, prefix_size
 from ris_ray.records import TileBatch
 from ris_ray.sql import sql_in
 from ris_ray.uris import is_remote, local_path
@@ -127,7 +130,9 @@ def schema_for(params: DatasetParams) -> pa.Schema:
 def _exists(uri: str) -> bool:
     if is_remote(uri):
         try:
-            lance.dataset(uri)
+            open_lance(uri)
+        except ObjectStoreError:
+            raise
         except (ValueError, OSError):
             return False
         return True
@@ -136,7 +141,7 @@ def _exists(uri: str) -> bool:
 
 def lance_dataset(uri: str) -> Any:
     """The Lance dataset at ``uri`` (latest version), without ris_ray checks."""
-    return lance.dataset(uri)
+    return open_lance(uri)
 
 
 def open_dataset(uri: str, version: int | None = None) -> Any:
@@ -146,7 +151,9 @@ def open_dataset(uri: str, version: int | None = None) -> Any:
             f"{uri}: no Lance dataset here (create one with `ris ingest ... --db {uri}`)"
         )
     try:
-        ds = lance.dataset(uri, version=version)
+        ds = open_lance(uri, version=version)
+    except ObjectStoreError:
+        raise
     except (ValueError, OSError) as exc:
         raise DatasetError(
             f"{uri}: cannot open Lance dataset ({str(exc).splitlines()[0]})"
@@ -167,7 +174,10 @@ def dataset_params(ds: Any) -> DatasetParams:
 
 
 def dataset_size_bytes(uri: str) -> int:
-    """Bytes on disk under a local dataset directory (0 for remote URIs)."""
+    """Bytes under a dataset: its directory, or its prefix in an object store
+    (0 for other remote URIs)."""
+    if is_object_uri(uri):
+        return prefix_size(uri)
     if is_remote(uri):
         return 0
     return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())
@@ -322,7 +332,7 @@ class TileWriter:
             return self.commit()
         sources, self._ready = self._ready, []
         rows = self._staged_rows(sources)
-        ds = lance.write_dataset(
+        ds = write_lance(
             self._reader(sources),
             self.uri,
             schema=self.schema,
@@ -337,21 +347,19 @@ class TileWriter:
         if self._version is None:
             if rows == 0:
                 return None
-            ds = lance.write_dataset(
+            ds = write_lance(
                 self._reader(sources),
                 self.uri,
                 schema=self.schema,
                 data_storage_version=LANCE_FILE_FORMAT,
             )
         else:
-            ds = lance.dataset(self.uri)
+            ds = open_lance(self.uri)
             present = ds.count_rows(filter=sql_in("source", sources))
             if present == 0 and rows == 0:
                 return None
             if present == 0:
-                ds = lance.write_dataset(
-                    self._reader(sources), ds, schema=self.schema, mode="append"
-                )
+                ds = write_lance(self._reader(sources), self.uri, schema=self.schema, mode="append")
             elif rows == 0:
                 ds.delete(sql_in("source", sources))
             else:
@@ -362,7 +370,7 @@ class TileWriter:
                     .when_not_matched_by_source_delete(sql_in("source", sources))
                     .execute(self._reader(sources))
                 )
-            ds = lance.dataset(self.uri)
+            ds = open_lance(self.uri)
         self._after_commit(sources, rows, int(ds.version))
         return self._version
 
@@ -453,18 +461,17 @@ class TileStore:
         self.uri = local_path(uri)
         self.manifest = Manifest(self.uri)
         self._writer: TileWriter | None = None
-        self._lock: LocalLock | NoLock | None = None
+        self._held = contextlib.ExitStack()  # the writer lock, while held
 
     @classmethod
     def for_writing(cls, uri: str, *, lock_wait_s: float = 0.0) -> TileStore:
-        """A store holding the dataset's writer lock (:func:`ris_ray.lock.dataset_lock`,
-        waiting up to ``lock_wait_s``) until :meth:`close`: ingest, compact and
-        index builds take it; readers (``TileStore(uri)``, ``ris serve``) never do.
-        Raises :class:`~ris_ray.lock.LockedError` naming the holder."""
+        """A store holding the dataset's writer lock (:func:`ris_ray.lock.dataset_lock`:
+        a local lock file or an object-store lease, waiting up to ``lock_wait_s``)
+        until :meth:`close`: ingest, compact and index builds take it; readers
+        (``TileStore(uri)``, ``ris serve``) never do. Raises
+        :class:`~ris_ray.errors.LockedError` naming the holder."""
         store = cls(uri)
-        lock = dataset_lock(uri, lock_wait_s)
-        lock.__enter__()
-        store._lock = lock
+        store._held.enter_context(dataset_lock(uri, lock_wait_s))
         return store
 
     @classmethod
@@ -580,9 +587,7 @@ class TileStore:
             if self._writer is not None:
                 self._writer.close()
         finally:
-            lock, self._lock = self._lock, None
-            if lock is not None:
-                lock.__exit__(None, None, None)
+            self._held.close()
 
     def __enter__(self) -> TileStore:
         return self

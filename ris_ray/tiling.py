@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +31,8 @@ from rasterio.windows import Window
 
 from ris_ray.errors import RasterReadError, UnsupportedRasterError
 from ris_ray.geo import WGS84, bbox_window_of, tile_bounds, transform_points
-from ris_ray.raster import display_path, gdal_reason, open_raster
-from ris_ray.records import TileBatch, TileStats
+from ris_ray.raster import display_path, file_identity, gdal_reason, open_raster
+from ris_ray.records import FileIdent, TileBatch, TileStats
 
 __all__ = [
     "BandPlan",
@@ -323,15 +322,13 @@ def probe(
         return _probe_open(src, path, bands, require_tiff, st)
 
 
-def _stat(path: str) -> os.stat_result:
-    try:
-        return os.stat(path)
-    except OSError as exc:
-        raise RasterReadError(f"{display_path(path)}: {exc.strerror or exc}") from None
+def _stat(path: str) -> FileIdent:
+    """:func:`~ris_ray.raster.file_identity`; zeros for remote paths without one."""
+    return file_identity(path) or FileIdent(0, 0)
 
 
 def _probe_open(
-    src: Any, path: str, bands: tuple[int, ...] | None, require_tiff: bool, st: os.stat_result
+    src: Any, path: str, bands: tuple[int, ...] | None, require_tiff: bool, st: FileIdent
 ) -> RasterInfo:
     """:func:`probe` on an already open dataset ``src``."""
     shown = display_path(path)
@@ -367,8 +364,8 @@ def _probe_open(
         mask="dataset" if declared else "fill",
         stretch=None,
         block_shape=tuple(src.block_shapes[0]),
-        size_bytes=st.st_size,
-        mtime_ns=st.st_mtime_ns,
+        size_bytes=st.size,
+        mtime_ns=st.mtime_ns,
         data_blocks=_data_blocks(src, plan.indexes[0]),
     )
     if dtype != "uint8":

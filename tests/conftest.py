@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from s3_server import MotoServer
 
 from ris_ray.sample import landscape, write_geotiff
 
@@ -103,3 +104,25 @@ def db(request: pytest.FixtureRequest) -> Path:
         return request.getfixturevalue("shared_db")[0]  # type: ignore[no-any-return]
     except pytest.skip.Exception:
         return request.getfixturevalue("gen_db")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[MotoServer]:
+    """A real S3 API server (moto, subprocess) on loopback for the whole session.
+
+    Sets AWS_ACCESS_KEY_ID/SECRET/REGION and AWS_ENDPOINT_URL in this process's
+    environment (so subprocesses and Ray workers started later inherit them)
+    and restores the environment afterwards.
+    """
+    server = MotoServer()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()

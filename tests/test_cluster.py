@@ -17,6 +17,7 @@ from pathlib import Path
 import lance
 import pytest
 import yaml
+from s3_server import MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -67,7 +68,8 @@ def ray_head() -> Iterator[tuple[str, dict[str, str], int]]:
     token.write_text(uuid.uuid4().hex)
     gcs, dash, client, agent, rt_agent, metrics = _free_ports(6)
     env = {
-        **os.environ,
+        # No AWS_* on the head: jobs get them through their runtime_env only.
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -150,3 +152,57 @@ def test_ray_job_submit_round_trip(
         timeout=60,
     )
     assert "SUCCEEDED" in listing.stdout + listing.stderr
+
+
+@pytest.mark.cluster
+def test_ray_job_submit_reads_and_writes_s3(
+    s3: MotoServer, ray_head: tuple[str, dict[str, str], int], gen_dir: Path, tmp_path: Path
+) -> None:
+    """jobs/ingest.py on a real head, from an S3 prefix into an S3 dataset; the
+    head has no AWS_* of its own: the job's runtime_env env_vars carry them."""
+    from ris_ray.lance_io import storage_options
+    from ris_ray.objstore import S3Settings
+
+    address, env, gcs_port = ray_head
+    bucket = s3.make_bucket("jobcaps")
+    for tif in sorted(gen_dir.iterdir()):
+        s3.upload(tif, bucket, f"caps/{tif.name}")
+    db = f"s3://{bucket}/tiles.lance"
+    runtime_env = json.dumps(
+        {
+            "excludes": [".git", ".venv", "*.lance", "__pycache__"],
+            "env_vars": S3Settings.from_env().worker_env(),
+        }
+    )
+    submit = [
+        str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+        "--runtime-env-json", runtime_env, "--",
+        "python", "jobs/ingest.py", f"s3://{bucket}/caps/", "--db", db, "--weights", "random",
+        "-q", "--report", str(tmp_path / "report.json"),
+    ]  # fmt: skip
+    proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert lance.dataset(db, storage_options=storage_options(db)).count_rows() == 7
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["tiles_written"] == 7 and len(report["files"]) == 6
+    assert all(f["path"].startswith(f"s3://{bucket}/caps/") for f in report["files"])
+
+    # `ris ingest --address` from outside a job: connect() hands this process's
+    # AWS_* to the workers (runtime_env), which read the new object from S3.
+    from ris_ray.sample import landscape, write_geotiff
+
+    extra = write_geotiff(tmp_path / "extra.tif", landscape(256, 512, seed=9))
+    s3.upload(extra, bucket, "caps/late/extra.tif")
+    outside = subprocess.run(
+        [str(BIN / "ris"), "ingest", f"s3://{bucket}/caps/", "--db", db, "--weights", "random",
+         "-q", "--address", f"127.0.0.1:{gcs_port}", "--report", str(tmp_path / "r2.json")],
+        env={**env, **S3Settings.from_env().worker_env()}, capture_output=True, text=True,
+        timeout=400,
+    )  # fmt: skip
+    assert outside.returncode == 0, outside.stderr[-3000:]
+    report = json.loads((tmp_path / "r2.json").read_text())
+    status = {f["path"]: f["status"] for f in report["files"]}
+    assert status.pop(f"s3://{bucket}/caps/late/extra.tif") == "ok", report["files"]
+    assert set(status.values()) == {"unchanged"} and report["tiles_written"] == 2
+    assert report["ray_gcs_address"].rsplit(":", 1)[1] == str(gcs_port)
+    assert lance.dataset(db, storage_options=storage_options(db)).count_rows() == 9
