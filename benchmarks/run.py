@@ -396,12 +396,11 @@ def _peak_rss_during(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
 def bench_end_to_end(
     data: Path, scales: list[int], embed_rate: float, work: Path
 ) -> tuple[list[Row], Path]:
-    import ray
-
+    from ris_ray import raylocal
     from ris_ray.config import IngestConfig
     from ris_ray.pipeline import ingest
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    raylocal.start(num_cpus=os.cpu_count())  # embedded, loopback only, like `ris ingest`
     rows: list[Row] = []
     first_db = work / "e2e-1x.lance"
     try:
@@ -428,7 +427,7 @@ def bench_end_to_end(
                 }
             )
     finally:
-        ray.shutdown()
+        raylocal.stop()
     return rows, first_db
 
 

@@ -50,6 +50,8 @@ def _parse_window(text: str | None) -> tuple[int, int, int, int] | None:
         col, row, w, h = (int(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"--window {text!r}: expected COL,ROW,WIDTH,HEIGHT in pixels") from None
+    if col < 0 or row < 0 or w < 1 or h < 1:
+        raise InputError(f"--window {text!r}: COL,ROW must be >= 0 and WIDTH,HEIGHT >= 1")
     return col, row, w, h
 
 
@@ -123,6 +125,10 @@ def ingest(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
+    lock_wait: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for another ingest of the same --db (0: refuse)."),
+    ] = 0.0,
 ) -> None:
     """Tile, embed and store GeoTIFFs in a Lance dataset."""
     from ris_ray.config import Device, IngestConfig, Precision, parse_bands
@@ -149,12 +155,17 @@ def ingest(
         commit_every_s=commit_every,
         gpu_wait_s=gpu_wait,
         strict=strict,
+        lock_wait_s=lock_wait,
     )
+    report = _report_path(db, report)
     result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
-    if report is None and not is_remote(db):
-        report = Path(f"{db.rstrip('/')}.report.json")
     if report is not None:
-        report.write_text(json.dumps(result.to_dict(), indent=2))
+        try:
+            report.write_text(json.dumps(result.to_dict(), indent=2))
+        except OSError as exc:
+            raise InputError(
+                f"--report {report}: cannot write ({exc.strerror or exc}); the data is committed"
+            ) from None
     if not quiet:
         _print_ingest(result)
         if report is not None:
@@ -166,6 +177,19 @@ def ingest(
         )
     if result.files_failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _report_path(db: str, report: Path | None) -> Path | None:
+    """The report file (``DB.report.json`` beside a local dataset by default), with
+    ``--db`` and it checked writable before any work (see :mod:`ris_ray.preflight`)."""
+    from ris_ray.preflight import check_db, check_report
+
+    if report is None and not is_remote(db):
+        report = Path(f"{db.rstrip('/')}.report.json")
+    check_db(db)  # pipeline.ingest checks it too; first here so --db is named first
+    if report is not None:
+        check_report(report)
+    return report
 
 
 def _print_ingest(r: Any) -> None:
@@ -272,7 +296,7 @@ def query(
 ) -> None:
     """Find the k tiles most similar to a query tile, place or image."""
     from ris_ray.filters import SearchFilter
-    from ris_ray.geo import parse_bbox, parse_xy
+    from ris_ray.geo import parse_bbox, parse_lonlat, parse_xy
     from ris_ray.query import query as run_query
 
     positives = (tile_id, lonlat, point, image)
@@ -280,6 +304,7 @@ def query(
         raise InputError("give only one of --random and --tile-id/--lonlat/--point/--image")
     if overview and plot is None:
         raise InputError("--overview draws into --plot; add --plot FILE.png")
+    _check_outputs(plot=plot, geojson=geojson, csv=csv)
     filters = SearchFilter(
         sources=tuple(source or ()),
         bbox_wgs84=parse_bbox(bbox_wgs84, "--bbox-wgs84") if bbox_wgs84 else None,
@@ -290,7 +315,7 @@ def query(
         image=image,
         window=_parse_window(window),
         bbox=parse_bbox(bbox, "--bbox") if bbox is not None else None,
-        lonlat=parse_xy(lonlat, "--lonlat") if lonlat is not None else None,
+        lonlat=parse_lonlat(lonlat) if lonlat is not None else None,
         point=parse_xy(point, "--point") if point is not None else None,
         point_crs=crs,
         negatives=tuple(negatives or ()),
@@ -333,6 +358,15 @@ def query(
         out.print(f"{what}: {path}")
 
 
+def _check_outputs(**paths: Path | None) -> None:
+    """Refuse unusable output paths before any work (see :mod:`ris_ray.outputs`)."""
+    from ris_ray.outputs import check_output
+
+    for option, path in paths.items():
+        if path is not None:
+            check_output(path, f"--{option}", figure=option in ("plot", "heatmap"))
+
+
 def _write_query_files(
     db: str,
     result: Any,
@@ -349,6 +383,7 @@ def _write_query_files(
     if csv is not None:
         written.append(("csv", write_text(csv, neighbours_csv(result), "--csv")))
     if plot is not None:
+        from ris_ray.outputs import save_figure
         from ris_ray.plot import plot_neighbours
 
         footprints = None
@@ -359,8 +394,9 @@ def _write_query_files(
             sources = {n.source for n in result.neighbours}
             sources |= {m.source for m in result.query.members if m.source}
             footprints = source_footprints(open_dataset(db), sources)
-        plot_neighbours(result, footprints=footprints).savefig(plot, dpi=100)
-        written.append(("plot", plot))
+        written.append(
+            ("plot", save_figure(plot_neighbours(result, footprints=footprints), plot, "--plot"))
+        )
     return written
 
 
@@ -390,13 +426,14 @@ def diff(
 
     if top < 1:
         raise InputError(f"--top {top}: must be >= 1")
+    _check_outputs(heatmap=heatmap, geojson=geojson, csv=csv)
     result = run_diff(db, before, after, metric=metric)
     written = []
     if heatmap is not None:
+        from ris_ray.outputs import save_figure
         from ris_ray.plot import plot_change
 
-        plot_change(result, top=top).savefig(heatmap, dpi=100)
-        written.append(("heatmap", heatmap))
+        written.append(("heatmap", save_figure(plot_change(result, top=top), heatmap, "--heatmap")))
     if geojson is not None:
         written.append(("geojson", write_text(geojson, changes_geojson(result, top), "--geojson")))
     if csv is not None:
@@ -493,6 +530,8 @@ def compact(
     """Merge small fragments and delete versions older than --keep-days."""
     from ris_ray.store import compact as run_compact
 
+    if not keep_days >= 0:
+        raise InputError(f"--keep-days {keep_days}: must be a number of days >= 0")
     stats = run_compact(db, keep_days=keep_days)
     out.print(
         f"fragments: {stats['fragments_before']} -> {stats['fragments_after']}; "
@@ -516,11 +555,18 @@ def demo(
     """Make sample imagery, ingest it on an embedded Ray, query it and plot the result."""
     from ris_ray.config import IngestConfig
     from ris_ray.embed import imagenet_cached
+    from ris_ray.outputs import save_figure
     from ris_ray.pipeline import ingest as run_ingest
     from ris_ray.plot import plot_neighbours
     from ris_ray.query import query as run_query
     from ris_ray.sample import make_samples
 
+    if k < 1:
+        raise InputError(f"--k {k}: must be >= 1")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: is a file; give a folder (created if missing)")
+    if data is not None and not data.exists():
+        raise InputError(f"--data {data}: no such file or directory")
     if weights is None:
         weights = "imagenet" if imagenet_cached() else "random"
         if weights == "random":
@@ -545,7 +591,7 @@ def demo(
     _print_ingest(result)
     q = run_query(db, seed=0, k=k)
     png = out_dir / "query.png"
-    plot_neighbours(q).savefig(png, dpi=100)
+    save_figure(plot_neighbours(q), png, "--out")
     out.print(
         f"query {q.query.label} -> {len(q.neighbours)} neighbours in {q.search_ms:.1f} ms; "
         f"plot: {png}\nweights used: {result.weights}"
@@ -600,7 +646,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except RisError as exc:
         err.print(f"error: {exc}", markup=False)
-        code = 1
+        code = getattr(exc, "exit_code", 1)  # StorageFullError: 2, the data is intact
     sys.exit(code if isinstance(code, int) else 0)
 
 

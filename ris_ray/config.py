@@ -94,6 +94,7 @@ class IngestConfig:
     compact_fragments: int = 64
     gpu_wait_s: float = 900.0
     strict: bool = False
+    lock_wait_s: float = 0.0  # wait this long for another ingest of the same --db
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -108,6 +109,9 @@ class IngestConfig:
             raise InputError(f"--min-valid {self.min_valid}: must be between 0 and 1")
         if self.batch_size < 1:
             raise InputError(f"--batch-size {self.batch_size}: must be >= 1")
+        self._check_seconds()
+        if self.window_px < 1:
+            raise InputError(f"--window-px {self.window_px}: must be a positive number of pixels")
         if self.window_px < self.tile_size:
             object.__setattr__(self, "window_px", self.tile_size)
         if self.num_embedders is not None and self.num_embedders < 1:
@@ -116,6 +120,16 @@ class IngestConfig:
             raise InputError(
                 f"--thumbnail-size {self.thumbnail_size}: must be 0 (no thumbnails) or 8..512"
             )
+
+    def _check_seconds(self) -> None:
+        """Every duration option is a number of seconds >= 0 (NaN is refused)."""
+        for option, value in (
+            ("--commit-every", self.commit_every_s),
+            ("--gpu-wait", self.gpu_wait_s),
+            ("--lock-wait", self.lock_wait_s),
+        ):
+            if not value >= 0.0:
+                raise InputError(f"{option} {value}: must be a number of seconds >= 0")
 
     @property
     def step(self) -> int:

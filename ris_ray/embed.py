@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ris_ray.config import FINGERPRINT_DIM, check_device, check_precision
-from ris_ray.errors import InputError, WeightsError
+from ris_ray.errors import EmbeddingError, InputError, WeightsError
 
 __all__ = [
     "CPU_MAX_BATCH",
@@ -331,7 +331,27 @@ class Embedder:
                 x = x.contiguous(memory_format=torch.channels_last)
                 feats = self.model(x).float()
                 out[start : start + feats.shape[0]] = feats.cpu().numpy()
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            raise EmbeddingError(
+                f"weights {self.weights.description}: {int((~finite).sum())} of {len(out)} "
+                f"fingerprints are not finite (NaN/inf) on {self.device} {self.dtype}; "
+                "nothing of this batch is stored"
+            )
         return out
+
+    def check(self, tile: int = 256) -> None:
+        """Run one seeded random tile through the model; :class:`WeightsError` when the
+        fingerprint is not finite (e.g. a weights file full of NaN): unusable weights
+        are refused before any work."""
+        pixels = np.random.default_rng(0).integers(0, 256, (1, tile, tile, 3), dtype=np.uint8)
+        try:
+            self.embed(pixels)
+        except EmbeddingError:
+            raise WeightsError(
+                f"weights {self.weights.description} give non-finite fingerprints (NaN/inf) "
+                "for a test tile: the file is unusable; re-export it or use other --weights"
+            ) from None
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Add ``"fingerprint"`` for ``batch["pixels"]``; other keys pass through."""

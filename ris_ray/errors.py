@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "DatasetError",
+    "EmbeddingError",
     "InputError",
     "LockedError",
     "ModelMismatchError",
@@ -43,6 +44,10 @@ class WeightsError(RisError, RuntimeError):
     """Model weights could not be obtained or do not fit ResNet-18."""
 
 
+class EmbeddingError(RisError, ArithmeticError):
+    """A forward pass produced non-finite fingerprints (NaN or infinity)."""
+
+
 class DatasetError(RisError, OSError):
     """The Lance dataset is missing, unreadable or not a ris_ray dataset."""
 
@@ -63,5 +68,5 @@ class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
     """A named object does not exist in its bucket."""
 
 
-class LockedError(ObjectStoreError):
-    """Another run holds the dataset's writer lock."""
+class LockedError(RisError, BlockingIOError):
+    """Another run holds the dataset's writer lock (:mod:`ris_ray.lock`)."""

@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import rasterio.warp
 import rasterio.windows
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.errors import CRSError
+from rasterio.errors import CRSError, RasterioError
 
 from ris_ray.errors import InputError
 from ris_ray.raster import open_raster
 from ris_ray.records import BOUNDS_FIELDS
 from ris_ray.sql import sql_in, sql_literal
+from ris_ray.uris import is_remote
 
 __all__ = [
     "WGS84",
@@ -35,9 +37,12 @@ __all__ = [
     "check_crs",
     "fmt_coords",
     "parse_bbox",
+    "parse_lonlat",
     "parse_xy",
     "ring_to_geometry",
     "source_footprints",
+    "tile_bounds",
+    "tile_corners",
     "tile_rings",
     "tiles_at",
     "transform_points",
@@ -68,6 +73,18 @@ def parse_xy(text: str, option: str) -> tuple[float, float]:
     return x, y
 
 
+def parse_lonlat(text: str, option: str = "--lonlat") -> tuple[float, float]:
+    """``"LON,LAT"`` in degrees: :func:`parse_xy` with ``-180 <= LON <= 180`` and
+    ``-90 <= LAT <= 90`` checked."""
+    lon, lat = parse_xy(text, option)
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        raise InputError(
+            f"{option} {text!r}: longitude must be within -180..180 and latitude within "
+            "-90..90 degrees (LON,LAT order)"
+        )
+    return lon, lat
+
+
 def parse_bbox(text: str, option: str) -> tuple[float, float, float, float]:
     """``"MINX,MINY,MAXX,MAXY"`` -> four finite floats (``MINY < MAXY`` checked)."""
     try:
@@ -84,7 +101,8 @@ def parse_bbox(text: str, option: str) -> tuple[float, float, float, float]:
 def check_crs(text: str, option: str = "--crs") -> str:
     """Validate a CRS given as ``EPSG:n``, WKT or PROJ text; return it unchanged."""
     try:
-        CRS.from_user_input(text)
+        with rasterio.Env():  # GDAL's errors go to Python, not "ERROR 1:" on stderr
+            CRS.from_user_input(text)
     except CRSError:
         raise InputError(f"{option} {text!r}: not a CRS PROJ knows (use e.g. EPSG:32633)") from None
     return text
@@ -101,7 +119,12 @@ def transform_points(
         return np.zeros(0), np.zeros(0)
     if src_crs == dst_crs:
         return np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-    tx, ty = rasterio.warp.transform(src_crs, dst_crs, list(xs), list(ys))
+    try:
+        with rasterio.Env():
+            tx, ty = rasterio.warp.transform(src_crs, dst_crs, list(xs), list(ys))
+    except (CPLE_BaseError, CRSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot transform points from {src_crs} to {dst_crs} ({first})") from None
     return np.asarray(tx, np.float64), np.asarray(ty, np.float64)
 
 
@@ -110,25 +133,102 @@ def _ccw(ring: Ring) -> Ring:
     return ring if area >= 0 else ring[::-1]
 
 
-def tile_rings(rows: Sequence[dict[str, Any]]) -> list[Ring | None]:
-    """WGS84 outline of each row's bounds (``crs``, ``minx..maxy``).
+def tile_corners(
+    transform: Sequence[float], rows: Any, cols: Any, width: Any, height: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The four corners of pixel windows in the file's CRS, as ``(xs, ys)`` of
+    shape ``(n, 4)`` in the order (row, col), (row, col+w), (row+h, col+w),
+    (row+h, col).
 
-    The four corners are transformed with PROJ (batched per CRS), so the ring
-    follows the tile even when the file's grid is not north-up in lon/lat.
-    Rows without a CRS or bounds give ``None``.
+    With the geotransform ``(a, b, c, d, e, f)`` (rasterio's ``Affine`` order),
+    pixel corner ``(col, row)`` lies at ``x = a*col + b*row + c``,
+    ``y = d*col + e*row + f``. Rotated and skewed grids (``b``, ``d`` != 0)
+    give a parallelogram, not an axis-aligned box.
+    """
+    a, b, c, d, e, f = (float(v) for v in tuple(transform)[:6])
+    r = np.asarray(rows, np.float64).reshape(-1, 1)
+    q = np.asarray(cols, np.float64).reshape(-1, 1)
+    w = np.broadcast_to(np.asarray(width, np.float64), r.shape[:1]).reshape(-1, 1)
+    h = np.broadcast_to(np.asarray(height, np.float64), r.shape[:1]).reshape(-1, 1)
+    cc = np.hstack([q, q + w, q + w, q])
+    rr = np.hstack([r, r, r + h, r + h])
+    return a * cc + b * rr + c, d * cc + e * rr + f
+
+
+def tile_bounds(
+    transform: Sequence[float], rows: Any, cols: Any, width: Any, height: Any | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(minx, miny, maxx, maxy)`` of pixel windows: the envelope of all four
+    corners (:func:`tile_corners`), so rotated and skewed grids are covered:
+    ``minx = min(x_k)``, ``maxx = max(x_k)`` (same for y) over the corners k.
+    ``height`` defaults to ``width`` (square tiles)."""
+    xs, ys = tile_corners(transform, rows, cols, width, width if height is None else height)
+    return xs.min(axis=1), ys.min(axis=1), xs.max(axis=1), ys.max(axis=1)
+
+
+def _source_transform(source: str) -> tuple[float, ...] | None:
+    """The geotransform of a local, readable ``source``; ``None`` otherwise
+    (remote sources are not opened just to draw an outline)."""
+    if is_remote(source):
+        return None
+    try:
+        with open_raster(source) as src:
+            return tuple(src.transform)[:6]
+    except (OSError, RasterioError):
+        return None
+
+
+def _true_corners(
+    r: dict[str, Any], transforms: dict[str, tuple[float, ...] | None]
+) -> tuple[list[float], list[float]]:
+    """The tile's four corners in its CRS: from its file's geotransform when that
+    is rotated or skewed and still matches the stored bounds, else the bbox."""
+    box = (
+        [r["minx"], r["maxx"], r["maxx"], r["minx"]],
+        [r["miny"], r["miny"], r["maxy"], r["maxy"]],
+    )
+    source = r.get("source")
+    if not source or r.get("row") is None or r.get("col") is None or not r.get("width"):
+        return box
+    if source not in transforms:
+        transforms[source] = _source_transform(source)
+    t = transforms[source]
+    if t is None or (t[1] == 0.0 and t[3] == 0.0):
+        return box  # north-up: the bbox is the outline
+    args = (t, r["row"], r["col"], r["width"], r.get("height") or r["width"])
+    stored = np.array([r["minx"], r["miny"], r["maxx"], r["maxy"]], np.float64)
+    now = np.array([v[0] for v in tile_bounds(*args)])
+    if not np.allclose(now, stored, rtol=0.0, atol=1e-6 * max(1.0, float(np.abs(stored).max()))):
+        return box  # the file changed since it was ingested
+    xs, ys = tile_corners(*args)
+    return [float(v) for v in xs[0]], [float(v) for v in ys[0]]
+
+
+def tile_rings(rows: Sequence[dict[str, Any]]) -> list[Ring | None]:
+    """WGS84 outline of each row (``crs``, ``minx..maxy``; ``source``, ``row``,
+    ``col``, ``width``, ``height`` when known).
+
+    The outline is the tile's true four corners: for a rotated or skewed grid
+    they come from the source file's geotransform (read from its header when
+    the file is local and still matches the stored bounds), otherwise from the
+    stored bounds, which are exact for north-up grids. The corners are
+    transformed with PROJ (batched per CRS), so the ring follows the tile even
+    when the grid is not north-up in lon/lat. Rows without a CRS or bounds
+    give ``None``.
     """
     out: list[Ring | None] = [None] * len(rows)
     by_crs: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         if r.get("crs") and all(r.get(c) is not None for c in _GEO_COLUMNS[1:]):
             by_crs.setdefault(r["crs"], []).append(i)
+    transforms: dict[str, tuple[float, ...] | None] = {}
     for crs, idx in by_crs.items():
         xs: list[float] = []
         ys: list[float] = []
         for i in idx:
-            r = rows[i]
-            xs += [r["minx"], r["maxx"], r["maxx"], r["minx"]]
-            ys += [r["miny"], r["miny"], r["maxy"], r["maxy"]]
+            cx, cy = _true_corners(rows[i], transforms)
+            xs += cx
+            ys += cy
         lon, lat = transform_points(crs, WGS84, xs, ys)
         for j, i in enumerate(idx):
             corners = [(float(lon[4 * j + c]), float(lat[4 * j + c])) for c in range(4)]

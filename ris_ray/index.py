@@ -56,7 +56,14 @@ def build_index(
     at most 4096) and 64 sub-vectors of 8 dimensions each (64 bytes per tile).
     """
     check_metric(metric)
-    ds = open_dataset(local_path(db))
+    open_dataset(local_path(db))  # a missing or foreign dataset fails before the lock
+    with TileStore.for_writing(db):  # one writer at a time (see ris_ray.lock)
+        return _build(db, open_dataset(local_path(db)), metric, partitions, sub_vectors)
+
+
+def _build(
+    db: str, ds: Any, metric: str, partitions: int | None, sub_vectors: int
+) -> dict[str, Any]:
     rows = ds.count_rows()
     if rows < 256:
         raise InputError(f"{db}: {rows} rows is too few for an index; exact search is fast")

@@ -10,7 +10,7 @@ from ris_ray.errors import InputError
 from ris_ray.objstore import ObjectInfo, is_object_uri, list_tiffs, stat, to_url
 from ris_ray.uris import is_remote
 
-__all__ = ["TIFF_SUFFIXES", "discover", "discover_objects"]
+__all__ = ["TIFF_SUFFIXES", "discover", "discover_objects", "identity"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -54,8 +54,10 @@ def discover_objects(inputs: Iterable[str]) -> tuple[list[str], dict[str, Object
             found.append(str(path))
         else:
             raise InputError(f"{item}: no such file or directory")
-    paths = sorted({to_url(p) if is_remote(p) else os.path.abspath(p) for p in found})
-    return paths, objects
+    out: dict[object, str] = {}
+    for key, stored in sorted((identity(p) for p in found), key=lambda kp: kp[1]):
+        out.setdefault(key, stored)
+    return sorted(out.values()), objects
 
 
 def discover(inputs: Iterable[str]) -> list[str]:
@@ -71,7 +73,33 @@ def discover(inputs: Iterable[str]) -> list[str]:
     ``/vsicurl/``...) pass through untouched. A local path that does not exist
     raises :class:`InputError`, a missing bucket or object
     :class:`~ris_ray.errors.ObjectStoreError`, naming it, before any work
-    starts. Local paths are made absolute so tile ids do not depend on the
-    working directory.
+    starts.
+
+    One file, one identity (:func:`identity`): a local file is stored under
+    its real path (symlinks resolved, absolute), so tile ids depend neither
+    on the working directory nor on the path it was reached by, and names of
+    one inode (symlinks, hard links, ``a/../a``) in one run are read once,
+    under the first real path in sorted order. A broken symlink keeps its
+    own path (it then fails with "No such file or directory").
     """
     return discover_objects(inputs)[0]
+
+
+def identity(path: str) -> tuple[object, str]:
+    """``(key, stored path)`` of an input: for a local file ``((st_dev, st_ino),
+    real path)``; for a remote URI its canonical form (``s3://bucket/key`` for
+    ``/vsis3/`` too, else the URI); for an unresolvable local path (broken
+    symlink) the link's own path in its real directory."""
+    if is_remote(path):
+        url = to_url(path)
+        return url, url
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        absolute = os.path.abspath(path)  # the link itself, in its real directory
+        shown = os.path.join(
+            os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute)
+        )
+        return shown, shown
+    return (st.st_dev, st.st_ino), real

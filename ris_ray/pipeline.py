@@ -33,10 +33,11 @@ from typing import Any
 
 import ray
 
+from ris_ray import preflight, raylocal
 from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
-from ris_ray.errors import InputError, RasterReadError
+from ris_ray.errors import InputError, RasterReadError, RisError
 from ris_ray.inputs import discover_objects
 from ris_ray.manifest import FileRecord
 from ris_ray.objstore import ObjectInfo, S3Settings, to_url
@@ -48,7 +49,7 @@ from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
 from ris_ray.tiling import TileSpec
 from ris_ray.uris import is_remote
 
-__all__ = ["FileReport", "IngestReport", "connect", "ingest", "maybe_compact"]
+__all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest", "maybe_compact"]
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +122,16 @@ class IngestReport:
 
 
 def connect(address: str | None = None) -> bool:
-    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set, else start an embedded
-    local instance. Returns True when this call started Ray (the caller shuts it down)."""
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, **_aws_runtime_env())
-    else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    return True
+    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set (the workers get this
+    process's ``AWS_*`` settings, :func:`_aws_runtime_env`), else start a fresh
+    embedded local instance on loopback (:func:`ris_ray.raylocal.start`).
+    Returns True when this call started Ray (the caller calls :func:`disconnect`)."""
+    return raylocal.start(address, join_options=_aws_runtime_env())
+
+
+def disconnect() -> None:
+    """Shut down the Ray that :func:`connect` started."""
+    raylocal.stop()
 
 
 def _aws_runtime_env() -> dict[str, Any]:
@@ -276,6 +277,47 @@ def ingest(
 ) -> IngestReport:
     """Run the ingest job described by ``cfg`` and return its report.
 
+    First, before Ray starts or a pixel is read: :func:`ris_ray.preflight.check_db`
+    (``--db`` writable); then :func:`_ingest`, whose
+    :meth:`~ris_ray.store.TileStore.for_ingest` takes the dataset's writer lock
+    (:mod:`ris_ray.lock`, waiting up to ``cfg.lock_wait_s``) before it looks at
+    the dataset and holds it until the store is closed. A disk that fills up
+    mid-run ends in :class:`~ris_ray.preflight.StorageFullError` (exit 2) with
+    the last committed version intact.
+
+    ``actor_cls`` is the embedder actor class (library use only, no CLI
+    option): a subclass of :class:`~ris_ray.actors.EmbedActor` with the same
+    constructor, e.g. the benchmark's zero-cost embedder that measures the
+    plumbing ceiling through the same output path.
+    """
+    preflight.check_db(cfg.db)
+    try:
+        return _ingest(cfg, on_event=on_event, actor_cls=actor_cls)
+    except Exception as exc:
+        if isinstance(exc, RisError) or not preflight.is_disk_full(exc):
+            raise
+        raise preflight.StorageFullError(
+            f"--db {cfg.db}: no space left on the device while writing; the last "
+            f"committed version ({_last_version(cfg.db)}) is intact; free space and "
+            "re-run (only uncommitted files are redone)"
+        ) from None
+
+
+def _last_version(db: str) -> int | None:
+    try:
+        return TileStore(db).version
+    except (RisError, OSError, ValueError):
+        return None
+
+
+def _ingest(
+    cfg: IngestConfig,
+    *,
+    on_event: Callable[[str], None] | None,
+    actor_cls: type[EmbedActor],
+) -> IngestReport:
+    """The ingest run proper (see :func:`ingest`).
+
     Incremental: files already in the dataset's manifest with the same size
     and modification time (store objects: size and ETag, from the listing)
     are not read again; new, changed and previously
@@ -287,18 +329,15 @@ def ingest(
     there is work. Per-file failures are recorded in the report, not raised;
     configuration problems (missing input, unusable weights, incompatible
     dataset) raise :class:`~ris_ray.errors.RisError` before any pixel is read.
-
-    ``actor_cls`` is the embedder actor class (library use only, no CLI
-    option): a subclass of :class:`~ris_ray.actors.EmbedActor` with the same
-    constructor, e.g. the benchmark's zero-cost embedder that measures the
-    plumbing ceiling through the same output path.
     """
     say = on_event or (lambda msg: None)
     t0 = time.monotonic()
     paths, objects = discover_objects(cfg.inputs)
     weights = resolve_weights(cfg.weights)
     params = DatasetParams(cfg.tile_size, cfg.step, weights.model_id)
-    store = TileStore.for_ingest(cfg.db, params, rebuild=cfg.rebuild)  # checks params first
+    store = TileStore.for_ingest(  # the writer lock, then the params check
+        cfg.db, params, rebuild=cfg.rebuild, lock_wait_s=cfg.lock_wait_s
+    )
     try:
         report = IngestReport(
             db=store.uri, model=weights.model_id, weights=weights.description, device="-"
@@ -307,14 +346,14 @@ def ingest(
         todo = _changed(cfg, paths, idents, store, report, say)
         if todo:
             # Build the model once here so missing weights fail before Ray starts work.
-            Embedder(weights, device="cpu", precision="fp32")
+            Embedder(weights, device="cpu", precision="fp32").check(cfg.tile_size)
             say(f"weights: {weights.description}")
             started = connect(cfg.address)
             try:
                 _run(cfg, todo, idents, weights, params, store, report, say, t0, actor_cls)
             finally:
                 if started:
-                    ray.shutdown()
+                    disconnect()
         _maintain(cfg, store, report, say)
         report.version = store.version
     finally:
@@ -348,7 +387,7 @@ def _changed(
         else:
             todo.append(path)
     shown = {display_path(p) for p in paths}
-    roots = [to_url(i) if is_remote(i) else os.path.abspath(i) for i in cfg.inputs]
+    roots = [to_url(i) if is_remote(i) else os.path.realpath(i) for i in cfg.inputs]  # as stored
     report.missing = sorted(p for p in known if _under(p, roots) and p not in shown)
     gone = report.missing
     say(

@@ -36,11 +36,11 @@ import pyarrow as pa
 from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.errors import DatasetError, ModelMismatchError, ObjectStoreError
 from ris_ray.lance_io import open_lance, write_lance
+from ris_ray.lock import dataset_lock
 from ris_ray.manifest import FileRecord, Manifest
 from ris_ray.objstore import is_object_uri, prefix_size
 from ris_ray.records import TileBatch
 from ris_ray.sql import sql_in
-from ris_ray.storelock import dataset_lock
 from ris_ray.uris import is_remote, local_path
 
 # Lance logs a WARN line for every fragment written before the first commit.
@@ -492,8 +492,11 @@ def version_history(uri: str) -> list[dict[str, Any]]:
 
 
 def compact(uri: str, *, keep_days: float = 7.0) -> dict[str, int]:
-    """Compact fragments (dataset and manifest) and clean up old versions."""
-    return TileStore(uri).compact(keep_days=keep_days)
+    """Compact fragments (dataset and manifest) and clean up old versions, holding
+    the writer lock (a running ingest makes this refuse, naming it)."""
+    open_dataset(local_path(uri))  # a missing or foreign dataset fails before the lock
+    with TileStore.for_writing(uri) as store:
+        return store.compact(keep_days=keep_days)
 
 
 class TileStore:
@@ -511,7 +514,18 @@ class TileStore:
         self.uri = local_path(uri)
         self.manifest = Manifest(self.uri)
         self._writer: TileWriter | None = None
-        self._held = contextlib.ExitStack()  # the dataset lock of an ingest run
+        self._held = contextlib.ExitStack()  # the writer lock, while held
+
+    @classmethod
+    def for_writing(cls, uri: str, *, lock_wait_s: float = 0.0) -> TileStore:
+        """A store holding the dataset's writer lock (:func:`ris_ray.lock.dataset_lock`:
+        a local lock file or an object-store lease, waiting up to ``lock_wait_s``)
+        until :meth:`close`: ingest, compact and index builds take it; readers
+        (``TileStore(uri)``, ``ris serve``) never do. Raises
+        :class:`~ris_ray.errors.LockedError` naming the holder."""
+        store = cls(uri)
+        store._held.enter_context(dataset_lock(uri, lock_wait_s))
+        return store
 
     @classmethod
     def for_ingest(
@@ -521,17 +535,14 @@ class TileStore:
         *,
         rebuild: bool = False,
         fingerprint: str = FINGERPRINT_TYPES[0],
+        lock_wait_s: float = 0.0,
     ) -> TileStore:
-        """A store ready to stage tiles; raises :class:`ModelMismatchError` when the
+        """A store ready to stage tiles, holding the writer lock (:meth:`for_writing`)
+        before it looks at the dataset; raises :class:`ModelMismatchError` when the
         dataset holds tiles of other parameters (unless ``rebuild``). New and
         rebuilt datasets get ``fingerprint`` elements, existing ones keep theirs
-        (see :attr:`fingerprint`).
-
-        Takes the dataset lock (:func:`~ris_ray.storelock.dataset_lock`) before
-        the first read; :meth:`close` releases it. Raises
-        :class:`~ris_ray.errors.LockedError` while another run holds it."""
-        store = cls(uri)
-        store._held.enter_context(dataset_lock(store.uri))
+        (see :attr:`fingerprint`)."""
+        store = cls.for_writing(uri, lock_wait_s=lock_wait_s)
         try:
             store._writer = TileWriter(store.uri, params, rebuild=rebuild, fingerprint=fingerprint)
         except BaseException:
@@ -638,10 +649,16 @@ class TileStore:
         return int(lance_dataset(self.uri).version) if _exists(self.uri) else None
 
     def close(self) -> None:
-        """Remove the staging area (tiles not committed are dropped) and release
-        the dataset lock."""
+        """Remove the staging area (tiles not committed are dropped), then release
+        the writer lock, if held."""
         try:
             if self._writer is not None:
                 self._writer.close()
         finally:
             self._held.close()
+
+    def __enter__(self) -> TileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

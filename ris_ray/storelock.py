@@ -20,8 +20,9 @@ for ever:
 
 Staleness compares the holder's clock (written in the body) with ours:
 hosts whose clocks differ by a good part of :data:`LEASE_S` could take over a
-live lock; keep clocks in sync (NTP). Local datasets need no lock here
-(:func:`dataset_lock` returns a no-op).
+live lock; keep clocks in sync (NTP). :func:`ris_ray.lock.dataset_lock` is
+the one entry point (it picks this lease for object-store datasets and waits
+for it when asked).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from types import TracebackType
 from typing import Any
 
 from ris_ray.errors import LockedError
-from ris_ray.objstore import S3Settings, describe_error, is_object_uri, split_uri, to_url
+from ris_ray.objstore import S3Settings, describe_error, split_uri, to_url
 
 __all__ = [
     "LEASE_S",
@@ -47,7 +48,6 @@ __all__ = [
     "Holder",
     "StoreLock",
     "acquire_lock",
-    "dataset_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -278,29 +278,3 @@ def _acquire(store: Any, key: str, uri: str, holder: Holder) -> str | None:
             raise _locked(store, key, uri, now)
         return _take_over(store, key, uri, holder, got.meta["e_tag"], now)
     raise _locked(store, key, uri, time.time())
-
-
-class _NoLock:
-    """What :func:`dataset_lock` returns for a local dataset (nothing to release)."""
-
-    held = True
-
-    def release(self) -> None:
-        return None
-
-    def __enter__(self) -> _NoLock:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-
-def dataset_lock(db: str) -> StoreLock | _NoLock:
-    """The writer lock of an object-store dataset (``DB/_ris_ingest.lock``),
-    held by this process until released (``with dataset_lock(db): ...``);
-    a no-op for local datasets."""
-    if not is_object_uri(db):
-        return _NoLock()
-    return acquire_lock(f"{to_url(db).rstrip('/')}/{LOCK_NAME}")

@@ -23,6 +23,11 @@ TASK_RETRIES = 3
 
 
 def error_text(exc: BaseException) -> str:
+    """One line for a failure: our own message as is (also when a Ray task or
+    actor raised it), else the exception type and its first line."""
+    cause = getattr(exc, "cause", None)  # RayTaskError wraps the task's exception
+    if isinstance(cause, RisError):
+        return str(cause)
     if isinstance(exc, RisError):
         return str(exc)
     first = str(exc).splitlines()[0] if str(exc) else ""

@@ -26,11 +26,11 @@ import rasterio
 import rasterio.windows
 from PIL import Image
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterBlockError
+from rasterio.errors import RasterBlockError, WindowError
 from rasterio.windows import Window
 
 from ris_ray.errors import RasterReadError, UnsupportedRasterError
-from ris_ray.geo import WGS84, bbox_window_of, transform_points
+from ris_ray.geo import WGS84, bbox_window_of, tile_bounds, transform_points
 from ris_ray.raster import display_path, file_identity, gdal_reason, open_raster
 from ris_ray.records import FileIdent, TileBatch, TileStats
 
@@ -662,7 +662,8 @@ def _geo_columns(
     """Tile bounds in the file's CRS and tile centres in WGS84 (NaN where unknown).
 
     With the affine ``x = a*col + b*row + c``, ``y = d*col + e*row + f``: bounds
-    are the min/max of the corners ``(col, row)`` and ``(col+T, row+T)``, the
+    are the envelope of all four corners of the ``T x T`` window
+    (:func:`ris_ray.geo.tile_bounds`, right for rotated and skewed grids), the
     centre is ``(col + T/2, row + T/2)``, taken to WGS84 by
     :func:`ris_ray.geo.transform_points`.
     """
@@ -671,23 +672,12 @@ def _geo_columns(
     names = ("minx", "miny", "maxx", "maxy", "lon", "lat")
     if info.transform is None or n == 0:
         return {name: nan.copy() for name in names}
-    a, b, c, d, e, f = info.transform
-
-    def xy(cc: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return a * cc + b * rr + c, d * cc + e * rr + f
-
     cols_f, rows_f = cols.astype(np.float64), rows.astype(np.float64)
-    xs0, ys0 = xy(cols_f, rows_f)
-    xs1, ys1 = xy(cols_f + tile, rows_f + tile)
-    xc, yc = xy(cols_f + tile / 2.0, rows_f + tile / 2.0)
-    out = {
-        "minx": np.minimum(xs0, xs1),
-        "maxx": np.maximum(xs0, xs1),
-        "miny": np.minimum(ys0, ys1),
-        "maxy": np.maximum(ys0, ys1),
-        "lon": nan.copy(),
-        "lat": nan.copy(),
-    }
+    minx, miny, maxx, maxy = tile_bounds(info.transform, rows_f, cols_f, tile)
+    a, b, c, d, e, f = info.transform
+    xc = a * (cols_f + tile / 2.0) + b * (rows_f + tile / 2.0) + c
+    yc = d * (cols_f + tile / 2.0) + e * (rows_f + tile / 2.0) + f
+    out = {"minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "lon": nan, "lat": nan.copy()}
     if info.crs is not None:
         out["lon"], out["lat"] = transform_points(info.crs, WGS84, list(xc), list(yc))
     return out
@@ -755,7 +745,11 @@ def _checked_window(
     col, row, w, h = window
     win = Window(col, row, w, h)
     full = Window(0, 0, info.width, info.height)
-    if w <= 0 or h <= 0 or rasterio.windows.intersection(win, full) != win:
+    try:
+        inside = w > 0 and h > 0 and rasterio.windows.intersection(win, full) == win
+    except WindowError:  # no overlap at all
+        inside = False
+    if not inside:
         raise RasterReadError(
             f"{path}: --window {col},{row},{w},{h} is not inside the "
             f"{info.width}x{info.height} image"

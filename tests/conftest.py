@@ -28,12 +28,13 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """One embedded Ray for the whole session (ingest() reuses an initialised Ray)."""
-    import ray
+    """One embedded Ray for the whole session (ingest() reuses an initialised Ray),
+    started as ingest starts its own: local, loopback only, with a watchdog."""
+    from ris_ray import raylocal
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    raylocal.start(num_cpus=2)
     yield
-    ray.shutdown()
+    raylocal.stop()
 
 
 @pytest.fixture(scope="session")

@@ -179,3 +179,62 @@ def test_cpu_forward_passes_are_capped_without_changing_results() -> None:
     whole = e.embed(pixels)
     assert spy.sizes[-1] == len(pixels)
     assert np.allclose(capped, whole, atol=1e-4)
+
+
+def _nan_weights(path: Path) -> Path:
+    state = build_model(resolve_weights("random:1")).state_dict()
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in state.items()}, path)  # fmt: skip
+    return path
+
+
+def test_nan_weights_are_refused_before_any_work(tmp_path: Path, gen_dir: Path) -> None:
+    import ray
+
+    from ris_ray.config import IngestConfig
+    from ris_ray.errors import EmbeddingError
+    from ris_ray.pipeline import ingest
+
+    path = _nan_weights(tmp_path / "nan.pth")
+    emb = Embedder(str(path), precision="fp32")
+    with pytest.raises(EmbeddingError, match="not finite"):
+        emb.embed(_batch(2))  # a non-finite batch is an error, never fingerprints
+    with pytest.raises(WeightsError, match="non-finite"):
+        emb.check(64)
+    db = tmp_path / "t.lance"
+    started = ray.is_initialized()
+    with pytest.raises(WeightsError, match="nan.pth"):
+        ingest(IngestConfig(inputs=(str(gen_dir),), db=str(db), weights=str(path), progress=False))
+    assert not db.exists() and ray.is_initialized() == started  # nothing done, no Ray started
+
+
+def test_non_finite_batch_in_the_actor_fails_with_one_line(
+    ray_session: None, tmp_path: Path
+) -> None:
+    import ray
+
+    from ris_ray.actors import EmbedActor
+    from ris_ray.pipeline import _outcome
+    from ris_ray.records import Failure, TileBatch
+    from ris_ray.store import DatasetParams
+
+    weights = resolve_weights(str(_nan_weights(tmp_path / "nan.pth")))
+    actor = ray.remote(EmbedActor).remote(
+        weights, DatasetParams(64, 64, weights.model_id), "cpu", "fp32", 4, 1
+    )
+    n = 2
+    nan = np.full(n, np.nan)
+    batch = TileBatch(
+        tile_id=np.array(["a" * 20, "b" * 20], dtype=object),
+        source=np.array(["s.tif"] * n, dtype=object),
+        row=np.zeros(n, np.int32), col=np.array([0, 64], np.int32),
+        width=np.full(n, 64, np.int32), height=np.full(n, 64, np.int32),
+        valid_fraction=np.ones(n, np.float32), thumbnail=np.array([b""] * n, dtype=object),
+        minx=nan, miny=nan, maxx=nan, maxy=nan, lon=nan, lat=nan, pixels=_batch(n),
+    )  # fmt: skip
+    result = _outcome(actor.embed.remote(batch))
+    ray.kill(actor)
+    # The actor's EmbeddingError comes back as a Failure with our one line, unwrapped.
+    assert isinstance(result, Failure) and result.kind == "crash"
+    text = result.reason
+    assert "not finite" in text and "\n" not in text and "nan.pth" in text

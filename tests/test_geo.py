@@ -83,3 +83,71 @@ def test_bbox_window(tmp_path: Path) -> None:
         bbox_window(str(path), (990.0, 1980.0, 1020.0, 1990.0))
     with pytest.raises(InputError, match="MAXX"):
         bbox_window(str(path), (1020.0, 1980.0, 1010.0, 1990.0))
+
+
+ROTATED = (0.4, 0.3, 500000.0, 0.3, -0.4, 5000000.0)  # rotated grid (a, b, c, d, e, f)
+SKEWED = (0.5, 0.2, 500000.0, 0.0, -0.5, 5000000.0)  # sheared: rows lean east
+
+
+def _write_affine(path: Path, transform: tuple[float, ...]) -> Path:
+    from affine import Affine
+
+    data = landscape(256, 512, seed=9)
+    profile = {
+        "driver": "GTiff", "width": 512, "height": 256, "count": 3, "dtype": "uint8",
+        "crs": "EPSG:32633", "transform": Affine(*transform),
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.mark.parametrize("transform", [ROTATED, SKEWED], ids=["rotated", "skewed"])
+def test_tile_bounds_and_outline_follow_rotated_and_skewed_grids(
+    tmp_path: Path, transform: tuple[float, ...]
+) -> None:
+    from ris_ray.geo import tile_bounds, tile_corners
+    from ris_ray.tiling import TileSpec, WindowJob, probe, read_tiles
+
+    a, b, c, d, e, f = transform
+    path = str(_write_affine(tmp_path / "grid.tif", transform))
+    # Pure: the envelope of the four corners x = a*col + b*row + c, y = d*col + e*row + f.
+    corners = [(col, row) for col, row in ((0, 0), (256, 0), (256, 256), (0, 256))]
+    xs = [a * col + b * row + c for col, row in corners]
+    ys = [d * col + e * row + f for col, row in corners]
+    got = [float(v[0]) for v in tile_bounds(transform, [0], [0], 256)]
+    assert got == pytest.approx([min(xs), min(ys), max(xs), max(ys)])
+    if transform == ROTATED:  # the numbers of issue 14
+        assert got == pytest.approx([500000.0, 4999897.6, 500179.2, 5000076.8])
+    # Stored bounds (what ingest writes) are that envelope, for every tile.
+    batch, _ = read_tiles(
+        probe(path), WindowJob(0, 0, 1, 2), TileSpec(256, 256, 0.0, "m", thumbnail=32)
+    )
+    assert batch.col.tolist() == [0, 256]
+    want = tile_bounds(transform, batch.row, batch.col, 256)
+    for name, values in zip(("minx", "miny", "maxx", "maxy"), want):
+        assert np.asarray(getattr(batch, name)).tolist() == pytest.approx(values.tolist())
+    # GeoJSON outlines are the true rotated/skewed corners, not the envelope.
+    rows = [
+        {
+            "crs": "EPSG:32633", "source": path, "row": 0, "col": int(col), "width": 256,
+            "height": 256, "minx": float(batch.minx[i]), "miny": float(batch.miny[i]),
+            "maxx": float(batch.maxx[i]), "maxy": float(batch.maxy[i]),
+        }
+        for i, col in enumerate(batch.col)
+    ]  # fmt: skip
+    rings = tile_rings(rows)
+    for row, ring in zip(rows, rings):
+        assert ring is not None and len(ring) == 5
+        cx, cy = tile_corners(transform, [row["row"]], [row["col"]], 256, 256)
+        lon, lat = rasterio.warp.transform("EPSG:32633", "EPSG:4326", cx[0], cy[0])
+        got_xy = np.array(sorted(ring[:4]))
+        assert np.allclose(got_xy, np.array(sorted(zip(lon, lat))), rtol=0, atol=1e-9)
+    # Without the file (moved, remote), the stored envelope is the fallback outline.
+    moved = [{**r, "source": str(tmp_path / "gone.tif")} for r in rows]
+    ring = tile_rings(moved)[0]
+    assert ring is not None
+    ex = [rows[0]["minx"], rows[0]["maxx"]]
+    ey = [rows[0]["miny"], rows[0]["maxy"]]
+    lon, lat = rasterio.warp.transform("EPSG:32633", "EPSG:4326", ex, ey)
+    assert min(p[0] for p in ring) == pytest.approx(min(lon))

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ import rasterio
 from s3_server import TEST_ENV, MotoServer, free_port
 
 from ris_ray.errors import LockedError, ObjectNotFoundError, ObjectStoreError, RisError
+from ris_ray.lock import dataset_lock
 from ris_ray.objstore import (
     S3Settings,
     is_object_uri,
@@ -36,7 +38,7 @@ from ris_ray.objstore import (
 )
 from ris_ray.records import TileBatch
 from ris_ray.sample import landscape, write_geotiff
-from ris_ray.storelock import LEASE_S, Holder, _take_over, acquire_lock, dataset_lock
+from ris_ray.storelock import LEASE_S, Holder, _take_over, acquire_lock
 
 SECRET = TEST_ENV["AWS_SECRET_ACCESS_KEY"]
 
@@ -505,6 +507,26 @@ def test_stale_store_lock_is_taken_over(s3: MotoServer, case: str) -> None:
     s3.client().put_object(Bucket=bucket, Key=key, Body=b"ris on old-host pid 3 since T")
     with pytest.raises(LockedError, match="held by ris on unknown host"):
         acquire_lock(f"s3://{bucket}/{key}")
+
+
+def test_lock_wait_polls_a_held_lease_until_it_frees(s3: MotoServer) -> None:
+    """dataset_lock(db, wait_s) (``--lock-wait``) on an object-store dataset:
+    refuses after wait_s while a live run holds the lease, gets it once freed."""
+    bucket = s3.make_bucket("waits")
+    db = f"s3://{bucket}/tiles.lance"
+    other = acquire_lock(f"{db}/_ris_ingest.lock", _holder("host-w", 5))
+    try:
+        with pytest.raises(LockedError, match="held by ris on host-w pid 5"):
+            dataset_lock(db, wait_s=0.5).__enter__()
+        threading.Timer(1.0, other.release).start()
+        with dataset_lock(db, wait_s=120) as lock:
+            assert (
+                lock.held
+                and _body(s3, bucket, "tiles.lance/_ris_ingest.lock")["pid"] == os.getpid()
+            )
+    finally:
+        other.release()
+    assert s3.client().list_objects_v2(Bucket=bucket, Prefix="tiles.lance/")["KeyCount"] == 0
 
 
 def test_two_takers_of_one_stale_lock_cannot_both_win(s3: MotoServer) -> None:
