@@ -51,6 +51,7 @@ __all__ = [
     "read_patch",
     "read_tiles",
     "select_bands",
+    "stretch_u8",
     "thumbnails",
     "tile_id",
     "tile_offsets",
@@ -205,6 +206,24 @@ def select_bands(
     return BandPlan((data_bands[0],), alpha)
 
 
+def stretch_u8(data: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) -> np.ndarray:
+    """``(bands, H, W)`` data as uint8, band by band.
+
+    Without ``stretch`` (uint8 data) the array passes unchanged. Otherwise band
+    ``b`` maps linearly ``v -> clip((v - lo_b) * 255 / (hi_b - lo_b), 0, 255)``
+    (``0`` when ``hi_b <= lo_b``), NaN -> 0.
+    """
+    if stretch is None:
+        return data.astype(np.uint8, copy=False)
+    out = np.empty(data.shape, dtype=np.uint8)
+    for b, (lo, hi) in enumerate(stretch):
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        band = (data[b].astype(np.float32) - np.float32(lo)) * np.float32(scale)
+        np.nan_to_num(band, copy=False, nan=0.0)
+        out[b] = np.clip(band, 0.0, 255.0).astype(np.uint8)
+    return out
+
+
 def to_rgb8(
     data: np.ndarray, valid: np.ndarray, stretch: tuple[tuple[float, float], ...] | None
 ) -> np.ndarray:
@@ -214,15 +233,7 @@ def to_rgb8(
     ``[0, 255]`` per band (clipped, NaN -> 0). Invalid pixels become 0 and a
     single band is repeated to three.
     """
-    if stretch is None:
-        out = data.astype(np.uint8, copy=False)
-    else:
-        out = np.empty(data.shape, dtype=np.uint8)
-        for b, (lo, hi) in enumerate(stretch):
-            scale = 255.0 / (hi - lo) if hi > lo else 0.0
-            band = (data[b].astype(np.float32) - np.float32(lo)) * np.float32(scale)
-            np.nan_to_num(band, copy=False, nan=0.0)
-            out[b] = np.clip(band, 0.0, 255.0).astype(np.uint8)
+    out = stretch_u8(data, stretch)
     # One strided pass: band-sequential -> pixel-interleaved, invalid -> 0
     # (a single band broadcasts to all three channels).
     rgb = np.empty((*out.shape[1:], 3), dtype=np.uint8)
@@ -558,15 +569,7 @@ def band_planes(
     skipped when all are valid) and a single band is repeated to three as a
     broadcast view.
     """
-    if stretch is None:
-        out = data.astype(np.uint8, copy=False)
-    else:
-        out = np.empty(data.shape, dtype=np.uint8)
-        for b, (lo, hi) in enumerate(stretch):
-            scale = 255.0 / (hi - lo) if hi > lo else 0.0
-            band = (data[b].astype(np.float32) - np.float32(lo)) * np.float32(scale)
-            np.nan_to_num(band, copy=False, nan=0.0)
-            out[b] = np.clip(band, 0.0, 255.0).astype(np.uint8)
+    out = stretch_u8(data, stretch)
     if not valid.all():
         if not out.flags.writeable:
             out = out.copy()

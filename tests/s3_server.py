@@ -10,7 +10,6 @@ for the test process and every subprocess it starts.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TEST_ENV", "MotoServer", "free_port"]
+from ports import free_port
+
+__all__ = ["TEST_ENV", "MotoServer"]
 
 #: Credentials a test run uses (moto accepts any unless auth is enforced).
 TEST_ENV = {
@@ -26,12 +27,6 @@ TEST_ENV = {
     "AWS_SECRET_ACCESS_KEY": "ris-test-secret-do-not-print-0123456789",
     "AWS_REGION": "us-east-1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MotoServer:

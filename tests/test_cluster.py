@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import lance
 import pytest
 import yaml
+from ports import free_ports
 from s3_server import MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,16 +47,6 @@ def test_runtime_env_is_valid() -> None:
     assert ".venv" in env["excludes"]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture
 def ray_head() -> Iterator[tuple[str, dict[str, str], int]]:
     """A real Ray head on loopback with token auth; always torn down."""
@@ -66,7 +56,7 @@ def ray_head() -> Iterator[tuple[str, dict[str, str], int]]:
     base.mkdir()
     token = base / "token"
     token.write_text(uuid.uuid4().hex)
-    gcs, dash, client, agent, rt_agent, metrics = _free_ports(6)
+    gcs, dash, client, agent, rt_agent, metrics = free_ports(6)
     env = {
         # No AWS_* on the head: jobs get them through their runtime_env only.
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},

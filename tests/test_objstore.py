@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
-from s3_server import TEST_ENV, MotoServer, free_port
+from ports import free_port
+from s3_server import TEST_ENV, MotoServer
 
 from ris_ray.errors import LockedError, ObjectNotFoundError, ObjectStoreError, RisError
 from ris_ray.lock import dataset_lock

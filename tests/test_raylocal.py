@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,9 @@ from typing import Any
 
 import psutil
 import pytest
+from ports import free_ports
 
 BIN = Path(sys.executable).parent
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -75,7 +65,7 @@ def stray_head() -> Iterator[tuple[dict[str, str], int]]:
     base.mkdir()
     token = base / "token"
     token.write_text(uuid.uuid4().hex)
-    gcs, dash, client, agent, rt_agent, metrics = _free_ports(6)
+    gcs, dash, client, agent, rt_agent, metrics = free_ports(6)
     head_env = _env(RAY_TMPDIR=str(base), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     cmd = [
         str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",

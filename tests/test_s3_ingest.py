@@ -221,7 +221,7 @@ def test_ingest_store_errors_are_one_line(
 
 
 def test_unreachable_endpoint_for_the_db_is_one_line(s3: MotoServer, tmp_path: Path) -> None:
-    from s3_server import free_port
+    from ports import free_port
 
     r = ris("info", "--db", "s3://flights/tiles.lance",
             env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})  # fmt: skip

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from ports import free_port
 
 from ris_ray.cli import main
 from ris_ray.diff import diff
@@ -370,16 +371,10 @@ def test_bind_rules(
 # ------------------------------------------------------------------ the page
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(gen_db: Path) -> Iterator[str]:
     """``ris serve`` as a user runs it, in its own process."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ris_ray.cli", "serve", "--db", str(gen_db), "--port", str(port)],
         stdout=subprocess.PIPE,
