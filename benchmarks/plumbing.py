@@ -73,16 +73,17 @@ def shipped_bytes(obj: Any) -> int:
 
 
 def _inputs(data: Path, scale: int, work: Path) -> Path:
-    """``scale`` copies of the files under ``data`` under other names (symlinks)."""
+    """``scale`` copies of the files under ``data`` under other names (real copies:
+    ingest reads a file reached through several links once, by its real path)."""
     from ris_ray.inputs import discover
 
     src = work / f"plumbing-{data.name}-{scale}x"
     src.mkdir(exist_ok=True)
     for i in range(scale):
         for f in discover([str(data)]):
-            link = src / f"copy{i}_{Path(f).name}"
-            if not link.exists():
-                link.symlink_to(f)
+            copy = src / f"copy{i}_{Path(f).name}"
+            if not copy.exists():
+                shutil.copyfile(f, copy)
     return src
 
 

@@ -408,8 +408,8 @@ def bench_end_to_end(
             src = work / f"input-{scale}x"
             src.mkdir()
             for i in range(scale):  # copies under other names: distinct sources, same pixels
-                for f in discover([str(data)]):
-                    (src / f"copy{i}_{Path(f).name}").symlink_to(f)
+                for f in discover([str(data)]):  # (real copies: links would be read once)
+                    shutil.copyfile(f, src / f"copy{i}_{Path(f).name}")
             db = work / f"e2e-{scale}x.lance"
             cfg = IngestConfig(inputs=(str(src),), db=str(db), weights="random", progress=False)
             report, peak = _peak_rss_during(lambda cfg=cfg: ingest(cfg))
