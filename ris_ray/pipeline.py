@@ -49,7 +49,7 @@ from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
 from ris_ray.tiling import TileSpec
 from ris_ray.uris import is_remote
 
-__all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest", "maybe_compact"]
+__all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest"]
 
 log = logging.getLogger(__name__)
 
@@ -576,13 +576,6 @@ class _SteadyRate:
     def rate(self) -> float:
         span = self.last - (self.first or self.last)
         return self.after_first / span if span > 0 else 0.0
-
-
-def maybe_compact(db: str, max_fragments: int) -> bool:
-    """Compact the dataset (and its manifest) when it has more than ``max_fragments``
-    fragments. Returns True when it compacted."""
-    stats = TileStore(db).compact(above=max_fragments)
-    return stats["fragments_before"] > max_fragments
 
 
 def _outcome(ref: Any) -> Any:
