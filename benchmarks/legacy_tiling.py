@@ -1,7 +1,13 @@
-"""The tiling loop as it was before issue 11 (main at 2e080f7), kept as the
-benchmark's "before" row: GDAL's dataset mask or an ``np.all`` fill mask,
-pixel-interleaved ``to_rgb8``, a Python loop per tile, a 96 px JPEG thumbnail
-(quality 85) per tile. Not used by ris_ray itself."""
+"""Earlier tiling code, kept as the benchmark's "before" rows. Not used by ris_ray itself.
+
+- :func:`legacy_read_tiles`: the tiling loop before issue 11 (main at 2e080f7):
+  GDAL's dataset mask or an ``np.all`` fill mask, pixel-interleaved
+  ``to_rgb8``, a Python loop per tile, a 96 px JPEG thumbnail (quality 85)
+  per tile.
+- :func:`tiler_thumbnails`: the 64 px JPEG thumbnails as the tiling task made
+  them until thumbnails moved to the embedder actor (main at 7faf9d2): one
+  box reduce of the whole window, then a crop and an encode per kept tile.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +21,20 @@ from rasterio.windows import Window
 
 from ris_ray.raster import display_path, gdal_reason, open_raster
 from ris_ray.records import TileBatch, TileStats
-from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, _geo_columns, tile_id, to_rgb8
+from ris_ray.tiling import (
+    RasterInfo,
+    TileSpec,
+    WindowJob,
+    _geo_columns,
+    _read_window,
+    band_planes,
+    cut_tiles,
+    tile_id,
+    tile_valid_counts,
+    to_rgb8,
+)
 
-__all__ = ["legacy_read_tiles"]
+__all__ = ["legacy_read_tiles", "tiler_read_tiles", "tiler_thumbnails"]
 
 
 def _thumbnail(rgb: np.ndarray, size: int) -> bytes:
@@ -44,7 +61,7 @@ def _valid_mask(src: Any, info: RasterInfo, data: np.ndarray, window: Window) ->
 
 
 def legacy_read_tiles(
-    info: RasterInfo, job: WindowJob, spec: TileSpec
+    info: RasterInfo, job: WindowJob, spec: TileSpec, thumbnail: int = 96
 ) -> tuple[TileBatch, TileStats]:
     """The old ``read_tiles``, as it was (pixels ``(N, T, T, 3)``)."""
     tile, stride = spec.tile, spec.stride
@@ -70,7 +87,7 @@ def legacy_read_tiles(
             cols.append(int(window.col_off) + c)
             fracs.append(frac)
             pixels.append(cut)
-            thumbs.append(_thumbnail(cut, spec.thumbnail))
+            thumbs.append(_thumbnail(cut, thumbnail))
     n = len(rows)
     batch = TileBatch(
         tile_id=np.array(
@@ -89,3 +106,67 @@ def legacy_read_tiles(
         **_geo_columns(info, np.array(rows), np.array(cols), tile),
     )
     return batch, TileStats(n_planned=job.n_tiles, n_low_valid=n_low, n_tiles=n)
+
+
+def _box_factor(tile: int, stride: int, size: int) -> int:
+    f = max(1, tile // max(size, 1))
+    while f > 1 and (tile % f or stride % f):
+        f -= 1
+    return f
+
+
+def tiler_thumbnails(
+    planes: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int, stride: int, size: int
+) -> list[bytes]:
+    """The tiling task's thumbnails at 7faf9d2: box-reduce the ``(3, H, W)``
+    window once by the largest factor dividing ``T`` and ``S`` (PIL
+    ``reduce``), then crop each kept tile (grid ``rows``/``cols``), resize
+    when needed and encode (JPEG q70, optimised Huffman tables)."""
+    f = _box_factor(tile, stride, size)
+    chans = [Image.fromarray(np.ascontiguousarray(p)) for p in planes]
+    if f > 1:
+        chans = [c.reduce(f) for c in chans]
+    small = Image.merge("RGB", chans)
+    t, s = tile // f, stride // f
+    out = []
+    for i, j in zip(rows.tolist(), cols.tolist()):
+        im = small.crop((j * s, i * s, j * s + t, i * s + t))
+        if t != size:
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=70, optimize=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def tiler_read_tiles(
+    info: RasterInfo, job: WindowJob, spec: TileSpec, thumbnail: int = 64
+) -> tuple[TileBatch, TileStats]:
+    """``read_tiles`` as at 7faf9d2: the shipped read, mask and cut, with
+    :func:`tiler_thumbnails` made from the decoded window."""
+    tile, stride = spec.tile, spec.stride
+    window = job.window(tile, stride)
+    data, valid = _read_window(info, window)
+    planes = band_planes(data, valid, info.stretch)
+    fracs = tile_valid_counts(valid, job.n_rows, job.n_cols, tile, stride) / float(tile * tile)
+    gi, gj = np.nonzero(fracs >= spec.min_valid)
+    rows = gi * stride + int(window.row_off)
+    cols = gj * stride + int(window.col_off)
+    n = int(gi.size)
+    batch = TileBatch(
+        tile_id=np.array(
+            [tile_id(info.path, r, c, tile, stride, spec.model) for r, c in zip(rows, cols)],
+            dtype=object,
+        ),
+        source=np.array([display_path(info.path)] * n, dtype=object),
+        row=rows.astype(np.int32),
+        col=cols.astype(np.int32),
+        width=np.full(n, tile, dtype=np.int32),
+        height=np.full(n, tile, dtype=np.int32),
+        valid_fraction=fracs[gi, gj].astype(np.float32),
+        thumbnail=np.array(tiler_thumbnails(planes, gi, gj, tile, stride, thumbnail), dtype=object),
+        crs=info.crs,
+        pixels=cut_tiles(planes, gi, gj, tile, stride),
+        **_geo_columns(info, rows, cols, tile),
+    )
+    return batch, TileStats(n_planned=job.n_tiles, n_low_valid=job.n_tiles - n, n_tiles=n)

@@ -32,16 +32,24 @@ from typing import Any
 import numpy as np
 
 from ris_ray.actors import EmbedActor
-from ris_ray.embed import FINGERPRINT_DIM, ResolvedWeights
+from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.store import DatasetParams
 from ris_ray.tiling import TileSpec, plan_windows, probe, read_tiles
+from ris_ray.weights import ResolvedWeights
 
 __all__ = ["ConstantEmbedActor", "bench_plumbing", "shipped_bytes"]
 
 
 class ConstantEmbedActor(EmbedActor):
     """Benchmark-only embedder: no model, a constant fingerprint per tile,
-    the shipped output path (:meth:`EmbedActor.embed` builds the table)."""
+    the shipped output path (:meth:`EmbedActor.embed` JPEG-encodes the
+    thumbnails and builds the table).
+
+    :meth:`infer` stands in for the device pass: the constant fingerprints,
+    and for the thumbnails' pixels every ``T/size``-th pixel of each tile (a
+    strided copy, ~free, as the area reduce is on a GPU); their encoding is
+    the shipped CPU work, paid here.
+    """
 
     def __init__(
         self,
@@ -52,16 +60,22 @@ class ConstantEmbedActor(EmbedActor):
         batch_size: int,
         threads: int,
         fingerprint: str = "float32",
+        thumbnail: int = 64,
     ) -> None:
         self.params = params
         self.fingerprint = fingerprint
+        self.thumbnail = thumbnail
+        self.pool = None
         self._one = np.full((1, FINGERPRINT_DIM), FINGERPRINT_DIM**-0.5, np.float32)
 
     def device(self) -> str:
         return "none (zero-cost: constant fingerprints)"
 
-    def fingerprints(self, pixels: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self._one, (len(pixels), FINGERPRINT_DIM))
+    def infer(self, pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        fingerprints = np.broadcast_to(self._one, (len(pixels), FINGERPRINT_DIM))
+        step = max(1, pixels.shape[-1] // max(size, 1))
+        small = pixels[:, :, ::step, ::step][:, :, :size, :size] if size else pixels[:0, :, :0, :0]
+        return fingerprints, np.ascontiguousarray(small.transpose(0, 2, 3, 1))
 
 
 def shipped_bytes(obj: Any) -> int:
@@ -322,7 +336,7 @@ def _measure(data: Path, work: Path, scales: tuple[int, ...], rounds: int) -> di
     """Per scale: ``rounds`` interleaved pairs (tiling alone, zero-cost ingest)."""
     import ray
 
-    from ris_ray.embed import resolve_weights
+    from ris_ray.weights import resolve_weights
 
     cores = os.cpu_count() or 1
     # workers cannot import benchmarks/: ship this module's classes by value
@@ -414,7 +428,7 @@ def _ratio(ingest: dict[str, Any], alone: dict[str, Any], label: str) -> dict[st
 
 def bytes_per_tile(data: Path) -> dict[str, float]:
     """Object-store bytes per tile on the shared data (see :func:`_bytes_per_tile`)."""
-    from ris_ray.embed import resolve_weights
+    from ris_ray.weights import resolve_weights
 
     spec = TileSpec(256, 256, 0.5, resolve_weights("random").model_id)
     return _bytes_per_tile(_plans(data), spec)

@@ -105,50 +105,60 @@ def _bare(plans: list[tuple[Any, Any]]) -> None:
             src.read(list(info.bands.indexes), window=j.window(256, 256))
 
 
-def _batch_thumbs(pixels: np.ndarray) -> list[bytes]:
-    """64 px thumbnails of a band-first ``(N, 3, T, T)`` batch, one tile at a time,
-    with the shipped reduce + JPEG settings (same bytes as in ``read_tiles``)."""
-    from ris_ray.tiling import thumbnails
+def _actor_shrink(pixels: np.ndarray, size: int = 64) -> np.ndarray:
+    """The embedder's reduce of a band-first ``(N, 3, T, T)`` batch as a CPU
+    embedder runs it (:func:`ris_ray.thumbnail.shrink`; a GPU one runs it on
+    the GPU in the embedding pass)."""
+    from ris_ray.thumbnail import shrink
 
-    zero = np.zeros(1, np.int64)
-    out: list[bytes] = []
-    for tile in pixels:
-        out += thumbnails(tile, zero, zero, tile.shape[-1], tile.shape[-1], 64)
-    return out
+    return shrink(pixels, size)
+
+
+def _actor_thumbs(pixels: np.ndarray) -> list[bytes]:
+    """What the embedder actor adds for 64 px thumbnails on a CPU node: the
+    area reduce on the CPU, then the JPEG encode (:mod:`ris_ray.thumbnail`)."""
+    from ris_ray.thumbnail import encode_all
+
+    return encode_all(_actor_shrink(pixels))
 
 
 def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
     """Decode + tile vs bare rasterio reads of the same windows (one process = one core).
 
-    "before" is the pre-issue-11 loop (benchmarks/legacy_tiling.py), "after"
-    the shipped ``read_tiles`` with default 64 px thumbnails and with
-    ``--thumbnail-size 0``. The variants run interleaved, ``repeat`` rounds;
-    each row is the median round (wall and this process's CPU time).
+    "before" is the pre-issue-11 loop, "previous" the tiling task as it was
+    until thumbnails moved to the embedder actor (both in
+    benchmarks/legacy_tiling.py), "after" the shipped ``read_tiles`` (no
+    thumbnails: the actor makes them). The last two rows are not tiling but
+    what the embedder actor adds per tile for the thumbnails from the batch
+    it holds: area reduce + JPEG on a CPU node, the JPEG alone on a GPU node
+    (the reduce runs on the GPU in the embedding pass). The variants run
+    interleaved, ``repeat`` rounds; each row is the median round (wall and
+    this process's CPU time).
     """
-    from legacy_tiling import legacy_read_tiles
+    from legacy_tiling import legacy_read_tiles, tiler_read_tiles
+
+    from ris_ray.thumbnail import encode_all
 
     rows: list[Row] = []
     pixels: list[np.ndarray] = []
     spec = TileSpec(256, 256, 0.5, "bench")
     variants: dict[str, Callable[[Any, Any], Any]] = {
         "bare rasterio read": lambda i, j: None,
-        "before: loop + to_rgb8 + 96 px JPEG": lambda i, j: legacy_read_tiles(
-            i, j, TileSpec(256, 256, 0.5, "bench", 96)
-        ),
-        "after: read_tiles (64 px thumbnails)": lambda i, j: read_tiles(i, j, spec),
-        "after: read_tiles --thumbnail-size 0": lambda i, j: read_tiles(
-            i, j, TileSpec(256, 256, 0.5, "bench", 0)
-        ),
-        # not tiling: what an embedder actor would add to make the thumbnails
-        # from the (N, 3, T, T) batch it holds (the batches are cut beforehand)
-        "(actor-side thumbnails from the batch, extra)": lambda i, j: _batch_thumbs(held[id(j)]),
+        "before: loop + to_rgb8 + 96 px JPEG": lambda i, j: legacy_read_tiles(i, j, spec, 96),
+        "previous: read_tiles + 64 px JPEG in the task": lambda i, j: tiler_read_tiles(i, j, spec),
+        "after: read_tiles (thumbnails in the embedder)": lambda i, j: read_tiles(i, j, spec),
+        # not tiling: the embedder actor's extra work for the thumbnails, from
+        # the (N, 3, T, T) batch it holds (the batches are cut beforehand)
+        "(embedder, CPU node: reduce + JPEG, extra)": lambda i, j: _actor_thumbs(held[id(j)]),
+        "(embedder, GPU node: JPEG only, extra)": lambda i, j: encode_all(small[id(j)]),
     }
     held: dict[int, np.ndarray] = {}
+    small: dict[int, np.ndarray] = {}
     for label, target in (("2048 px windows", 2048), ("one window per tile", 256)):
         plans = _plans(data, target)
         n_tiles = sum(j.n_tiles for _, j in plans)
-        no_thumbs = TileSpec(256, 256, 0.5, "bench", 0)
-        held = {id(j): read_tiles(i, j, no_thumbs)[0].pixels for i, j in plans}
+        held = {id(j): read_tiles(i, j, spec)[0].pixels for i, j in plans}
+        small = {k: _actor_shrink(v) for k, v in held.items()}
         wall: dict[str, list[float]] = {k: [] for k in variants}
         cpu: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(repeat):
@@ -212,11 +222,24 @@ def _writer_cpu_s(batch: Any, fingerprint: str) -> float:
     return time.process_time() - c0
 
 
+def _encode_cpu_s(pixels: np.ndarray) -> float:
+    """CPU seconds of the thumbnails' JPEG encode in a GPU node's embedder actor
+    (the area reduce before it runs on the GPU, so it is not counted)."""
+    from ris_ray.thumbnail import encode_all
+
+    small = _actor_shrink(pixels)
+    c0 = time.process_time()
+    encode_all(small)
+    return time.process_time() - c0
+
+
 def bench_cores_per_gpu(data: Path, repeat: int = 3) -> list[Row]:
     """CPU-ms per kept tile outside the embedder, per source compression, and
     the cores that keep one GPU fed at 5k / 20k / 50k tiles/s
-    (``cores = rate * ms / 1000``). Before/after as in :func:`bench_tiling`."""
-    from legacy_tiling import legacy_read_tiles
+    (``cores = rate * ms / 1000``). Before/previous/after as in
+    :func:`bench_tiling`; "after" counts the thumbnails' JPEG encode in the
+    embedder actor (a GPU node's CPU work; the reduce runs on the GPU)."""
+    from legacy_tiling import legacy_read_tiles, tiler_read_tiles
 
     spec = TileSpec(256, 256, 0.5, "bench")
     by_comp: dict[str, list[tuple[Any, Any]]] = {}
@@ -225,7 +248,8 @@ def bench_cores_per_gpu(data: Path, repeat: int = 3) -> list[Row]:
     rows: list[Row] = []
     for comp, plans in sorted(by_comp.items()):
         for name, fn in (
-            ("before", lambda i, j: legacy_read_tiles(i, j, TileSpec(256, 256, 0.5, "b", 96))),
+            ("before", lambda i, j: legacy_read_tiles(i, j, spec, 96)),
+            ("previous", lambda i, j: tiler_read_tiles(i, j, spec)),
             ("after", lambda i, j: read_tiles(i, j, spec)),
         ):
             cpu_s, kept = [], 0
@@ -236,6 +260,8 @@ def bench_cores_per_gpu(data: Path, repeat: int = 3) -> list[Row]:
                     batch, _ = fn(info, j)
                     total += time.process_time() - c0
                     total += _writer_cpu_s(batch, "float16" if name == "after" else "float32")
+                    if name == "after" and len(batch.tile_id):
+                        total += _encode_cpu_s(batch.pixels)
                     kept += len(batch.tile_id)
                 cpu_s.append(total)
             if kept == 0:
@@ -302,7 +328,8 @@ def _bench_gpu(pixels: np.ndarray) -> list[Row]:
     """fp32 eager NCHW baseline (normalise on CPU, float32 copy) vs the shipped path."""
     import torch
 
-    from ris_ray.embed import build_model, resolve_weights
+    from ris_ray.embed import build_model
+    from ris_ray.weights import resolve_weights
 
     x = np.concatenate([pixels] * max(1, 2048 // len(pixels)))[:2048]
     rows: list[Row] = []

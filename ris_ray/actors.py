@@ -2,26 +2,35 @@
 
 It lives apart from :mod:`ris_ray.pipeline` so an actor worker imports the
 embedder and the store schema, not the driver (scheduler, Ray loop, reports).
+Torch is imported when an :class:`EmbedActor` builds its model, not with this
+module: a subclass without a model (the plumbing benchmark's) never loads it.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ris_ray.embed import Embedder, ResolvedWeights
+from ris_ray import thumbnail
 from ris_ray.records import TileBatch
 from ris_ray.store import DatasetParams, to_table
+from ris_ray.weights import ResolvedWeights
 
-__all__ = ["EmbedActor"]
+__all__ = ["ENCODE_THREADS", "EmbedActor"]
+
+#: Threads that JPEG-encode thumbnails in a GPU embedder (a CPU one encodes inline).
+ENCODE_THREADS = 4
 
 
 class EmbedActor:
     """Turns a :class:`~ris_ray.records.TileBatch` into an Arrow table in the store schema.
 
     Pixels arrive band-first ``(N, 3, T, T)`` uint8; the embedder moves them to
-    the device as uint8 and lays them out there.
+    the device as uint8 and lays them out there. The thumbnails
+    (``thumbnail`` px, 0: none) are made here from the same pixels: shrunk
+    on the device in the embedding pass, JPEG-encoded by :mod:`ris_ray.thumbnail`.
     """
 
     def __init__(
@@ -33,7 +42,10 @@ class EmbedActor:
         batch_size: int,
         threads: int,
         fingerprint: str = "float32",
+        thumbnail: int = 64,
     ) -> None:
+        from ris_ray.embed import Embedder  # torch, in the actor process only
+
         self.embedder = Embedder(
             weights, device=device, precision=precision, batch_size=batch_size, num_threads=threads
         )
@@ -41,17 +53,24 @@ class EmbedActor:
         #: The store's fingerprint type (:attr:`~ris_ray.store.TileStore.fingerprint`):
         #: tables leave the actor in it, so the driver never converts them.
         self.fingerprint = fingerprint
+        self.thumbnail = thumbnail
+        self.pool = ThreadPoolExecutor(ENCODE_THREADS) if device == "cuda" else None
 
     def device(self) -> str:
         return f"{self.embedder.device} {str(self.embedder.dtype).removeprefix('torch.')}"
 
-    def fingerprints(self, pixels: np.ndarray) -> np.ndarray:
-        """``(N, FINGERPRINT_DIM)`` float32 fingerprints of band-first ``pixels``."""
-        return self.embedder.embed(pixels)
+    def infer(self, pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, FINGERPRINT_DIM)`` float32 fingerprints of band-first ``pixels`` and the
+        tiles shrunk to ``(N, size, size, 3)`` uint8 (none when ``size`` is 0), one
+        device pass (:meth:`~ris_ray.embed.Embedder.embed_and_shrink`)."""
+        return self.embedder.embed_and_shrink(pixels, size)
 
     def embed(self, batch: TileBatch) -> Any:
         """The batch as an Arrow table in the store schema (pixels dropped)."""
         assert batch.pixels is not None, "a batch reaches the embedder with its pixels"
-        batch.fingerprint = self.fingerprints(batch.pixels)
+        fingerprints, small = self.infer(batch.pixels, self.thumbnail)
+        batch.fingerprint = fingerprints
+        if self.thumbnail:
+            batch.thumbnail = np.array(thumbnail.encode_all(small, self.pool), dtype=object)
         batch.pixels = None
         return to_table(batch, self.params, self.fingerprint)

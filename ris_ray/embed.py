@@ -30,12 +30,10 @@ Weights (``weights=``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,116 +41,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from ris_ray import thumbnail
 from ris_ray.config import FINGERPRINT_DIM, check_device, check_precision
 from ris_ray.errors import EmbeddingError, InputError, WeightsError
+from ris_ray.weights import ResolvedWeights, resolve_weights
 
 __all__ = [
     "CPU_MAX_BATCH",
     "FINGERPRINT_DIM",
     "Embedder",
-    "ResolvedWeights",
     "build_model",
     "cpu_has_fast_bf16",
     "default_num_threads",
     "imagenet_cached",
-    "resolve_weights",
-    "weights_for_model",
+    "shrink_tiles",
 ]
 
 log = logging.getLogger(__name__)
 
-ARCH = "resnet18"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _DOWNLOAD_TIMEOUT_S = 20.0
 #: Most tiles per forward pass on a CPU (measured on 2 cores: 8 runs ~1.3x the rate of 64).
 CPU_MAX_BATCH = 8
-
-
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """A weights choice made concrete: what to load and the id it gets.
-
-    ``model_id`` is stored with every fingerprint (``resnet18/imagenet1k_v1``,
-    ``resnet18/random-seed0``, ``resnet18/file-<sha256[:12]>``) and decides
-    whether two fingerprints are comparable. ``description`` is the line we
-    print so users always know which weights were used.
-    """
-
-    kind: str  # "imagenet" | "random" | "file"
-    model_id: str
-    description: str
-    path: str | None = None
-    seed: int = 0
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def resolve_weights(spec: str) -> ResolvedWeights:
-    """Turn ``imagenet`` / ``random[:SEED]`` / ``PATH`` into :class:`ResolvedWeights`.
-
-    Resolution does not load anything; :func:`build_model` does. A path must
-    exist (its SHA-256 becomes part of the model id).
-    """
-    if spec == "imagenet":
-        from torchvision.models import ResNet18_Weights
-
-        w = ResNet18_Weights.IMAGENET1K_V1
-        return ResolvedWeights(
-            "imagenet", f"{ARCH}/imagenet1k_v1", f"ImageNet ({w.url.rsplit('/', 1)[-1]})"
-        )
-    if spec == "random" or spec.startswith("random:"):
-        try:
-            seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
-        except ValueError:
-            raise InputError(f"--weights {spec!r}: use random or random:SEED") from None
-        return ResolvedWeights(
-            "random",
-            f"{ARCH}/random-seed{seed}",
-            f"random init, seed {seed} (test/demo only: not meaningful)",
-            seed=seed,
-        )
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise InputError(
-            f"--weights {spec!r}: not 'imagenet', 'random' or an existing weights file"
-        )
-    digest = _sha256(path)[:12]
-    return ResolvedWeights(
-        "file", f"{ARCH}/file-{digest}", f"file {path} (sha256 {digest})", path=str(path.resolve())
-    )
-
-
-def weights_for_model(model_id: str, path: str | None = None) -> ResolvedWeights:
-    """The weights that produced ``model_id`` (for embedding a query the same way).
-
-    File weights cannot be found from the id alone: pass the file as ``path``;
-    its hash must match.
-    """
-    arch, _, name = model_id.partition("/")
-    if arch != ARCH:
-        raise WeightsError(f"dataset model {model_id!r} is not a {ARCH} model this version knows")
-    if name == "imagenet1k_v1":
-        return resolve_weights("imagenet")
-    if name.startswith("random-seed"):
-        return resolve_weights(f"random:{name.removeprefix('random-seed')}")
-    if name.startswith("file-"):
-        if path is None:
-            raise WeightsError(
-                f"dataset was built with weights file {name} (sha256 prefix): "
-                "pass it as --weights PATH"
-            )
-        resolved = resolve_weights(path)
-        if resolved.model_id != model_id:
-            raise WeightsError(f"--weights {path}: hash does not match the dataset's {model_id}")
-        return resolved
-    raise WeightsError(f"unknown model id {model_id!r}")
 
 
 def _imagenet_state_dict() -> Mapping[str, torch.Tensor]:
@@ -302,6 +213,19 @@ class Embedder:
         Either way the uint8 block goes to the device as it is and becomes the
         model's channels_last input there (on a GPU the layout change is free).
         """
+        return self.embed_and_shrink(pixels, 0)[0]
+
+    def embed_and_shrink(self, pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embed`, and each tile shrunk to ``size x size`` in the same pass
+        (the thumbnails' pixels; ``(N, size, size, 3)`` uint8, empty when ``size`` is 0).
+
+        The shrink is an area reduce: thumbnail pixel ``(i, j)`` is the mean
+        of the tile's pixels in rows ``[i H/s, (i+1) H/s)`` and columns
+        ``[j W/s, (j+1) W/s)`` (the box mean of ``H/s x W/s`` blocks when
+        ``s`` divides the tile), rounded. On a GPU it runs there on the uint8
+        tile already uploaded (:func:`shrink_tiles`); on a CPU with Pillow
+        (:func:`ris_ray.thumbnail.shrink`, ~10x faster than torch's there).
+        """
         if pixels.ndim == 4 and pixels.shape[-1] == 3:
             band_first = False
         elif pixels.ndim == 4 and pixels.shape[1] == 3:
@@ -314,6 +238,7 @@ class Embedder:
                 f"got {pixels.shape} {pixels.dtype}"
             )
         out = np.empty((pixels.shape[0], FINGERPRINT_DIM), dtype=np.float32)
+        small = np.empty((pixels.shape[0] if size else 0, size, size, 3), dtype=np.uint8)
         with torch.inference_mode():
             for start in range(0, pixels.shape[0], self.step):
                 part = pixels[start : start + self.step]
@@ -326,6 +251,11 @@ class Embedder:
                 # uint8 is made channels_last on the device, before the (4x larger)
                 # float copies, whose elementwise ops keep the memory format.
                 x = chunk if band_first else chunk.permute(0, 3, 1, 2)
+                if size and self.device.type == "cuda":
+                    small[start : start + len(part)] = shrink_tiles(x, size).cpu().numpy()
+                elif size:
+                    bands = part if band_first else part.transpose(0, 3, 1, 2)
+                    small[start : start + len(part)] = thumbnail.shrink(bands, size)
                 x = x.contiguous(memory_format=torch.channels_last)
                 x = ((x.float() - self._mean) * self._inv_std).to(self.dtype)
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -338,7 +268,7 @@ class Embedder:
                 f"fingerprints are not finite (NaN/inf) on {self.device} {self.dtype}; "
                 "nothing of this batch is stored"
             )
-        return out
+        return out, small
 
     def check(self, tile: int = 256) -> None:
         """Run one seeded random tile through the model; :class:`WeightsError` when the
@@ -358,6 +288,13 @@ class Embedder:
         result = dict(batch)
         result["fingerprint"] = self.embed(np.asarray(batch["pixels"]))
         return result
+
+
+def shrink_tiles(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``(N, 3, H, W)`` uint8 on any device -> ``(N, size, size, 3)`` uint8 there:
+    area interpolation (mean over each output pixel's input block), rounded."""
+    y = nn.functional.interpolate(x.float(), size=(size, size), mode="area")
+    return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def default_num_threads() -> int:

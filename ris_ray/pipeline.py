@@ -36,7 +36,7 @@ import ray
 from ris_ray import preflight, raylocal
 from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
-from ris_ray.embed import Embedder, ResolvedWeights, default_num_threads, resolve_weights
+from ris_ray.embed import Embedder, default_num_threads
 from ris_ray.errors import InputError, RasterReadError, RisError
 from ris_ray.inputs import discover_objects
 from ris_ray.manifest import FileRecord
@@ -48,6 +48,7 @@ from ris_ray.store import DatasetParams, TileStore
 from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
 from ris_ray.tiling import TileSpec
 from ris_ray.uris import is_remote
+from ris_ray.weights import ResolvedWeights, resolve_weights
 
 __all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest"]
 
@@ -197,7 +198,16 @@ def _make_actors(
         max_task_retries=TASK_RETRIES,
     )
     return [
-        cls.remote(weights, params, device, cfg.precision, cfg.batch_size, threads, fingerprint)
+        cls.remote(
+            weights,
+            params,
+            device,
+            cfg.precision,
+            cfg.batch_size,
+            threads,
+            fingerprint,
+            cfg.thumbnail_size,
+        )
         for _ in range(n)
     ]
 
@@ -425,11 +435,10 @@ def _run(
     actor_cls: type[EmbedActor] = EmbedActor,
 ) -> None:
     """Read, embed and store ``paths`` on Ray (connected) with ``actor_cls`` embedders."""
-    spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id, cfg.thumbnail_size)
+    spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id)
     actors = _make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
-    report.device = ray.get(actors[0].device.remote())
     report.ray_gcs_address = ray.get_runtime_context().gcs_address
-    say(f"embedders: {len(actors)} x {report.device}; files to read: {len(paths)}")
+    say(f"embedders: {len(actors)} starting; files to read: {len(paths)}")
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     sched = Scheduler(
         paths,
@@ -446,7 +455,11 @@ def _run(
     def record(shown: str, version: int | None) -> FileRecord:
         return _record(sched.files[real[shown]].report, version, idents[real[shown]])
 
-    loop = _RayLoop(cfg, sched, actors, spec, store, record)
+    def ready(device: str) -> None:
+        report.device = device
+        say(f"embedders: {len(actors)} x {device}")
+
+    loop = _RayLoop(cfg, sched, actors, spec, store, record, ready)
     progress = _Progress(cfg.progress, len(paths))
     try:
         loop.run(progress, t0)
@@ -465,7 +478,13 @@ def _run(
 
 
 class _RayLoop:
-    """Submit what the scheduler asks for, ``ray.wait``, feed each outcome back."""
+    """Submit what the scheduler asks for, ``ray.wait``, feed each outcome back.
+
+    Tiling starts at once, while the embedder actors start (torch import,
+    model load, CUDA init take seconds): the first actor's ``device()`` is
+    waited on with the rest, and ``on_ready`` gets its answer. An actor that
+    fails to start raises here, as ``ray.get`` does.
+    """
 
     def __init__(
         self,
@@ -475,9 +494,14 @@ class _RayLoop:
         spec: TileSpec,
         store: TileStore,
         record: Callable[[str, int | None], FileRecord],
+        on_ready: Callable[[str], None],
     ) -> None:
         self.cfg, self.sched, self.actors, self.spec = cfg, sched, actors, spec
         self.store, self.record = store, record
+        self.started: tuple[Any, Callable[[str], None]] | None = (
+            actors[0].device.remote(),
+            on_ready,
+        )
         self.refs: dict[Any, Work] = {}
         self.batches: dict[int, Any] = {}  # tile ticket -> batch ref
         self.unstaged: list[str] = []  # settled files with nothing to publish
@@ -489,13 +513,26 @@ class _RayLoop:
         while not sched.done:
             for work in sched.next_work():
                 self.refs[self._submit(work)] = work
-            ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
+            waiting = list(self.refs) + ([self.started[0]] if self.started else [])
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             for ref in ready:
-                self._feed(self.refs.pop(ref), _outcome(ref))
+                if ref in self.refs:
+                    self._feed(self.refs.pop(ref), _outcome(ref))
+                else:
+                    self._started()
             self._stage()
             progress.update(sched.tiles_done, sched.tiles_planned, sched.files_done, t0)
             if self._commit_due():
                 self.publish()
+        if self.started is not None and ray.wait([self.started[0]], timeout=0)[0]:
+            self._started()  # answered alongside the last batch (no wait if it is still starting)
+
+    def _started(self) -> None:
+        """The first actor answered ``device()`` (or failed to start: raises)."""
+        if self.started is not None:
+            ref, on_ready = self.started
+            self.started = None
+            on_ready(ray.get(ref))
 
     def _submit(self, work: Work) -> Any:
         if isinstance(work, Probe):

@@ -264,7 +264,8 @@ def _image(
         label += f" [{','.join(map(str, window))}]"
     crop = read_crop(image, params.tile_size, window=window, bbox=bbox)  # one open
     pixels, window, centre = crop.pixels, crop.window, crop.centre
-    from ris_ray.embed import Embedder, weights_for_model  # torch: only for image queries
+    from ris_ray.embed import Embedder  # torch: only for image queries
+    from ris_ray.weights import weights_for_model
 
     embedder = Embedder(weights_for_model(params.model, weights_path), device=device)
     vector = embedder.embed(pixels[None])[0]

@@ -72,7 +72,9 @@ class TileBatch:
     ``pixels`` is band-first ``(N, 3, T, T)`` uint8 (the embedder lays it out
     for the model on its device) until the embedder replaces it by
     ``fingerprint`` ``(N, FINGERPRINT_DIM)`` float32. ``thumbnail`` holds one
-    JPEG (``bytes``) per tile, or ``None`` per tile with ``--thumbnail-size 0``.
+    JPEG (``bytes``) per tile once the embedder actor has made them
+    (:mod:`ris_ray.thumbnail`); ``None`` per tile before that and with
+    ``--thumbnail-size 0``.
     ``row``/``col`` are the pixel origins; ``minx..maxy`` the bounds in the
     file's CRS (``crs``) and ``lon``/``lat`` the WGS84 centre, NaN where unknown.
     """

@@ -15,7 +15,6 @@ smaller than one tile therefore yields no tiles (reported, not an error).
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.windows
-from PIL import Image
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterBlockError, WindowError
 from rasterio.windows import Window
@@ -41,7 +39,6 @@ __all__ = [
     "TileSpec",
     "WindowJob",
     "band_planes",
-    "box_factor",
     "count_tiles",
     "cut_tiles",
     "display_path",
@@ -52,7 +49,6 @@ __all__ = [
     "read_tiles",
     "select_bands",
     "stretch_u8",
-    "thumbnails",
     "tile_id",
     "tile_offsets",
     "tile_valid_counts",
@@ -299,7 +295,6 @@ class TileSpec:
     stride: int
     min_valid: float
     model: str
-    thumbnail: int = 64
 
 
 def _crs_string(crs: Any) -> str | None:
@@ -511,54 +506,6 @@ def cut_tiles(
     return np.ascontiguousarray(grid.transpose(1, 2, 0, 3, 4)[rows, cols])
 
 
-#: Thumbnail encoding: JPEG, quality 70 with optimised Huffman tables. At
-#: 64 px that is ~1.3 KB per tile on the shared data in ~0.06 ms; WEBP is ~15 %
-#: smaller but ~20x slower to encode (benchmarks/run.py measures both).
-THUMBNAIL_FORMAT = "JPEG"
-THUMBNAIL_OPTIONS: dict[str, Any] = {"quality": 70, "optimize": True}
-
-
-def box_factor(tile: int, stride: int, size: int) -> int:
-    """Integer box-reduce factor for thumbnails: the largest ``f <= T // size``
-    dividing both ``T`` and ``S`` (so every tile is whole blocks), at least 1."""
-    f = max(1, tile // max(size, 1))
-    while f > 1 and (tile % f or stride % f):
-        f -= 1
-    return f
-
-
-def thumbnails(
-    planes: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    tile: int,
-    stride: int,
-    size: int,
-) -> list[bytes]:
-    """JPEG thumbnails (``size x size``) of the tiles at grid ``(rows, cols)``.
-
-    The whole ``(3, H, W)`` window is box-reduced once by
-    ``f = box_factor(T, S, size)`` (mean of ``f x f`` blocks, PIL's
-    ``reduce``); each tile is then the ``T/f`` square at ``(i S/f, j S/f)``,
-    resized bilinearly to ``size`` only when ``T/f != size``, and encoded.
-    """
-    f = box_factor(tile, stride, size)
-    chans = [Image.fromarray(np.ascontiguousarray(p)) for p in planes]
-    if f > 1:
-        chans = [c.reduce(f) for c in chans]
-    small = Image.merge("RGB", chans)
-    t, s = tile // f, stride // f
-    out = []
-    for i, j in zip(rows.tolist(), cols.tolist()):
-        im = small.crop((j * s, i * s, j * s + t, i * s + t))
-        if t != size:
-            im = im.resize((size, size), Image.Resampling.BILINEAR)
-        buf = io.BytesIO()
-        im.save(buf, format=THUMBNAIL_FORMAT, **THUMBNAIL_OPTIONS)
-        out.append(buf.getvalue())
-    return out
-
-
 def band_planes(
     data: np.ndarray, valid: np.ndarray, stretch: tuple[tuple[float, float], ...] | None
 ) -> np.ndarray:
@@ -619,9 +566,9 @@ def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[TileBa
 
     Returns the kept tiles as a :class:`~ris_ray.records.TileBatch` (``pixels``
     ``(N, 3, T, T)`` uint8 band-first, the embedder lays them out for the
-    model; JPEG thumbnails, or ``None`` each when ``spec.thumbnail`` is 0;
-    pixel origins; valid fractions = valid pixels / ``T^2``; geo columns; tile
-    ids) and beside it the window's :class:`~ris_ray.records.TileStats`
+    model; ``thumbnail`` ``None`` each: the embedder actor makes them, see
+    :mod:`ris_ray.thumbnail`; pixel origins; valid fractions = valid pixels /
+    ``T^2``; geo columns; tile ids) and beside it the window's :class:`~ris_ray.records.TileStats`
     (planned, below ``--min-valid``, kept).
     """
     tile, stride = spec.tile, spec.stride
@@ -633,10 +580,6 @@ def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[TileBa
     rows = gi * stride + int(window.row_off)
     cols = gj * stride + int(window.col_off)
     n = int(gi.size)
-    if spec.thumbnail > 0:
-        thumbs: list[bytes | None] = list(thumbnails(planes, gi, gj, tile, stride, spec.thumbnail))
-    else:
-        thumbs = [None] * n
     batch = TileBatch(
         tile_id=np.array(
             [
@@ -651,7 +594,7 @@ def read_tiles(info: RasterInfo, job: WindowJob, spec: TileSpec) -> tuple[TileBa
         width=np.full(n, tile, dtype=np.int32),
         height=np.full(n, tile, dtype=np.int32),
         valid_fraction=fracs[gi, gj].astype(np.float32),
-        thumbnail=np.array(thumbs, dtype=object),
+        thumbnail=np.full(n, None, dtype=object),  # the embedder actor makes them
         crs=info.crs,
         pixels=cut_tiles(planes, gi, gj, tile, stride),
         **_geo_columns(info, rows, cols, tile),

@@ -13,10 +13,9 @@ from ris_ray.embed import (
     FINGERPRINT_DIM,
     Embedder,
     build_model,
-    resolve_weights,
-    weights_for_model,
 )
 from ris_ray.errors import InputError, WeightsError
+from ris_ray.weights import resolve_weights, weights_for_model
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +237,97 @@ def test_non_finite_batch_in_the_actor_fails_with_one_line(
     assert isinstance(result, Failure) and result.kind == "crash"
     text = result.reason
     assert "not finite" in text and "\n" not in text and "nan.pth" in text
+
+
+def _scenes(n: int, seed: int) -> np.ndarray:
+    """``n`` band-first 64 px tiles of a synthetic landscape (smooth, like imagery)."""
+    from ris_ray.sample import landscape
+
+    return np.stack([landscape(64, 64, seed=seed + i) for i in range(n)])
+
+
+def _box_mean(band_first: np.ndarray, size: int) -> np.ndarray:
+    n, c, h, w = band_first.shape
+    blocks = band_first.reshape(n, c, size, h // size, size, w // size).astype(np.float64)
+    return blocks.mean(axis=(3, 5)).transpose(0, 2, 3, 1)  # exact, not rounded
+
+
+def test_embed_and_shrink_gives_the_box_mean_in_the_same_pass(embedder: Embedder) -> None:
+    pixels = np.ascontiguousarray(_batch(5, seed=4).transpose(0, 3, 1, 2))  # band-first
+    fingerprints, small = embedder.embed_and_shrink(pixels, 16)
+    assert np.array_equal(fingerprints, embedder.embed(pixels))
+    assert small.shape == (5, 16, 16, 3) and small.dtype == np.uint8
+    assert np.abs(small - _box_mean(pixels, 16)).max() <= 0.5  # rounded to the nearest
+    nhwc = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
+    assert np.array_equal(embedder.embed_and_shrink(nhwc, 16)[1], small)  # either layout
+    assert embedder.embed_and_shrink(pixels, 0)[1].shape == (0, 0, 0, 3)
+
+
+@pytest.mark.parametrize("size", [16, 24])
+def test_the_gpu_shrink_equals_the_cpu_one(size: int) -> None:
+    """:func:`shrink_tiles` (torch, what a GPU embedder runs) against Pillow's
+    :func:`ris_ray.thumbnail.shrink` (what a CPU one runs), here on the CPU."""
+    from ris_ray.embed import shrink_tiles
+    from ris_ray.thumbnail import shrink
+
+    pixels = _scenes(3, seed=7)
+    got = shrink_tiles(torch.from_numpy(pixels), size).numpy()
+    want = shrink(pixels, size)
+    assert got.shape == want.shape == (3, size, size, 3) and got.dtype == np.uint8
+    if size == 16:  # the box mean both ways, rounded to the nearest (ties may differ)
+        exact = _box_mean(pixels, 16)
+        assert np.abs(got - exact).max() <= 0.5 and np.abs(want - exact).max() <= 0.5
+    else:  # adaptive pooling vs Pillow's fractional box: close, not equal
+        assert np.abs(got.astype(np.int16) - want).mean() < 2
+
+
+def test_embedder_shrinks_to_sizes_that_do_not_divide_the_tile(embedder: Embedder) -> None:
+    from PIL import Image
+
+    pixels = _scenes(2, seed=5)
+    small = embedder.embed_and_shrink(pixels, 24)[1]
+    assert small.shape == (2, 24, 24, 3)
+    for got, tile in zip(small, pixels.transpose(0, 2, 3, 1), strict=True):
+        ref = np.asarray(Image.fromarray(tile).resize((24, 24), Image.Resampling.BOX), np.int16)
+        assert np.abs(got.astype(np.int16) - ref).mean() < 2
+
+
+@pytest.mark.parametrize("size", [0, 16])
+def test_actor_stores_jpeg_thumbnails_of_the_tiles(size: int) -> None:
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from ris_ray import thumbnail
+    from ris_ray.actors import EmbedActor
+    from ris_ray.records import TileBatch
+    from ris_ray.store import DatasetParams
+
+    weights = resolve_weights("random")
+    actor = EmbedActor(weights, DatasetParams(64, 64, weights.model_id), "cpu", "fp32", 4, 1,
+                       "float16", size)  # fmt: skip
+    n, nan = 3, np.full(3, np.nan)
+    pixels = _scenes(n, seed=6)
+    batch = TileBatch(
+        tile_id=np.array(["a" * 20, "b" * 20, "c" * 20], dtype=object),
+        source=np.array(["s.tif"] * n, dtype=object),
+        row=np.zeros(n, np.int32), col=np.array([0, 64, 128], np.int32),
+        width=np.full(n, 64, np.int32), height=np.full(n, 64, np.int32),
+        valid_fraction=np.ones(n, np.float32), thumbnail=np.full(n, None, dtype=object),
+        minx=nan, miny=nan, maxx=nan, maxy=nan, lon=nan, lat=nan, pixels=pixels.copy(),
+    )  # fmt: skip
+    blobs = actor.embed(batch).column("thumbnail").to_pylist()
+    if size == 0:
+        assert blobs == [None] * n
+        return
+    want = _box_mean(pixels, size)
+    for blob, ref in zip(blobs, want, strict=True):
+        im = Image.open(io.BytesIO(blob))
+        assert im.format == "JPEG" and im.size == (size, size)
+        assert (
+            np.abs(np.asarray(im.convert("RGB"), np.float64) - ref).mean() < 8
+        )  # JPEG q70 at 16 px, 4:2:0 chroma
+    small = EmbedActor.infer(actor, pixels, size)[1]
+    with ThreadPoolExecutor(2) as pool:  # a GPU actor's encoding threads: same bytes
+        assert thumbnail.encode_all(small, pool) == blobs

@@ -120,9 +120,7 @@ def test_tile_bounds_and_outline_follow_rotated_and_skewed_grids(
     if transform == ROTATED:  # the numbers of issue 14
         assert got == pytest.approx([500000.0, 4999897.6, 500179.2, 5000076.8])
     # Stored bounds (what ingest writes) are that envelope, for every tile.
-    batch, _ = read_tiles(
-        probe(path), WindowJob(0, 0, 1, 2), TileSpec(256, 256, 0.0, "m", thumbnail=32)
-    )
+    batch, _ = read_tiles(probe(path), WindowJob(0, 0, 1, 2), TileSpec(256, 256, 0.0, "m"))
     assert batch.col.tolist() == [0, 256]
     want = tile_bounds(transform, batch.row, batch.col, 256)
     for name, values in zip(("minx", "miny", "maxx", "maxy"), want):

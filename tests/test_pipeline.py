@@ -211,17 +211,20 @@ def test_shared_geo_columns(shared_db: tuple[Path, Any], shared_data: Path) -> N
 
 
 class _ConstantActor(EmbedActor):
-    """An embedder actor without a model: every fingerprint is 0.25."""
+    """An embedder actor without a model: every fingerprint is 0.25, every
+    thumbnail the tile's top-left corner."""
 
     def __init__(self, *args: Any) -> None:  # EmbedActor's arguments; builds no model
-        self.params, self.fingerprint = args[1], args[6]
+        self.params, self.fingerprint, self.thumbnail = args[1], args[6], args[7]
+        self.pool = None
 
     def device(self) -> str:
         return "constant"
 
-    def fingerprints(self, pixels: np.ndarray) -> np.ndarray:
+    def infer(self, pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         assert pixels.dtype == np.uint8 and pixels.shape[1] == 3  # band-first
-        return np.full((len(pixels), 512), 0.25, np.float32)
+        corner = np.ascontiguousarray(pixels[:, :, :size, :size].transpose(0, 2, 3, 1))
+        return np.full((len(pixels), 512), 0.25, np.float32), corner
 
 
 def test_ingest_takes_another_actor_class(ray_session: None, gen_dir: Path, tmp_path: Path) -> None:

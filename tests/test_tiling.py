@@ -29,7 +29,7 @@ from ris_ray.tiling import (
     to_rgb8,
 )
 
-SPEC = TileSpec(tile=256, stride=256, min_valid=0.5, model="m", thumbnail=32)
+SPEC = TileSpec(tile=256, stride=256, min_valid=0.5, model="m")
 
 
 @pytest.mark.parametrize(

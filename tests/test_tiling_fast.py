@@ -3,25 +3,21 @@ rules against GDAL's dataset mask (no Ray)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from PIL import Image
 
 from ris_ray.sample import landscape, write_geotiff
 from ris_ray.tiling import (
     TileSpec,
     WindowJob,
     band_planes,
-    box_factor,
     count_tiles,
     cut_tiles,
     probe,
     read_tiles,
-    thumbnails,
     tile_valid_counts,
     to_rgb8,
 )
@@ -70,28 +66,6 @@ def test_band_planes_equal_to_rgb8_band_first(dtype: str, bands: int) -> None:
     assert got.shape == (3, 20, 30) and np.array_equal(got, want)
 
 
-def test_box_factor_divides_tile_and_stride() -> None:
-    assert box_factor(256, 256, 64) == 4
-    assert box_factor(256, 256, 96) == 2
-    assert box_factor(256, 192, 64) == 4
-    assert box_factor(256, 202, 64) == 2  # 4 does not divide the stride
-    assert box_factor(100, 100, 64) == 1
-    assert box_factor(256, 255, 64) == 1
-
-
-@pytest.mark.parametrize(("size", "stride"), [(64, 256), (96, 256), (64, 200)])
-def test_thumbnails_are_small_jpegs_of_the_tile(size: int, stride: int) -> None:
-    planes = np.ascontiguousarray(landscape(256, 256 + stride, seed=9))
-    out = thumbnails(planes, np.array([0, 0]), np.array([0, 1]), 256, stride, size)
-    assert len(out) == 2
-    for j, blob in enumerate(out):
-        im = Image.open(io.BytesIO(blob))
-        assert im.format == "JPEG" and im.size == (size, size)
-        ref = Image.fromarray(planes[:, :, j * stride : j * stride + 256].transpose(1, 2, 0))
-        ref_small = np.asarray(ref.resize((size, size), Image.Resampling.BOX), np.float32)
-        assert np.abs(np.asarray(im.convert("RGB"), np.float32) - ref_small).mean() < 6
-
-
 def _job(info_w: int, info_h: int, spec: TileSpec) -> WindowJob:
     return WindowJob(
         0,
@@ -101,16 +75,11 @@ def _job(info_w: int, info_h: int, spec: TileSpec) -> WindowJob:
     )
 
 
-def test_thumbnail_size_zero_stores_none(tmp_path: Path) -> None:
+def test_tiling_leaves_thumbnails_to_the_embedder(tmp_path: Path) -> None:
     path = write_geotiff(tmp_path / "a.tif", landscape(64, 64, seed=1))
-    spec = TileSpec(32, 32, 0.5, "m", thumbnail=0)
+    spec = TileSpec(32, 32, 0.5, "m")
     batch, _ = read_tiles(probe(str(path)), _job(64, 64, spec), spec)
     assert len(batch.tile_id) == 4 and list(batch.thumbnail) == [None] * 4
-    with_thumbs, _ = read_tiles(
-        probe(str(path)), _job(64, 64, spec), TileSpec(32, 32, 0.5, "m", 16)
-    )
-    assert np.array_equal(batch.pixels, with_thumbs.pixels)
-    assert all(isinstance(b, bytes) and b for b in with_thumbs.thumbnail)
 
 
 def _gdal_fractions(path: Path, tile: int) -> list[float]:
@@ -133,7 +102,7 @@ def test_nodata_rule_is_gdals_dataset_mask(tmp_path: Path) -> None:
     path = write_geotiff(tmp_path / "nd.tif", data, nodata=7)
     info = probe(str(path))
     assert info.mask_rule == "nodata" and info.bands.indexes == (1, 2, 3)
-    spec = TileSpec(16, 16, 0.0, "m", thumbnail=0)
+    spec = TileSpec(16, 16, 0.0, "m")
     batch = read_tiles(info, _job(64, 64, spec), spec)[0]
     assert batch.valid_fraction.tolist() == _gdal_fractions(path, 16)
     assert 0.0 in batch.valid_fraction and 1.0 in batch.valid_fraction
@@ -146,7 +115,7 @@ def test_alpha_rule_is_gdals_dataset_mask(tmp_path: Path) -> None:
     path = write_geotiff(tmp_path / "rgba.tif", data, alpha=True)
     info = probe(str(path))
     assert info.mask_rule == "alpha"
-    spec = TileSpec(16, 16, 0.0, "m", thumbnail=0)
+    spec = TileSpec(16, 16, 0.0, "m")
     batch = read_tiles(info, _job(64, 64, spec), spec)[0]
     assert batch.valid_fraction.tolist() == _gdal_fractions(path, 16)
 
@@ -163,7 +132,7 @@ def test_fill_rule_uses_the_dtype_maximum(tmp_path: Path) -> None:
     path = write_geotiff(tmp_path / "fill16.tif", data)
     info = probe(str(path))
     assert info.mask == "fill"
-    spec = TileSpec(16, 16, 0.0, "m", thumbnail=0)
+    spec = TileSpec(16, 16, 0.0, "m")
     batch = read_tiles(info, _job(32, 32, spec), spec)[0]
     assert batch.valid_fraction.tolist() == [0.0, 0.0, 1.0, 1.0]
 
