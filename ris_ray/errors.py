@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "DatasetError",
+    "EmbedderStartError",
     "EmbeddingError",
     "InputError",
     "LockedError",
@@ -46,6 +47,10 @@ class WeightsError(RisError, RuntimeError):
 
 class EmbeddingError(RisError, ArithmeticError):
     """A forward pass produced non-finite fingerprints (NaN or infinity)."""
+
+
+class EmbedderStartError(RisError, RuntimeError):
+    """An embedder actor could not start (its constructor raised, e.g. no GPU memory)."""
 
 
 class DatasetError(RisError, OSError):

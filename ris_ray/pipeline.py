@@ -37,7 +37,7 @@ from ris_ray import preflight, raylocal
 from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
 from ris_ray.embed import Embedder, default_num_threads
-from ris_ray.errors import InputError, RasterReadError, RisError
+from ris_ray.errors import EmbedderStartError, InputError, RasterReadError, RisError
 from ris_ray.inputs import discover_objects
 from ris_ray.manifest import FileRecord
 from ris_ray.objstore import ObjectInfo, S3Settings, to_url
@@ -528,11 +528,22 @@ class _RayLoop:
             self._started()  # answered alongside the last batch (no wait if it is still starting)
 
     def _started(self) -> None:
-        """The first actor answered ``device()`` (or failed to start: raises)."""
-        if self.started is not None:
-            ref, on_ready = self.started
-            self.started = None
-            on_ready(ray.get(ref))
+        """The first actor answered ``device()``; :class:`EmbedderStartError` when
+        it could not start (its constructor raised, on every restart)."""
+        if self.started is None:
+            return
+        ref, on_ready = self.started
+        self.started = None
+        try:
+            device = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+            cause = lines[-1] if lines else type(exc).__name__
+            raise EmbedderStartError(
+                f"the embedder actor could not start ({cause}); "
+                "its traceback is above: check --device, --precision and the GPU's free memory"
+            ) from None
+        on_ready(device)
 
     def _submit(self, work: Work) -> Any:
         if isinstance(work, Probe):
@@ -544,6 +555,8 @@ class _RayLoop:
         return self.actors[work.actor].embed.remote(work.batch)
 
     def _feed(self, work: Work, value: Any) -> None:
+        if isinstance(work, Embed):
+            self._started()  # settled by now: an actor runs its calls in order
         batch = self.batches.pop(work.ticket, None)
         if isinstance(value, Failure):
             self.sched.failed(work.ticket, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 import rasterio
 import rasterio.warp
 import rasterio.windows
+from PIL import Image
 
 from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
-from ris_ray.errors import InputError, ModelMismatchError
+from ris_ray.errors import EmbedderStartError, InputError, ModelMismatchError
 from ris_ray.pipeline import ingest
 from ris_ray.store import SCHEMA, dataset_params
 from ris_ray.tiling import count_tiles, plan_windows, tile_id
@@ -244,3 +246,31 @@ def test_ingest_takes_another_actor_class(ray_session: None, gen_dir: Path, tmp_
     fp = t.column("fingerprint").combine_chunks().values.to_numpy(zero_copy_only=False)
     assert np.all(fp == np.float16(0.25))
     assert t.column("thumbnail").null_count == 0
+    corners = [
+        np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in t["thumbnail"].to_pylist()
+    ]
+    assert all(c.shape == (64, 64, 3) for c in corners)  # the actor's infer() made them
+
+
+class _BrokenActor(EmbedActor):
+    """An embedder actor whose constructor fails, as on a GPU out of memory."""
+
+    def __init__(self, *args: Any) -> None:
+        raise RuntimeError("CUDA out of memory (test)")
+
+
+def test_an_embedder_that_cannot_start_is_one_error(
+    ray_session: None, gen_dir: Path, tmp_path: Path
+) -> None:
+    # Tiling starts before the actors answer; their failure still ends the run
+    # with one error naming the cause, and nothing is committed.
+    import sys
+
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    db = tmp_path / "db"
+    cfg = IngestConfig(inputs=(str(gen_dir),), db=str(db), weights="random", progress=False)
+    with pytest.raises(EmbedderStartError, match=r"could not start \(RuntimeError: CUDA out of"):
+        ingest(cfg, actor_cls=_BrokenActor)
+    assert not (db / "data").exists()
