@@ -623,29 +623,36 @@ def _data_bytes(uri: Path) -> int:
 
 def bench_storage(db: Path, data: Path, work: Path) -> list[Row]:
     """Bytes per tile in the data files of a real ingest (``db``: shared data,
-    shipped defaults) beside the same rows as the code before issue 11 stored
-    them (96 px JPEG q85 thumbnails from ``legacy_read_tiles``, float32
-    fingerprints), written the same way."""
+    shipped defaults) beside the same rows as earlier code stored them,
+    written the same way: "before" issue 11 (96 px JPEG q85 thumbnails from
+    ``legacy_read_tiles``, float32 fingerprints) and "previous" (64 px
+    thumbnails made in the tiling task, ``tiler_read_tiles``; float16)."""
     import lance
-    from legacy_tiling import legacy_read_tiles
+    from legacy_tiling import legacy_read_tiles, tiler_read_tiles
 
     from ris_ray.store import cast_fingerprints
 
     ds = lance.dataset(str(db))
     table = ds.to_table()
-    old_thumbs: dict[str, bytes] = {}
-    spec = TileSpec(256, 256, 0.5, ds.schema.metadata[b"ris_ray.model"].decode(), 96)
-    for info, j in _plans(data, 2048):
-        batch, _ = legacy_read_tiles(info, j, spec)
-        old_thumbs.update(zip(batch.tile_id, batch.thumbnail))
-    before = cast_fingerprints(table, "float32")
-    i = before.schema.get_field_index("thumbnail")
-    thumbs = [old_thumbs.get(t) for t in before["tile_id"].to_pylist()]
-    before = before.set_column(i, before.schema.field(i), pa_binary(thumbs))
-    old_db = work / "storage-before.lance"
-    lance.write_dataset(before, str(old_db), data_storage_version=ds.data_storage_version)
+    spec = TileSpec(256, 256, 0.5, ds.schema.metadata[b"ris_ray.model"].decode())
+    versions: list[tuple[str, Path, Any]] = []
+    for name, read, fingerprint in (
+        ("before", lambda i, j: legacy_read_tiles(i, j, spec, 96), "float32"),
+        ("previous", lambda i, j: tiler_read_tiles(i, j, spec), "float16"),
+    ):
+        thumbs: dict[str, bytes] = {}
+        for info, j in _plans(data.resolve(), 2048):  # ids hash the real path, as ingest
+            batch, _ = read(info, j)
+            thumbs.update(zip(batch.tile_id, batch.thumbnail))
+        old = cast_fingerprints(table, fingerprint)
+        i = old.schema.get_field_index("thumbnail")
+        column = pa_binary([thumbs.get(t) for t in old["tile_id"].to_pylist()])
+        old = old.set_column(i, old.schema.field(i), column)
+        uri = work / f"storage-{name}.lance"
+        lance.write_dataset(old, str(uri), data_storage_version=ds.data_storage_version)
+        versions.append((name, uri, old))
     rows: list[Row] = []
-    for name, uri, t in (("before", old_db, before), ("after", db, table)):
+    for name, uri, t in (*versions, ("after", db, table)):
         n = t.num_rows
         fp = t.schema.field("fingerprint").type.value_type
         rows.append(

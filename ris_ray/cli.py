@@ -41,6 +41,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_PARTIAL = 2
 
 DbOpt = Annotated[str, typer.Option("--db", help="Lance dataset path or URI.")]
+LockWaitOpt = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for another writer of the same --db (0: refuse)."),
+]
 
 
 def _parse_window(text: str | None) -> tuple[int, int, int, int] | None:
@@ -125,10 +129,7 @@ def ingest(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
-    lock_wait: Annotated[
-        float,
-        typer.Option(help="Seconds to wait for another ingest of the same --db (0: refuse)."),
-    ] = 0.0,
+    lock_wait: LockWaitOpt = 0.0,
 ) -> None:
     """Tile, embed and store GeoTIFFs in a Lance dataset."""
     from ris_ray.config import Device, IngestConfig, Precision, parse_bands
@@ -508,11 +509,14 @@ def index(
         int | None, typer.Option(help="IVF partitions (default: sqrt(rows)).")
     ] = None,
     sub_vectors: Annotated[int, typer.Option(help="PQ sub-vectors (must divide 512).")] = 64,
+    lock_wait: LockWaitOpt = 0.0,
 ) -> None:
     """Build an IVF_PQ index so queries on millions of tiles need not scan them all."""
     from ris_ray.index import build_index
 
-    info = build_index(db, metric=metric, partitions=partitions, sub_vectors=sub_vectors)
+    info = build_index(
+        db, metric=metric, partitions=partitions, sub_vectors=sub_vectors, lock_wait_s=lock_wait
+    )
     out.print(
         f"index {info['name']}: {info['rows']} rows, {info['partitions']} partitions, "
         f"{info['sub_vectors']} sub-vectors, built in {info['seconds']} s "
@@ -526,13 +530,14 @@ def compact(
     keep_days: Annotated[
         float, typer.Option(help="Keep versions newer than this many days (time travel).")
     ] = 7.0,
+    lock_wait: LockWaitOpt = 0.0,
 ) -> None:
     """Merge small fragments and delete versions older than --keep-days."""
     from ris_ray.store import compact as run_compact
 
     if not keep_days >= 0:
         raise InputError(f"--keep-days {keep_days}: must be a number of days >= 0")
-    stats = run_compact(db, keep_days=keep_days)
+    stats = run_compact(db, keep_days=keep_days, lock_wait_s=lock_wait)
     out.print(
         f"fragments: {stats['fragments_before']} -> {stats['fragments_after']}; "
         f"versions removed: {stats['versions_removed']}; bytes freed: {stats['bytes_removed']}"

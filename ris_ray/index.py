@@ -49,15 +49,17 @@ def build_index(
     metric: str = "l2",
     partitions: int | None = None,
     sub_vectors: int = 64,
+    lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Build (or rebuild) an IVF_PQ index for ``metric``.
+    """Build (or rebuild) an IVF_PQ index for ``metric``, holding the writer lock
+    (waiting up to ``lock_wait_s`` for a running ingest).
 
     Defaults: ``partitions = sqrt(rows)`` (Lance's rule of thumb, at least 1,
     at most 4096) and 64 sub-vectors of 8 dimensions each (64 bytes per tile).
     """
     check_metric(metric)
     open_dataset(local_path(db))  # a missing or foreign dataset fails before the lock
-    with TileStore.for_writing(db):  # one writer at a time (see ris_ray.lock)
+    with TileStore.for_writing(db, lock_wait_s=lock_wait_s):  # one writer (ris_ray.lock)
         return _build(db, open_dataset(local_path(db)), metric, partitions, sub_vectors)
 
 

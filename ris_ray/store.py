@@ -491,11 +491,12 @@ def version_history(uri: str) -> list[dict[str, Any]]:
     return out
 
 
-def compact(uri: str, *, keep_days: float = 7.0) -> dict[str, int]:
+def compact(uri: str, *, keep_days: float = 7.0, lock_wait_s: float = 0.0) -> dict[str, int]:
     """Compact fragments (dataset and manifest) and clean up old versions, holding
-    the writer lock (a running ingest makes this refuse, naming it)."""
+    the writer lock (a running ingest makes this wait up to ``lock_wait_s``, then
+    refuse, naming it)."""
     open_dataset(local_path(uri))  # a missing or foreign dataset fails before the lock
-    with TileStore.for_writing(uri) as store:
+    with TileStore.for_writing(uri, lock_wait_s=lock_wait_s) as store:
         return store.compact(keep_days=keep_days)
 
 

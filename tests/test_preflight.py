@@ -126,6 +126,27 @@ def test_compact_and_index_take_the_lock_serve_does_not(
     assert not lock_path(db).exists()
 
 
+def test_compact_and_index_wait_for_the_lock_when_asked(
+    capsys: pytest.CaptureFixture[str], gen_db: Path
+) -> None:
+    import threading
+
+    db = str(gen_db)
+    # compact succeeds; index gets past the lock to its own refusal (7 rows is too few)
+    for argv, want in ((["compact", "--db", db], 0), (["index", "--db", db], 1)):
+        held = LocalLock(db)
+        held.__enter__()
+        timer = threading.Timer(1.0, held.__exit__, (None, None, None))
+        timer.start()  # the other writer finishes after a second
+        try:
+            code, _, err = run([*argv, "--lock-wait", "60"], capsys)
+        finally:
+            timer.join()
+        assert code == want and "is writing it" not in err, (argv, err)
+        assert want == 0 or "too few for an index" in _one_error_line(err)
+    assert not lock_path(db).exists()
+
+
 def _rows(db: Path) -> list[str]:
     ds = lance.dataset(str(db))
     return ds.to_table(columns=["tile_id"]).column("tile_id").to_pylist()  # type: ignore[no-any-return]
