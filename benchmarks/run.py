@@ -28,6 +28,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -640,13 +641,15 @@ def bench_storage(db: Path, data: Path, work: Path) -> list[Row]:
         ("before", lambda i, j: legacy_read_tiles(i, j, spec, 96), "float32"),
         ("previous", lambda i, j: tiler_read_tiles(i, j, spec), "float16"),
     ):
-        thumbs: dict[str, bytes] = {}
-        for info, j in _plans(data.resolve(), 2048):  # ids hash the real path, as ingest
+        thumbs: dict[tuple[str, int, int], bytes] = {}
+        for info, j in _plans(data, 2048):
             batch, _ = read(info, j)
-            thumbs.update(zip(batch.tile_id, batch.thumbnail))
+            keys = zip(batch.source, batch.row.tolist(), batch.col.tolist(), strict=True)
+            thumbs.update(zip((_tile_key(*k) for k in keys), batch.thumbnail, strict=True))
         old = cast_fingerprints(table, fingerprint)
         i = old.schema.get_field_index("thumbnail")
-        column = pa_binary([thumbs.get(t) for t in old["tile_id"].to_pylist()])
+        where = zip(*(old[c].to_pylist() for c in ("source", "row", "col")), strict=True)
+        column = pa_binary([thumbs.get(_tile_key(*k)) for k in where])
         old = old.set_column(i, old.schema.field(i), column)
         uri = work / f"storage-{name}.lance"
         lance.write_dataset(old, str(uri), data_storage_version=ds.data_storage_version)
@@ -666,6 +669,11 @@ def bench_storage(db: Path, data: Path, work: Path) -> list[Row]:
             }
         )
     return rows
+
+
+def _tile_key(source: str, row: int, col: int) -> tuple[str, int, int]:
+    """A tile by file name (without the end-to-end stage's ``copyN_`` prefix) and origin."""
+    return re.sub(r"^copy\d+_", "", Path(source).name), row, col
 
 
 def pa_binary(values: list[bytes | None]) -> Any:
