@@ -555,8 +555,8 @@ class _RayLoop:
         return self.actors[work.actor].embed.remote(work.batch)
 
     def _feed(self, work: Work, value: Any) -> None:
-        if isinstance(work, Embed):
-            self._started()  # settled by now: an actor runs its calls in order
+        if isinstance(work, Embed) and work.actor == 0:
+            self._started()  # settled by now: the actor ran device() before this call
         batch = self.batches.pop(work.ticket, None)
         if isinstance(value, Failure):
             self.sched.failed(work.ticket, value)

@@ -34,6 +34,8 @@ def shrink(pixels: np.ndarray, size: int) -> np.ndarray:
     Otherwise each band of each tile is resized with the area filter (BOX).
     """
     n, c, h, w = pixels.shape
+    if n == 0:
+        return np.empty((0, size, size, c), np.uint8)
     if h == w and h % size == 0:
         tall = Image.fromarray(np.ascontiguousarray(pixels).reshape(n * c * h, w))
         small = np.asarray(tall.reduce(h // size)).reshape(n, c, size, size)

@@ -274,6 +274,7 @@ def test_the_gpu_shrink_equals_the_cpu_one(size: int) -> None:
     got = shrink_tiles(torch.from_numpy(pixels), size).numpy()
     want = shrink(pixels, size)
     assert got.shape == want.shape == (3, size, size, 3) and got.dtype == np.uint8
+    assert shrink(pixels[:0], size).shape == (0, size, size, 3)
     if size == 16:  # the box mean both ways, rounded to the nearest (ties may differ)
         exact = _box_mean(pixels, 16)
         assert np.abs(got - exact).max() <= 0.5 and np.abs(want - exact).max() <= 0.5
