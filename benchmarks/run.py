@@ -106,21 +106,12 @@ def _bare(plans: list[tuple[Any, Any]]) -> None:
             src.read(list(info.bands.indexes), window=j.window(256, 256))
 
 
-def _actor_shrink(pixels: np.ndarray, size: int = 64) -> np.ndarray:
-    """The embedder's reduce of a band-first ``(N, 3, T, T)`` batch as a CPU
-    embedder runs it (:func:`ris_ray.thumbnail.shrink`; a GPU one runs it on
-    the GPU in the embedding pass)."""
-    from ris_ray.thumbnail import shrink
-
-    return shrink(pixels, size)
-
-
 def _actor_thumbs(pixels: np.ndarray) -> list[bytes]:
     """What the embedder actor adds for 64 px thumbnails on a CPU node: the
     area reduce on the CPU, then the JPEG encode (:mod:`ris_ray.thumbnail`)."""
-    from ris_ray.thumbnail import encode_all
+    from ris_ray.thumbnail import encode_all, shrink
 
-    return encode_all(_actor_shrink(pixels))
+    return encode_all(shrink(pixels, 64))
 
 
 def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
@@ -138,7 +129,7 @@ def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
     """
     from legacy_tiling import legacy_read_tiles, tiler_read_tiles
 
-    from ris_ray.thumbnail import encode_all
+    from ris_ray.thumbnail import encode_all, shrink
 
     rows: list[Row] = []
     pixels: list[np.ndarray] = []
@@ -159,7 +150,7 @@ def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
         plans = _plans(data, target)
         n_tiles = sum(j.n_tiles for _, j in plans)
         held = {id(j): read_tiles(i, j, spec)[0].pixels for i, j in plans}
-        small = {k: _actor_shrink(v) for k, v in held.items()}
+        small = {k: shrink(v, 64) for k, v in held.items()}
         wall: dict[str, list[float]] = {k: [] for k in variants}
         cpu: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(repeat):
@@ -226,9 +217,9 @@ def _writer_cpu_s(batch: Any, fingerprint: str) -> float:
 def _encode_cpu_s(pixels: np.ndarray) -> float:
     """CPU seconds of the thumbnails' JPEG encode in a GPU node's embedder actor
     (the area reduce before it runs on the GPU, so it is not counted)."""
-    from ris_ray.thumbnail import encode_all
+    from ris_ray.thumbnail import encode_all, shrink
 
-    small = _actor_shrink(pixels)
+    small = shrink(pixels, 64)
     c0 = time.process_time()
     encode_all(small)
     return time.process_time() - c0
