@@ -512,8 +512,10 @@ def index(
     lock_wait: LockWaitOpt = 0.0,
 ) -> None:
     """Build an IVF_PQ index so queries on millions of tiles need not scan them all."""
+    from ris_ray.config import check_seconds
     from ris_ray.index import build_index
 
+    check_seconds("--lock-wait", lock_wait)
     info = build_index(
         db, metric=metric, partitions=partitions, sub_vectors=sub_vectors, lock_wait_s=lock_wait
     )
@@ -533,10 +535,12 @@ def compact(
     lock_wait: LockWaitOpt = 0.0,
 ) -> None:
     """Merge small fragments and delete versions older than --keep-days."""
+    from ris_ray.config import check_seconds
     from ris_ray.store import compact as run_compact
 
     if not keep_days >= 0:
         raise InputError(f"--keep-days {keep_days}: must be a number of days >= 0")
+    check_seconds("--lock-wait", lock_wait)
     stats = run_compact(db, keep_days=keep_days, lock_wait_s=lock_wait)
     out.print(
         f"fragments: {stats['fragments_before']} -> {stats['fragments_after']}; "

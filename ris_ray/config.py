@@ -20,6 +20,7 @@ __all__ = [
     "check_device",
     "check_metric",
     "check_precision",
+    "check_seconds",
     "parse_bands",
 ]
 
@@ -42,6 +43,12 @@ def check_precision(precision: str) -> None:
     """Refuse a ``--precision`` that is not auto, fp32, fp16 or bf16."""
     if precision not in get_args(Precision):
         raise InputError(f"--precision {precision!r}: use auto, fp32, fp16 or bf16")
+
+
+def check_seconds(option: str, value: float) -> None:
+    """Refuse a duration option that is not a number of seconds >= 0 (NaN too)."""
+    if not value >= 0.0:
+        raise InputError(f"{option} {value}: must be a number of seconds >= 0")
 
 
 def check_metric(metric: str) -> None:
@@ -128,8 +135,7 @@ class IngestConfig:
             ("--gpu-wait", self.gpu_wait_s),
             ("--lock-wait", self.lock_wait_s),
         ):
-            if not value >= 0.0:
-                raise InputError(f"{option} {value}: must be a number of seconds >= 0")
+            check_seconds(option, value)
 
     @property
     def step(self) -> int:

@@ -52,6 +52,8 @@ BAD = [
     ("index", "--db {tmp}/nope.lance"),
     ("compact", "--db {tmp}/nope.lance"),
     ("compact", "--db {db} --keep-days -1"),
+    ("compact", "--db {db} --lock-wait -1"),
+    ("index", "--db {db} --lock-wait nan"),
     ("demo", "--out {tif} --weights random"),
     ("demo", "--out {tmp}/demo --data {tmp}/nope --weights random"),
     ("demo", "--out {tmp}/demo -k 0 --weights random"),
