@@ -33,7 +33,7 @@ import numpy as np
 
 from ris_ray.actors import EmbedActor
 from ris_ray.config import FINGERPRINT_DIM
-from ris_ray.store import DatasetParams
+from ris_ray.schema import DatasetParams
 from ris_ray.tiling import TileSpec, plan_windows, probe, read_tiles
 from ris_ray.weights import ResolvedWeights
 
@@ -343,7 +343,7 @@ def _measure(data: Path, work: Path, scales: tuple[int, ...], rounds: int) -> di
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=cores + 1, include_dashboard=False, logging_level="ERROR")
     spec = TileSpec(256, 256, 0.5, resolve_weights("random").model_id)
-    inflight = max(4, 2 * (cores + 1) + 2)  # the ingest's default max in flight
+    inflight = max(4, 2 * (cores + 1))  # the ingest's default windows being read
     out: dict[int, Runs] = {}
     try:
         for scale in scales:

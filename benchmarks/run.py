@@ -200,7 +200,7 @@ def _writer_cpu_s(batch: Any, fingerprint: str) -> float:
 
     import pyarrow as pa
 
-    from ris_ray.store import DatasetParams, to_table
+    from ris_ray.schema import DatasetParams, to_table
 
     c0 = time.process_time()
     blob = pickle.dumps(batch, protocol=5)
@@ -622,7 +622,7 @@ def bench_storage(db: Path, data: Path, work: Path) -> list[Row]:
     import lance
     from legacy_tiling import legacy_read_tiles, tiler_read_tiles
 
-    from ris_ray.store import cast_fingerprints
+    from ris_ray.schema import cast_fingerprints
 
     ds = lance.dataset(str(db))
     table = ds.to_table()

@@ -15,7 +15,7 @@ import numpy as np
 
 from ris_ray import thumbnail
 from ris_ray.records import TileBatch
-from ris_ray.store import DatasetParams, to_table
+from ris_ray.schema import DatasetParams, to_table
 from ris_ray.weights import ResolvedWeights
 
 __all__ = ["ENCODE_THREADS", "EmbedActor"]
@@ -65,12 +65,22 @@ class EmbedActor:
         device pass (:meth:`~ris_ray.embed.Embedder.embed_and_shrink`)."""
         return self.embedder.embed_and_shrink(pixels, size)
 
-    def embed(self, batch: TileBatch) -> Any:
-        """The batch as an Arrow table in the store schema (pixels dropped)."""
-        assert batch.pixels is not None, "a batch reaches the embedder with its pixels"
-        fingerprints, small = self.infer(batch.pixels, self.thumbnail)
-        batch.fingerprint = fingerprints
-        if self.thumbnail:
-            batch.thumbnail = np.array(thumbnail.encode_all(small, self.pool), dtype=object)
-        batch.pixels = None
-        return to_table(batch, self.params, self.fingerprint)
+    def embed(self, *batches: TileBatch) -> list[Any]:
+        """The batches of one call (one per window) as Arrow tables in the store
+        schema, one per batch, pixels dropped. Their pixels go through
+        :meth:`infer` together (one array: fuller batches on a GPU)."""
+        pixels = [b.pixels for b in batches if b.pixels is not None]
+        assert len(pixels) == len(batches), "a batch reaches the embedder with its pixels"
+        whole = pixels[0] if len(pixels) == 1 else np.concatenate(pixels)
+        fingerprints, small = self.infer(whole, self.thumbnail)
+        thumbs = thumbnail.encode_all(small, self.pool) if self.thumbnail else []
+        tables, start = [], 0
+        for batch in batches:
+            end = start + len(batch)
+            batch.fingerprint = fingerprints[start:end]
+            if self.thumbnail:
+                batch.thumbnail = np.array(thumbs[start:end], dtype=object)
+            batch.pixels = None
+            tables.append(to_table(batch, self.params, self.fingerprint))
+            start = end
+        return tables

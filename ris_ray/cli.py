@@ -86,7 +86,13 @@ def ingest(
     weights: Annotated[
         str, typer.Option(help="imagenet | random[:SEED] | PATH to a state dict.")
     ] = "imagenet",
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 64,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="Tiles per forward pass on a GPU, and most tiles per embedder call "
+            "(windows waiting for the embedder go together, at least one).",
+        ),
+    ] = 64,
     window_px: Annotated[int, typer.Option(help="Target edge of each read window.")] = 2048,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or embedded).")

@@ -33,8 +33,9 @@ from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import dataset_sources, match_sources
 from ris_ray.geo import transform_points
 from ris_ray.records import BOUNDS_FIELDS, TILE_REF_FIELDS
+from ris_ray.schema import dataset_params
 from ris_ray.sql import sql_literal
-from ris_ray.store import dataset_params, open_dataset
+from ris_ray.store import open_dataset
 
 __all__ = [
     "DiffResult",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -241,10 +242,8 @@ class Embedder:
         small = np.empty((pixels.shape[0] if size else 0, size, size, 3), dtype=np.uint8)
         with torch.inference_mode():
             for start in range(0, pixels.shape[0], self.step):
-                part = pixels[start : start + self.step]
-                if not (part.flags.writeable and part.flags.c_contiguous):
-                    part = np.array(part)  # Ray hands out read-only views; torch wants writable
-                chunk = torch.from_numpy(part)
+                part = np.ascontiguousarray(pixels[start : start + self.step])
+                chunk = _host_tensor(part)
                 if self.device.type == "cuda":
                     chunk = chunk.pin_memory().to(self.device, non_blocking=True)
                 # NHWC memory viewed as NCHW is channels_last already; band-first
@@ -288,6 +287,15 @@ class Embedder:
         result = dict(batch)
         result["fingerprint"] = self.embed(np.asarray(batch["pixels"]))
         return result
+
+
+def _host_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """A tensor over ``pixels`` without a copy, also when they are read-only (a
+    Ray object-store view): nothing writes to it, every step makes new tensors
+    (torch warns about read-only arrays because writing through them is undefined)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(pixels)
 
 
 def shrink_tiles(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -44,7 +44,8 @@ from ris_ray.objstore import ObjectInfo, S3Settings, to_url
 from ris_ray.raster import display_path, file_identity
 from ris_ray.records import Failure, FileIdent
 from ris_ray.scheduler import Embed, FileReport, Probe, Scheduler, Tile, Work
-from ris_ray.store import DatasetParams, TileStore
+from ris_ray.schema import DatasetParams
+from ris_ray.store import TileStore
 from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
 from ris_ray.tiling import TileSpec
 from ris_ray.uris import is_remote
@@ -57,6 +58,11 @@ log = logging.getLogger(__name__)
 
 ACTOR_RESTARTS = 3
 EMBED_INFLIGHT_PER_ACTOR = 2
+#: Share of the cluster's object store that tiles cut while the embedders
+#: start may fill (read-ahead, :class:`~ris_ray.scheduler.Scheduler`).
+STARTUP_STORE_SHARE = 0.25
+#: Longest a cut window waits for others to fill an embedder call (``--batch-size`` tiles).
+EMBED_HOLD_S = 0.05
 
 
 # ---------------------------------------------------------------- reports
@@ -439,15 +445,21 @@ def _run(
     actors = _make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
     report.ray_gcs_address = ray.get_runtime_context().gcs_address
     say(f"embedders: {len(actors)} starting; files to read: {len(paths)}")
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    resources = ray.cluster_resources()
+    cpus = max(1, int(resources.get("CPU", 1)))
+    store_bytes = resources.get("object_store_memory", 0.0)
     sched = Scheduler(
         paths,
         spec,
         min_valid=cfg.min_valid,
         window_px=cfg.window_px,
-        max_inflight=cfg.max_tasks_in_flight or max(4, 2 * cpus + 2 * len(actors)),
+        max_inflight=cfg.max_tasks_in_flight or max(4, 2 * cpus),
         n_embedders=len(actors),
         embed_slots=EMBED_INFLIGHT_PER_ACTOR,
+        embed_tiles=cfg.batch_size,
+        hold_s=EMBED_HOLD_S,
+        ready=False,
+        startup_tiles=int(STARTUP_STORE_SHARE * store_bytes / (3 * cfg.tile_size**2)),
     )
     report.files.extend(sched.reports)
     real = {display_path(p): p for p in paths}
@@ -482,8 +494,9 @@ class _RayLoop:
 
     Tiling starts at once, while the embedder actors start (torch import,
     model load, CUDA init take seconds): the first actor's ``device()`` is
-    waited on with the rest, and ``on_ready`` gets its answer. An actor that
-    fails to start raises here, as ``ray.get`` does.
+    waited on with the rest; its answer makes the scheduler send batches to
+    the embedders (until then tiling reads ahead) and goes to ``on_ready``.
+    An actor that fails to start raises here, as ``ray.get`` does.
     """
 
     def __init__(
@@ -514,16 +527,18 @@ class _RayLoop:
             for work in sched.next_work():
                 self.refs[self._submit(work)] = work
             waiting = list(self.refs) + ([self.started[0]] if self.started else [])
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
-            for ref in ready:
-                if ref in self.refs:
-                    self._feed(self.refs.pop(ref), _outcome(ref))
-                else:
-                    self._started()
-            self._stage()
+            deadline = sched.next_deadline()
+            timeout = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            ready = _ready(waiting, max(timeout, 0.0))
+            if self.started is not None and self.started[0] in ready:
+                self._started()
+            done = [ref for ref in ready if ref in self.refs]
+            for ref, value in zip(done, _outcomes(done), strict=True):
+                self._feed(self.refs.pop(ref), value)
+                self._stage()
+                if self._commit_due():
+                    self.publish()
             progress.update(sched.tiles_done, sched.tiles_planned, sched.files_done, t0)
-            if self._commit_due():
-                self.publish()
         if self.started is not None and ray.wait([self.started[0]], timeout=0)[0]:
             self._started()  # answered alongside the last batch (no wait if it is still starting)
 
@@ -543,6 +558,7 @@ class _RayLoop:
                 f"the embedder actor could not start ({cause}); "
                 "its traceback is above: check --device, --precision and the GPU's free memory"
             ) from None
+        self.sched.embedders_ready()
         on_ready(device)
 
     def _submit(self, work: Work) -> Any:
@@ -552,11 +568,9 @@ class _RayLoop:
             stats_ref, batch_ref = tile_task.remote(work.info, work.job, self.spec)
             self.batches[work.ticket] = batch_ref
             return stats_ref
-        return self.actors[work.actor].embed.remote(work.batch)
+        return self.actors[work.actor].embed.remote(*(part.batch for part in work.parts))
 
     def _feed(self, work: Work, value: Any) -> None:
-        if isinstance(work, Embed) and work.actor == 0:
-            self._started()  # settled by now: the actor ran device() before this call
         batch = self.batches.pop(work.ticket, None)
         if isinstance(value, Failure):
             self.sched.failed(work.ticket, value)
@@ -566,9 +580,11 @@ class _RayLoop:
             self.sched.tiled(work.ticket, value, batch)
         else:
             assert isinstance(work, Embed)
-            self.store.add(display_path(work.path), value)
-            self.steady.mark(value.num_rows)
-            self.sched.embedded(work.ticket, value.num_rows)
+            for part, table in zip(work.parts, value, strict=True):
+                self.store.add(display_path(part.path), table)
+            rows = [table.num_rows for table in value]
+            self.steady.mark(sum(rows))
+            self.sched.embedded(work.ticket, rows)
 
     def _stage(self) -> None:
         for settled in self.sched.take_settled():
@@ -626,6 +642,26 @@ class _SteadyRate:
     def rate(self) -> float:
         span = self.last - (self.first or self.last)
         return self.after_first / span if span > 0 else 0.0
+
+
+def _ready(refs: list[Any], timeout: float) -> list[Any]:
+    """The refs of ``refs`` that are ready: waits up to ``timeout`` s for one,
+    then takes every other one already done (one loop turn for all of them)."""
+    if not refs:
+        time.sleep(timeout)
+        return []
+    ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+    if ready and rest:
+        ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+    return ready
+
+
+def _outcomes(refs: list[Any]) -> list[Any]:
+    """:func:`_outcome` of each ref; one ``ray.get`` for all when none failed."""
+    try:
+        return list(ray.get(refs)) if refs else []
+    except Exception:
+        return [_outcome(ref) for ref in refs]
 
 
 def _outcome(ref: Any) -> Any:

@@ -46,8 +46,9 @@ from ris_ray.errors import InputError, QueryError
 from ris_ray.filters import SearchFilter, check_tile_id
 from ris_ray.geo import WGS84, check_crs, fmt_coords, tiles_at
 from ris_ray.records import TILE_REF_FIELDS, TileRef
+from ris_ray.schema import dataset_params, fingerprint_type
 from ris_ray.sql import sql_in
-from ris_ray.store import dataset_params, fingerprint_type, open_dataset
+from ris_ray.store import open_dataset
 from ris_ray.tiling import read_crop
 from ris_ray.uris import is_remote
 

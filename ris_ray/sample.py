@@ -166,7 +166,8 @@ def write_fingerprint_dataset(
     float32) fingerprints of made-up tiles (no thumbnails, no geo), for index
     tests and query benchmarks."""
     from ris_ray.records import TileBatch
-    from ris_ray.store import DatasetParams, TileWriter, to_table
+    from ris_ray.schema import DatasetParams, to_table
+    from ris_ray.store import TileWriter
 
     params = DatasetParams(256, 256, model)
     writer = TileWriter(uri, params, fingerprint=fingerprint)

@@ -8,19 +8,34 @@ tickets, and takes back one event per finished item:
   (its windows are planned and queued),
 - :meth:`Scheduler.tiled` a window's :class:`~ris_ray.records.TileStats`
   (a non-empty batch is queued for an embedder),
-- :meth:`Scheduler.embedded` the number of rows an embedder produced,
+- :meth:`Scheduler.embedded` the rows an embedder produced per window,
 - :meth:`Scheduler.failed` a :class:`~ris_ray.records.Failure`, whatever the
   kind of work.
 
 A file *settles* when its last window is handled; the driver stages it for
-the next commit (:meth:`Scheduler.take_settled`). Backpressure: at most
-``max_inflight`` windows are being read, waiting for an embedder or being
-embedded, and each embedder holds at most ``embed_slots`` batches.
+the next commit (:meth:`Scheduler.take_settled`).
+
+Embed calls are filled, as a batching server fills its batches: one call
+takes the waiting windows up to ``embed_tiles`` tiles (at least one window),
+and goes out once that many wait, when the oldest has waited ``hold_s``, or
+when no window is being read (nothing more would come). Small windows (small
+files: a few tiles each) thus travel several to a call: fewer calls per tile
+for the driver and the actor, fuller batches on a GPU.
+
+Backpressure, every stage bounded: at most ``max_inflight`` windows are
+being read; a window is read only while fewer than ``embed_tiles`` tiles per
+embedder wait for one; each embedder holds at most ``embed_slots`` calls.
+Until :meth:`Scheduler.embedders_ready` (the embedders start: a Ray worker,
+torch, the model, CUDA take seconds) no call goes out and tiling reads
+ahead up to ``startup_tiles`` tiles (a share of the object store), so the
+embedders start on a full queue instead of the CPUs idling meanwhile.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +46,7 @@ from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, plan_windows
 __all__ = [
     "Embed",
     "FileReport",
+    "Part",
     "Probe",
     "Scheduler",
     "Settled",
@@ -73,14 +89,27 @@ class Tile:
 
 
 @dataclass(frozen=True)
-class Embed:
-    """Embed ``batch`` (an opaque handle, e.g. a Ray object ref) on embedder ``actor``."""
+class Part:
+    """One window's cut tiles waiting for an embedder: ``batch`` is an opaque
+    handle (e.g. a Ray object ref) to ``n_tiles`` tiles of ``path``."""
 
-    ticket: int
     path: str
     batch: Any
     n_tiles: int
+    since: float = 0.0  # when it began to wait (the scheduler's clock)
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Embed the batches of ``parts`` (one or more windows) in one call on embedder ``actor``."""
+
+    ticket: int
+    parts: tuple[Part, ...]
     actor: int
+
+    @property
+    def n_tiles(self) -> int:
+        return sum(p.n_tiles for p in self.parts)
 
 
 Work = Probe | Tile | Embed
@@ -113,6 +142,11 @@ class Scheduler:
     max_inflight: int
     n_embedders: int
     embed_slots: int = 2
+    embed_tiles: int = 256
+    hold_s: float = 0.0
+    ready: bool = True
+    startup_tiles: int = 0
+    clock: Callable[[], float] = time.monotonic
     tiles_planned: int = 0
     tiles_done: int = 0
     files_done: int = 0
@@ -120,8 +154,11 @@ class Scheduler:
     _ledger: dict[int, Work] = field(init=False, default_factory=dict)
     _to_probe: deque[str] = field(init=False)
     _windows: deque[tuple[str, WindowJob]] = field(init=False, default_factory=deque)
-    _to_embed: deque[tuple[str, Any, int]] = field(init=False, default_factory=deque)
+    _to_embed: deque[Part] = field(init=False, default_factory=deque)
     _load: list[int] = field(init=False)
+    _tiling: int = field(init=False, default=0)  # Tile work in flight
+    _tiling_tiles: int = field(init=False, default=0)  # their planned tiles
+    _queued_tiles: int = field(init=False, default=0)  # tiles in _to_embed
     _settled: list[Settled] = field(init=False, default_factory=list)
     _tickets: int = field(init=False, default=0)
 
@@ -145,8 +182,18 @@ class Scheduler:
     def in_flight(self) -> dict[int, Work]:
         return dict(self._ledger)
 
-    def _windows_busy(self) -> int:
-        return sum(not isinstance(w, Probe) for w in self._ledger.values()) + len(self._to_embed)
+    def _room_for_window(self) -> bool:
+        """Another window may be read (see the module docs)."""
+        if self._tiling >= self.max_inflight:
+            return False
+        queue = self.embed_tiles * self.n_embedders
+        if self.ready:
+            return self._queued_tiles < queue
+        return self._tiling_tiles + self._queued_tiles < max(queue, self.startup_tiles)
+
+    def embedders_ready(self) -> None:
+        """The embedders take work from now on (see the module docs)."""
+        self.ready = True
 
     def take_settled(self) -> list[Settled]:
         """Files settled since the last call, in the order they settled."""
@@ -164,23 +211,50 @@ class Scheduler:
         return self._tickets
 
     def next_work(self) -> list[Work]:
-        """Everything that may start now: every probe, windows while the
-        pipeline has room, batches for embedders with a free slot (least
-        loaded first)."""
+        """Everything that may start now: every probe, calls due for embedders
+        with a free slot (least loaded first), windows while there is room."""
         out: list[Work] = []
         while self._to_probe:
             out.append(self._issue(Probe(self._ticket(), self._to_probe.popleft())))
-        while self._windows and self._windows_busy() < self.max_inflight:
+        while self._to_embed and min(self._load) < self.embed_slots and self._embed_due():
+            actor = self._load.index(min(self._load))
+            self._load[actor] += 1
+            out.append(self._issue(Embed(self._ticket(), self._take_parts(), actor)))
+        while self._windows and self._room_for_window():
             path, job = self._windows.popleft()
             info = self.files[path].info
             assert info is not None
+            self._tiling += 1
+            self._tiling_tiles += job.n_tiles
             out.append(self._issue(Tile(self._ticket(), path, info, job)))
-        while self._to_embed and min(self._load) < self.embed_slots:
-            path, batch, n = self._to_embed.popleft()
-            actor = self._load.index(min(self._load))
-            self._load[actor] += 1
-            out.append(self._issue(Embed(self._ticket(), path, batch, n, actor)))
         return out
+
+    def _embed_due(self) -> bool:
+        """A call should go out now (see the module docs)."""
+        if not self.ready:
+            return False
+        if self._queued_tiles >= self.embed_tiles or not self._tiling:
+            return True
+        return self.clock() - self._to_embed[0].since >= self.hold_s
+
+    def next_deadline(self) -> float | None:
+        """When waiting windows fall due for a call at the latest (the clock's
+        time; None when none wait or no embedder has a free slot: then only an
+        outcome changes anything): the caller should ask again by then."""
+        if not (self.ready and self._to_embed) or min(self._load) >= self.embed_slots:
+            return None
+        return self._to_embed[0].since + self.hold_s
+
+    def _take_parts(self) -> tuple[Part, ...]:
+        """Waiting windows for one call, oldest first: up to ``embed_tiles``
+        tiles, at least one window."""
+        parts = [self._to_embed.popleft()]
+        tiles = parts[0].n_tiles
+        while self._to_embed and tiles + self._to_embed[0].n_tiles <= self.embed_tiles:
+            parts.append(self._to_embed.popleft())
+            tiles += parts[-1].n_tiles
+        self._queued_tiles -= tiles
+        return tuple(parts)
 
     # ------------------------------------------------------------ events in
 
@@ -224,22 +298,41 @@ class Scheduler:
         state.outstanding = len(readable)
         self._windows.extend((work.path, j) for j in readable)
 
+    def _take_tile(self, ticket: int) -> Tile:
+        work: Tile = self._take(ticket, Tile)
+        self._tiling -= 1
+        self._tiling_tiles -= work.job.n_tiles
+        return work
+
+    def _take_embed(self, ticket: int) -> Embed:
+        work: Embed = self._take(ticket, Embed)
+        self._load[work.actor] -= 1
+        return work
+
     def tiled(self, ticket: int, stats: TileStats, batch: Any) -> None:
         """A window is cut: queue its batch for an embedder, or settle an empty window."""
-        work: Tile = self._take(ticket, Tile)
+        work = self._take_tile(ticket)
         self.files[work.path].report.tiles_low_valid += stats.n_low_valid
         if stats.n_tiles:
-            self._to_embed.append((work.path, batch, stats.n_tiles))
+            self._to_embed.append(Part(work.path, batch, stats.n_tiles, self.clock()))
+            self._queued_tiles += stats.n_tiles
         else:
             self._window_done(work.path)
 
-    def embedded(self, ticket: int, rows: int) -> None:
-        """An embedder returned ``rows`` tiles of a window (the driver staged them)."""
-        work: Embed = self._take(ticket, Embed)
-        self._load[work.actor] -= 1
-        self.files[work.path].report.tiles_written += rows
-        self.tiles_done += rows
-        self._window_done(work.path)
+    def embedded(self, ticket: int, rows: Sequence[int]) -> None:
+        """An embedder returned ``rows[i]`` tiles of the call's window ``i``
+        (the driver staged them)."""
+        work = self._embed_for(ticket, rows)
+        for part, n in zip(work.parts, rows, strict=True):
+            self.files[part.path].report.tiles_written += n
+            self.tiles_done += n
+            self._window_done(part.path)
+
+    def _embed_for(self, ticket: int, rows: Sequence[int]) -> Embed:
+        work = self._ledger.get(ticket)
+        if isinstance(work, Embed) and len(rows) != len(work.parts):
+            raise ValueError(f"ticket {ticket}: {len(rows)} results for {len(work.parts)} windows")
+        return self._take_embed(ticket)
 
     def failed(self, ticket: int, failure: Failure) -> None:
         """Any work item went wrong: an unreadable file fails at once (its
@@ -253,18 +346,20 @@ class Scheduler:
             f.status, f.reason = "failed", failure.reason
             self._settle_now(work.path, staged=False)
             return
+        if isinstance(work, Embed):
+            for part in self._take_embed(ticket).parts:
+                f = self.files[part.path].report
+                f.windows_failed += 1
+                f.reason = f"{part.path}: embedding failed ({failure.reason})"
+                self._window_done(part.path)
+            return
+        self._take_tile(ticket)
         f = self.files[work.path].report
         f.windows_failed += 1
-        if isinstance(work, Embed):
-            self._take(ticket, Embed)
-            self._load[work.actor] -= 1
-            f.reason = f"{work.path}: embedding failed ({failure.reason})"
-        else:
-            self._take(ticket, Tile)
-            crashed = failure.kind == "crash"
-            reason = f"{work.path}: {failure.reason}" if crashed else failure.reason
-            first = f.windows_failed == 1
-            f.reason = reason if first else f"{f.windows_failed} windows failed; first: {f.reason}"
+        crashed = failure.kind == "crash"
+        reason = f"{work.path}: {failure.reason}" if crashed else failure.reason
+        first = f.windows_failed == 1
+        f.reason = reason if first else f"{f.windows_failed} windows failed; first: {f.reason}"
         self._window_done(work.path)
 
     # ------------------------------------------------------------ settling

@@ -1,8 +1,7 @@
 """The Lance dataset: explicit schema, an atomic writer, and readers.
 
-Layout: one Lance dataset per ``--db``; one row per tile. Dataset-wide
-parameters (tile size, stride, model id) live in the Arrow schema metadata
-under ``ris_ray.*`` keys so a later run or a query can check it is compatible.
+Layout: one Lance dataset per ``--db``; one row per tile, in the schema of
+:mod:`ris_ray.schema` (dataset parameters in its metadata).
 
 Writing (:class:`TileWriter`) stages each source file's rows on local disk
 and publishes finished files in one Lance transaction per commit group
@@ -25,21 +24,26 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import pyarrow as pa
 
 from ris_ray.config import FINGERPRINT_DIM
-from ris_ray.errors import DatasetError, ModelMismatchError, ObjectStoreError
+from ris_ray.errors import DatasetError, ObjectStoreError
 from ris_ray.lance_io import open_lance, write_lance
 from ris_ray.lock import dataset_lock
 from ris_ray.manifest import FileRecord, Manifest
 from ris_ray.objstore import is_object_uri, prefix_size
-from ris_ray.records import TileBatch
+from ris_ray.schema import (
+    FINGERPRINT_TYPES,
+    DatasetParams,
+    dataset_params,
+    fingerprint_dtype,
+    fingerprint_type,
+    schema_for,
+)
 from ris_ray.sql import sql_in
 from ris_ray.uris import is_remote, local_path
 
@@ -50,107 +54,21 @@ warnings.filterwarnings("ignore", "lance is not fork-safe")
 import lance  # noqa: E402
 
 __all__ = [
-    "FINGERPRINT_TYPES",
-    "SCHEMA",
-    "DatasetParams",
     "TileStore",
     "TileWriter",
-    "cast_fingerprints",
     "compact",
     "dataset_info",
-    "dataset_params",
     "dataset_size_bytes",
-    "fingerprint_dtype",
-    "fingerprint_type",
     "lance_dataset",
     "local_path",
     "open_dataset",
-    "to_table",
     "version_history",
 ]
 
-FORMAT_VERSION = "1"
 #: Lance file format for new datasets. Its exact vector scan reads the
 #: fixed-size-list fingerprints 2-4x faster than the default 2.2 here
 #: (benchmarks/run.py, stage 4); appends keep a dataset's own format.
 LANCE_FILE_FORMAT: Final = "2.0"
-
-_FIELDS = [
-    pa.field("tile_id", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("row", pa.int32(), nullable=False),
-    pa.field("col", pa.int32(), nullable=False),
-    pa.field("width", pa.int32(), nullable=False),
-    pa.field("height", pa.int32(), nullable=False),
-    pa.field("crs", pa.string()),
-    pa.field("minx", pa.float64()),
-    pa.field("miny", pa.float64()),
-    pa.field("maxx", pa.float64()),
-    pa.field("maxy", pa.float64()),
-    pa.field("lon", pa.float64()),
-    pa.field("lat", pa.float64()),
-    pa.field("valid_fraction", pa.float32(), nullable=False),
-    pa.field("model", pa.string(), nullable=False),
-    pa.field("thumbnail", pa.binary()),
-    pa.field(
-        "fingerprint", pa.list_(pa.field("item", pa.float16()), FINGERPRINT_DIM), nullable=False
-    ),
-]
-#: Row schema of new datasets, without dataset metadata (see :func:`schema_for`).
-#: Fingerprints are float16 (1 KB per tile; recall@10 1.0 against float32 in
-#: benchmarks/run.py); datasets written before keep their float32 column.
-SCHEMA = pa.schema(_FIELDS)
-#: The fingerprint element types a dataset may hold; the first is written by default.
-FINGERPRINT_TYPES: Final = ("float16", "float32")
-
-
-def fingerprint_type(ds: Any) -> str:
-    """``"float16"`` or ``"float32"``: the element type of a dataset's fingerprint column."""
-    t = ds.schema.field("fingerprint").type.value_type
-    return "float16" if t == pa.float16() else "float32"
-
-
-def fingerprint_dtype(name: str) -> np.dtype[Any]:
-    """The numpy dtype for a :data:`FINGERPRINT_TYPES` name (distances are always
-    computed in float32 or wider after reading)."""
-    if name not in FINGERPRINT_TYPES:
-        raise ValueError(f"fingerprint type {name!r}: use one of {FINGERPRINT_TYPES}")
-    return np.dtype(name)
-
-
-@dataclass(frozen=True)
-class DatasetParams:
-    """The parameters every row of a dataset shares; runs must agree on them."""
-
-    tile_size: int
-    stride: int
-    model: str
-
-    def to_metadata(self) -> dict[str, str]:
-        return {
-            "ris_ray.format": FORMAT_VERSION,
-            "ris_ray.tile_size": str(self.tile_size),
-            "ris_ray.stride": str(self.stride),
-            "ris_ray.model": self.model,
-        }
-
-    def check_same(self, other: DatasetParams, uri: str) -> None:
-        if self != other:
-            raise ModelMismatchError(
-                f"{uri} holds tiles of {other.describe()}; this run uses {self.describe()}. "
-                "Use the same settings, another --db, or --rebuild"
-            )
-
-    def describe(self) -> str:
-        return f"model {self.model}, tile {self.tile_size}, stride {self.stride}"
-
-
-def schema_for(params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]) -> pa.Schema:
-    """:data:`SCHEMA` with ``params`` as metadata and ``fingerprint`` elements."""
-    value = pa.from_numpy_dtype(fingerprint_dtype(fingerprint))
-    i = SCHEMA.get_field_index("fingerprint")
-    field = pa.field("fingerprint", pa.list_(pa.field("item", value), FINGERPRINT_DIM), False)
-    return SCHEMA.set(i, field).with_metadata(params.to_metadata())
 
 
 def _exists(uri: str) -> bool:
@@ -189,16 +107,6 @@ def open_dataset(uri: str, version: int | None = None) -> Any:
     return ds
 
 
-def dataset_params(ds: Any) -> DatasetParams:
-    meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
-    try:
-        return DatasetParams(
-            int(meta["ris_ray.tile_size"]), int(meta["ris_ray.stride"]), meta["ris_ray.model"]
-        )
-    except KeyError:
-        raise DatasetError(f"{ds.uri}: missing ris_ray metadata; was it written by ris?") from None
-
-
 def dataset_size_bytes(uri: str) -> int:
     """Bytes under a dataset: its directory, or its prefix in an object store
     (0 for other remote URIs)."""
@@ -207,58 +115,6 @@ def dataset_size_bytes(uri: str) -> int:
     if is_remote(uri):
         return 0
     return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())
-
-
-def to_table(
-    batch: TileBatch, params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]
-) -> pa.Table:
-    """Build an Arrow table in :func:`schema_for` ``(params, fingerprint)`` from a
-    tile batch with fingerprints.
-
-    This is the one place fingerprints are narrowed: float32 from the embedder
-    is rounded to nearest float16 when ``fingerprint`` is ``"float16"`` (the
-    type comes from :attr:`TileStore.fingerprint`, so it runs in the actor).
-    """
-    n = len(batch)
-    if batch.fingerprint is None:
-        raise ValueError("to_table: the batch has no fingerprints yet")
-    dtype = fingerprint_dtype(fingerprint)
-    fp = np.ascontiguousarray(batch.fingerprint, dtype=dtype).reshape(-1)
-
-    def geo(name: str) -> pa.Array:
-        values = np.asarray(getattr(batch, name), dtype=np.float64)
-        return pa.array(values, mask=np.isnan(values), type=pa.float64())
-
-    columns = {
-        "tile_id": pa.array(list(batch.tile_id), pa.string()),
-        "source": pa.array(list(batch.source), pa.string()),
-        "row": pa.array(batch.row, pa.int32()),
-        "col": pa.array(batch.col, pa.int32()),
-        "width": pa.array(batch.width, pa.int32()),
-        "height": pa.array(batch.height, pa.int32()),
-        "crs": pa.array([batch.crs] * n, pa.string()),
-        **{name: geo(name) for name in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
-        "valid_fraction": pa.array(batch.valid_fraction, pa.float32()),
-        "model": pa.array([params.model] * n, pa.string()),
-        "thumbnail": pa.array(list(batch.thumbnail), pa.binary()),
-        "fingerprint": pa.FixedSizeListArray.from_arrays(
-            pa.array(fp, pa.from_numpy_dtype(dtype)), FINGERPRINT_DIM
-        ),
-    }
-    return pa.Table.from_pydict(columns, schema=schema_for(params, fingerprint))
-
-
-def cast_fingerprints(table: pa.Table, fingerprint: str) -> pa.Table:
-    """``table`` with its fingerprint column converted to ``fingerprint`` elements
-    (through numpy: float32 -> float16 rounds to nearest, float16 -> float32 is exact)."""
-    col = table.column("fingerprint").combine_chunks()
-    dtype = fingerprint_dtype(fingerprint)
-    if col.type.value_type == pa.from_numpy_dtype(dtype):
-        return table
-    values = col.values.to_numpy(zero_copy_only=False).astype(dtype)
-    fixed = pa.FixedSizeListArray.from_arrays(pa.array(values), FINGERPRINT_DIM)
-    i = table.schema.get_field_index("fingerprint")
-    return table.set_column(i, pa.field("fingerprint", fixed.type, False), fixed)
 
 
 class TileWriter:

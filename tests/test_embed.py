@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -215,7 +217,7 @@ def test_non_finite_batch_in_the_actor_fails_with_one_line(
     from ris_ray.actors import EmbedActor
     from ris_ray.pipeline import _outcome
     from ris_ray.records import Failure, TileBatch
-    from ris_ray.store import DatasetParams
+    from ris_ray.schema import DatasetParams
 
     weights = resolve_weights(str(_nan_weights(tmp_path / "nan.pth")))
     actor = ray.remote(EmbedActor).remote(
@@ -293,6 +295,21 @@ def test_embedder_shrinks_to_sizes_that_do_not_divide_the_tile(embedder: Embedde
         assert np.abs(got.astype(np.int16) - ref).mean() < 2
 
 
+def _tile_batch(pixels: np.ndarray, first: int = 0) -> Any:
+    """A :class:`TileBatch` of band-first 64 px ``pixels``, tiles ``first``... of a row."""
+    from ris_ray.records import TileBatch
+
+    n, nan = len(pixels), np.full(len(pixels), np.nan)
+    return TileBatch(
+        tile_id=np.array([chr(97 + first + i) * 20 for i in range(n)], dtype=object),
+        source=np.array(["s.tif"] * n, dtype=object),
+        row=np.zeros(n, np.int32), col=64 * np.arange(first, first + n, dtype=np.int32),
+        width=np.full(n, 64, np.int32), height=np.full(n, 64, np.int32),
+        valid_fraction=np.ones(n, np.float32), thumbnail=np.full(n, None, dtype=object),
+        minx=nan, miny=nan, maxx=nan, maxy=nan, lon=nan, lat=nan, pixels=pixels.copy(),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("size", [0, 16])
 def test_actor_stores_jpeg_thumbnails_of_the_tiles(size: int) -> None:
     import io
@@ -302,23 +319,19 @@ def test_actor_stores_jpeg_thumbnails_of_the_tiles(size: int) -> None:
 
     from ris_ray import thumbnail
     from ris_ray.actors import EmbedActor
-    from ris_ray.records import TileBatch
-    from ris_ray.store import DatasetParams
+    from ris_ray.schema import DatasetParams
 
     weights = resolve_weights("random")
     actor = EmbedActor(weights, DatasetParams(64, 64, weights.model_id), "cpu", "fp32", 4, 1,
                        "float16", size)  # fmt: skip
-    n, nan = 3, np.full(3, np.nan)
+    n = 3
     pixels = _scenes(n, seed=6)
-    batch = TileBatch(
-        tile_id=np.array(["a" * 20, "b" * 20, "c" * 20], dtype=object),
-        source=np.array(["s.tif"] * n, dtype=object),
-        row=np.zeros(n, np.int32), col=np.array([0, 64, 128], np.int32),
-        width=np.full(n, 64, np.int32), height=np.full(n, 64, np.int32),
-        valid_fraction=np.ones(n, np.float32), thumbnail=np.full(n, None, dtype=object),
-        minx=nan, miny=nan, maxx=nan, maxy=nan, lon=nan, lat=nan, pixels=pixels.copy(),
-    )  # fmt: skip
-    blobs = actor.embed(batch).column("thumbnail").to_pylist()
+    (table,) = actor.embed(_tile_batch(pixels))
+    # Two windows in one call: one table each, the same rows as one window alone.
+    first, rest = actor.embed(_tile_batch(pixels[:1]), _tile_batch(pixels[1:], first=1))
+    assert (first.num_rows, rest.num_rows) == (1, 2)
+    assert pa.concat_tables([first, rest]).equals(table)
+    blobs = table.column("thumbnail").to_pylist()
     if size == 0:
         assert blobs == [None] * n
         return
@@ -332,3 +345,19 @@ def test_actor_stores_jpeg_thumbnails_of_the_tiles(size: int) -> None:
     small = EmbedActor.infer(actor, pixels, size)[1]
     with ThreadPoolExecutor(2) as pool:  # a GPU actor's encoding threads: same bytes
         assert thumbnail.encode_all(small, pool) == blobs
+
+
+def test_read_only_pixels_are_embedded_alike_without_a_warning() -> None:
+    # Ray hands the actor read-only views of the object store; torch takes them as they are.
+    import warnings
+
+    embedder = Embedder("random", device="cpu", precision="fp32", batch_size=4)
+    pixels = _scenes(5, seed=3)
+    view = pixels.copy()
+    view.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, small = embedder.embed_and_shrink(view, 16)
+    want, want_small = embedder.embed_and_shrink(pixels.copy(), 16)
+    assert np.array_equal(got, want) and np.array_equal(small, want_small)
+    assert not view.flags.writeable and np.array_equal(view, pixels)  # untouched

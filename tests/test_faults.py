@@ -102,7 +102,12 @@ def test_readers_see_whole_files_during_commits(ray_session: None, tmp_path: Pat
     expected = _files(src, 8, 512, 512)  # 4 tiles per file
     t, out = _run_in_thread(
         IngestConfig(
-            inputs=(str(src),), db=str(db), weights="random", progress=False, commit_every_s=0.0
+            inputs=(str(src),),
+            db=str(db),
+            weights="random",
+            progress=False,
+            commit_every_s=0.0,
+            batch_size=1,  # one file per embedder call: several commits
         )
     )
     seen: set[int] = set()

@@ -15,7 +15,7 @@ from ris_ray.pipeline import ingest
 from ris_ray.plot import plot_neighbours
 from ris_ray.query import query
 from ris_ray.sample import landscape, write_geotiff
-from ris_ray.store import cast_fingerprints, fingerprint_type
+from ris_ray.schema import cast_fingerprints, fingerprint_type
 
 
 def _ingest(files: list[Path], db: Path, **kw: object) -> None:

@@ -21,13 +21,14 @@ from ris_ray.manifest import Manifest
 from ris_ray.pipeline import IngestReport, ingest
 from ris_ray.query import query
 from ris_ray.sample import landscape, write_geotiff
-from ris_ray.store import compact, dataset_params, version_history
+from ris_ray.schema import dataset_params
+from ris_ray.store import compact, version_history
 
 
 def _run(src: Path, db: Path, **kw: object) -> IngestReport:
-    cfg = IngestConfig(
-        inputs=(str(src),), db=str(db), weights="random", progress=False, commit_every_s=0.0, **kw
-    )  # type: ignore[arg-type]
+    """Ingest ``src``, one file per embedder call and per commit (each capture is one window)."""
+    kw = {"commit_every_s": 0.0, "batch_size": 1, **kw}
+    cfg = IngestConfig(inputs=(str(src),), db=str(db), weights="random", progress=False, **kw)  # type: ignore[arg-type]
     return ingest(cfg)
 
 
@@ -154,7 +155,7 @@ def test_killed_driver_leaves_last_good_version(ray_session: None, tmp_path: Pat
         from ris_ray.config import IngestConfig
         from ris_ray.pipeline import ingest
         ingest(IngestConfig(inputs=({str(src)!r},), db={str(db)!r}, weights="random",
-                            progress=False, commit_every_s=0.0))
+                            progress=False, commit_every_s=0.0, batch_size=1))
     """)
     env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen(

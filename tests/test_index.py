@@ -13,7 +13,7 @@ from ris_ray.index import build_index, vector_index
 from ris_ray.query import query, search
 from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
 from ris_ray.scan import FlatScan
-from ris_ray.store import fingerprint_type
+from ris_ray.schema import fingerprint_type
 
 
 def _brute(x: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:

@@ -324,15 +324,8 @@ def test_ris_dataset_and_manifest_on_s3(s3: MotoServer) -> None:
     lock held from open to close), open_dataset/dataset_info/version_history/
     compact on an s3:// --db, configured from AWS_* alone."""
     from ris_ray.manifest import FileRecord, Manifest
-    from ris_ray.store import (
-        DatasetParams,
-        TileStore,
-        compact,
-        dataset_info,
-        open_dataset,
-        to_table,
-        version_history,
-    )
+    from ris_ray.schema import DatasetParams, to_table
+    from ris_ray.store import TileStore, compact, dataset_info, open_dataset, version_history
 
     bucket = s3.make_bucket("risdb")
     db = f"s3://{bucket}/tiles.lance"
@@ -398,7 +391,8 @@ def test_unreachable_dataset_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatc
 def test_vector_index_on_s3(s3: MotoServer) -> None:
     from ris_ray.index import build_index, refresh_indices, vector_index
     from ris_ray.manifest import FileRecord
-    from ris_ray.store import DatasetParams, TileStore, open_dataset, to_table
+    from ris_ray.schema import DatasetParams, to_table
+    from ris_ray.store import TileStore, open_dataset
 
     db = f"s3://{s3.make_bucket('indexed')}/tiles.lance"
     params = DatasetParams(256, 256, "random")

@@ -18,7 +18,7 @@ from ris_ray.actors import EmbedActor
 from ris_ray.config import IngestConfig
 from ris_ray.errors import EmbedderStartError, InputError, ModelMismatchError
 from ris_ray.pipeline import ingest
-from ris_ray.store import SCHEMA, dataset_params
+from ris_ray.schema import SCHEMA, dataset_params
 from ris_ray.tiling import count_tiles, plan_windows, tile_id
 
 # 256-tiles per file, from ../shared/data/SOURCES.md.
@@ -86,6 +86,7 @@ def test_report_counts_and_reasons(ray_session: None, gen_dir: Path, tmp_path: P
             progress=False,
             stride=128,
             window_px=256,
+            batch_size=1,  # one window per embedder call
         )
     )
     files = {Path(f.path).name: f for f in r.files}

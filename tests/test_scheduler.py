@@ -57,13 +57,18 @@ def _drive(
     fail_embed: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
     low_valid: int = 0,
 ) -> list[Settled]:
-    """Run the scheduler to the end, finishing in-flight work in random order."""
+    """Run the scheduler to the end, finishing in-flight work in random order
+    (embedders not ready yet become ready at a random step, or when nothing
+    else can happen)."""
     rng = random.Random(seed)
     flight: list[Work] = []
     settled: list[Settled] = []
     seen: dict[str, int] = {}
     while not sched.done:
         flight += sched.next_work()
+        if not sched.ready and (not flight or rng.random() < 0.1):
+            sched.embedders_ready()
+            continue
         assert flight, "the scheduler is stuck: nothing in flight, nothing to start"
         work = flight.pop(rng.randrange(len(flight)))
         if isinstance(work, Probe):
@@ -81,25 +86,36 @@ def _drive(
                 n = work.job.n_tiles - low_valid
                 sched.tiled(work.ticket, TileStats(work.job.n_tiles, low_valid, n), f"batch{key}")
         else:
-            key = (work.path, seen.get("e" + work.path, 0))
-            seen["e" + work.path] = key[1] + 1
-            if key in fail_embed:
+            keys = []
+            for part in work.parts:
+                keys.append((part.path, seen.get("e" + part.path, 0)))
+                seen["e" + part.path] = keys[-1][1] + 1
+            if fail_embed & set(keys):
                 sched.failed(work.ticket, Failure("RayActorError: boom", kind="crash"))
             else:
-                sched.embedded(work.ticket, work.n_tiles)
+                sched.embedded(work.ticket, [part.n_tiles for part in work.parts])
         settled += sched.take_settled()
     return settled
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_every_tile_is_embedded_in_any_order(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "kw"),
+    [
+        *((seed, {}) for seed in range(5)),
+        (0, {"embed_tiles": 1}),  # one window per call
+        (1, {"embed_tiles": 16, "hold_s": 1e9}),  # calls go out full, or when reading stops
+        *((seed, {"ready": False, "startup_tiles": 20}) for seed in range(3)),
+        (3, {"ready": False, "startup_tiles": 0}),  # no read-ahead, calls held until ready
+    ],
+)
+def test_every_tile_is_embedded_in_any_order(seed: int, kw: dict[str, object]) -> None:
     paths = ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
     infos: dict[str, RasterInfo | Failure] = {
         "/d/a.tif": _info("/d/a.tif", 1024, 512),
         "/d/b.tif": _info("/d/b.tif", 3000, 700),
         "/d/c.tif": _info("/d/c.tif", 300, 300),
     }
-    sched = _sched(paths)
+    sched = _sched(paths, **kw)
     settled = _drive(sched, infos, seed=seed)
     assert sorted(s.path for s in settled) == paths and all(s.staged for s in settled)
     for p, info in infos.items():
@@ -111,23 +127,101 @@ def test_every_tile_is_embedded_in_any_order(seed: int) -> None:
     assert sched.files_done == 3 and not sched.in_flight
 
 
+def _tile_all(sched: Scheduler, work: list[Work]) -> None:
+    for t in work:
+        assert isinstance(t, Tile)
+        sched.tiled(t.ticket, TileStats(t.job.n_tiles, 0, t.job.n_tiles), f"b{t.ticket}")
+
+
+def _kinds(work: list[Work]) -> list[str]:
+    return [type(w).__name__ for w in work]
+
+
 def test_backpressure_and_embedder_slots() -> None:
-    sched = _sched(["/d/big.tif"], max_inflight=3, n_embedders=1, embed_slots=1)
+    sched = _sched(["/d/big.tif"], max_inflight=3, n_embedders=1, embed_slots=1, embed_tiles=8)
     (probe,) = sched.next_work()
     assert isinstance(probe, Probe)
-    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))
+    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))  # 64 windows of 4 tiles
     tiles = sched.next_work()
-    assert len(tiles) == 3 and all(isinstance(t, Tile) for t in tiles)
-    assert sched.next_work() == []  # the pipeline is full
-    for t in tiles:
-        sched.tiled(t.ticket, TileStats(t.job.n_tiles, 0, t.job.n_tiles), "b")
-    embeds = sched.next_work()
-    assert len(embeds) == 1 and isinstance(embeds[0], Embed)  # one slot on one embedder
-    assert embeds[0].actor == 0
-    sched.embedded(embeds[0].ticket, embeds[0].n_tiles)
-    more = sched.next_work()
-    # The finished window frees room for one more window and the embedder's slot.
-    assert sorted(type(w).__name__ for w in more) == ["Embed", "Tile"]
+    assert _kinds(tiles) == ["Tile"] * 3
+    assert sched.next_work() == []  # 3 windows being read
+    _tile_all(sched, tiles)
+    work = sched.next_work()
+    # 12 tiles wait: one call takes two windows (8 tiles); 4 waiting < 8: read on.
+    assert _kinds(work) == ["Embed", "Tile", "Tile", "Tile"]
+    embed = work[0]
+    assert isinstance(embed, Embed) and embed.actor == 0 and embed.n_tiles == 8
+    _tile_all(sched, work[1:])
+    assert sched.next_work() == []  # 16 tiles wait, the embedder's one slot is taken
+    with pytest.raises(ValueError, match="1 results for 2 windows"):
+        sched.embedded(embed.ticket, [8])
+    sched.embedded(embed.ticket, [4, 4])
+    assert sched.tiles_done == 8
+    # The slot is free: the next call; 8 tiles still wait, so no window is read.
+    assert _kinds(sched.next_work()) == ["Embed"]
+
+
+def test_calls_fill_up_or_go_after_hold_s() -> None:
+    now = [0.0]
+    sched = _sched(
+        ["/d/big.tif"],
+        max_inflight=2,
+        n_embedders=1,
+        embed_tiles=16,
+        hold_s=0.05,
+        clock=lambda: now[0],
+    )
+    (probe,) = sched.next_work()
+    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))
+    first, second = sched.next_work()
+    _tile_all(sched, [first])
+    (third,) = sched.next_work()  # 4 tiles wait for more; a window is read instead
+    assert isinstance(third, Tile)
+    assert sched.next_deadline() == pytest.approx(0.05)
+    now[0] = 0.06
+    (embed,) = sched.next_work()  # the oldest waited hold_s: it goes alone
+    assert isinstance(embed, Embed) and embed.n_tiles == 4
+    assert sched.next_deadline() is None
+    _tile_all(sched, [second])
+    assert sched.next_deadline() == pytest.approx(0.11)  # the embedder has a second slot
+    (fourth,) = sched.next_work()
+    now[0] = 0.2
+    assert _kinds(sched.next_work()) == ["Embed"]  # the second slot
+    _tile_all(sched, [third])
+    assert sched.next_deadline() is None  # both slots taken: only a reply can change that
+    assert _kinds(sched.next_work()) == ["Tile"]  # while 4 tiles wait, one more window
+    assert isinstance(fourth, Tile)
+
+
+def test_tiling_reads_ahead_while_the_embedders_start() -> None:
+    """Not ready: no call goes out and windows keep being read (at most
+    ``max_inflight`` at once) while fewer than ``startup_tiles`` tiles are cut
+    or being cut; once ready, reading resumes when the queue is short again."""
+    sched = _sched(
+        ["/d/big.tif"],
+        max_inflight=2,
+        n_embedders=1,
+        embed_slots=2,
+        embed_tiles=4,
+        ready=False,
+        startup_tiles=10,
+    )
+    (probe,) = sched.next_work()
+    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))  # 64 windows of 4 tiles
+    read = 0
+    while tiles := sched.next_work():
+        assert _kinds(tiles) in (["Tile"], ["Tile", "Tile"])
+        _tile_all(sched, tiles)
+        read += len(tiles)
+    assert read == 3  # 3 x 4 tiles >= 10: the read-ahead stops
+    assert sched.next_deadline() is None
+    sched.embedders_ready()
+    calls = sched.next_work()
+    assert _kinds(calls) == ["Embed", "Embed"]  # one window each (embed_tiles=4), two slots
+    for call in calls:
+        assert isinstance(call, Embed)
+        sched.embedded(call.ticket, [4])
+    assert _kinds(sched.next_work()) == ["Embed", "Tile", "Tile"]
 
 
 def test_unreadable_file_fails_at_once_and_keeps_old_tiles() -> None:
@@ -198,22 +292,22 @@ def test_a_retried_or_unknown_ticket_is_refused() -> None:
         sched.probed(probe.ticket, _info("/d/a.tif", 256, 256))  # delivered twice
     (tile,) = sched.next_work()
     with pytest.raises(KeyError):
-        sched.embedded(tile.ticket, 1)  # the wrong event for this ticket
+        sched.embedded(tile.ticket, [1])  # the wrong event for this ticket
     with pytest.raises(KeyError):
         sched.failed(999, Failure("x"))
     sched.tiled(tile.ticket, TileStats(1, 0, 1), "b")
     (embed,) = sched.next_work()
-    sched.embedded(embed.ticket, 1)
+    sched.embedded(embed.ticket, [1])
     assert sched.done and sched.files["/d/a.tif"].report.status == "ok"
 
 
 def test_workers_import_neither_the_driver_nor_torch_needlessly() -> None:
     """A tiling worker imports tasks.py (no torch); an embedder worker imports
-    actors.py (no driver: pipeline, scheduler)."""
+    actors.py (no driver: pipeline, scheduler; no Lance: it builds Arrow tables)."""
     code = (
         "import sys, ris_ray.tasks; assert 'torch' not in sys.modules, 'tasks imports torch'\n"
         "import ris_ray.actors\n"
-        "bad = {'ris_ray.pipeline', 'ris_ray.scheduler'} & set(sys.modules)\n"
+        "bad = {'ris_ray.pipeline', 'ris_ray.scheduler', 'lance', 'torch'} & set(sys.modules)\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -57,7 +57,7 @@ from ris_ray.filters import SearchFilter, check_tile_id
 from ris_ray.geo import parse_bbox, parse_xy, ring_to_geometry, source_footprints
 from ris_ray.query import DEFAULT_ALPHA
 from ris_ray.query import query as run_query
-from ris_ray.store import dataset_params
+from ris_ray.schema import dataset_params
 from ris_ray.web.session import Session, Snapshot
 
 __all__ = ["STATIC", "TOKEN_COOKIE", "check_token", "create_app"]
