@@ -5,16 +5,20 @@ comparisons of two commits on the same machine, back to back.
     PYTHONPATH=/tmp/before .venv/bin/python benchmarks/compare_trees.py /tmp/before before.json
     PYTHONPATH=$PWD .venv/bin/python benchmarks/compare_trees.py . after.json
 
-``PYTHONPATH`` must name the same tree: Ray's workers import ``ris_ray`` from it,
-not from the installed package. Each tree runs its own ``benchmarks/`` code
-(``bench_plumbing``, ``bench_tiling``, ``bench_embedder``, ``bench_end_to_end``)
-on ``../shared/data`` beside it. Writes the rows as JSON and prints them.
+``PYTHONPATH`` must name the same tree, and the script changes into it
+before Ray starts: Ray puts the driver's working directory first on its
+workers' ``sys.path``, so from another checkout the workers would run that
+checkout's ``ris_ray`` (tasks, actors) under this tree's driver. Each tree
+runs its own ``benchmarks/`` code (``bench_plumbing``, ``bench_tiling``,
+``bench_embedder``, ``bench_end_to_end``) on ``../shared/data`` beside it.
+Writes the rows as JSON and prints them.
 Not used by ris_ray itself.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +26,8 @@ from typing import Any
 
 
 def main() -> None:
-    tree, out_path = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
+    tree, out_path = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+    os.chdir(tree)  # Ray workers import from the driver's working directory first
     sys.path[:0] = [str(tree), str(tree / "benchmarks")]
     import run  # the tree's own benchmarks/run.py
     from plumbing import bench_plumbing, synthetic_ortho
