@@ -318,7 +318,7 @@ def _plans(src: Path, probe_task: Any = None) -> list[tuple[Any, Any]]:
 
     paths = discover([str(src)])
     infos = (
-        ray.get([probe_task.remote(p, None) for p in paths])
+        ray.get([probe_task.remote(p, None, None) for p in paths])
         if probe_task is not None
         else [probe(p) for p in paths]
     )

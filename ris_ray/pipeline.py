@@ -471,7 +471,7 @@ def _run(
         report.device = device
         say(f"embedders: {len(actors)} x {device}")
 
-    loop = _RayLoop(cfg, sched, actors, spec, store, record, ready)
+    loop = _RayLoop(cfg, sched, actors, spec, store, record, ready, idents)
     progress = _Progress(cfg.progress, len(paths))
     try:
         loop.run(progress, t0)
@@ -508,9 +508,10 @@ class _RayLoop:
         store: TileStore,
         record: Callable[[str, int | None], FileRecord],
         on_ready: Callable[[str], None],
+        idents: dict[str, Ident],
     ) -> None:
         self.cfg, self.sched, self.actors, self.spec = cfg, sched, actors, spec
-        self.store, self.record = store, record
+        self.store, self.record, self.idents = store, record, idents
         self.started: tuple[Any, Callable[[str], None]] | None = (
             actors[0].device.remote(),
             on_ready,
@@ -563,7 +564,7 @@ class _RayLoop:
 
     def _submit(self, work: Work) -> Any:
         if isinstance(work, Probe):
-            return probe_task.remote(work.path, self.cfg.bands)
+            return probe_task.remote(work.path, self.cfg.bands, self.idents.get(work.path))
         if isinstance(work, Tile):
             stats_ref, batch_ref = tile_task.remote(work.info, work.job, self.spec)
             self.batches[work.ticket] = batch_ref

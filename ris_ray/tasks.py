@@ -14,7 +14,7 @@ import ray
 
 from ris_ray.errors import RisError
 from ris_ray.raster import display_path
-from ris_ray.records import Failure, TileBatch, TileStats
+from ris_ray.records import Failure, FileIdent, TileBatch, TileStats
 from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, probe, read_tiles
 
 __all__ = ["TASK_RETRIES", "error_text", "probe_task", "tile_task"]
@@ -35,10 +35,13 @@ def error_text(exc: BaseException) -> str:
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def probe_task(path: str, bands: tuple[int, ...] | None) -> RasterInfo | Failure:
-    """Probe one file; an unusable file comes back as a :class:`Failure` naming it."""
+def probe_task(
+    path: str, bands: tuple[int, ...] | None, ident: FileIdent | None
+) -> RasterInfo | Failure:
+    """Probe one file (``ident``: its identity, if the caller has it: no second
+    stat or HEAD); an unusable file comes back as a :class:`Failure` naming it."""
     try:
-        return probe(path, bands)
+        return probe(path, bands, ident=ident)
     except Exception as exc:
         shown = display_path(path)
         text = error_text(exc)

@@ -332,12 +332,20 @@ def _valid_mask(
 
 
 def probe(
-    path: str, bands: tuple[int, ...] | None = None, *, require_tiff: bool = True
+    path: str,
+    bands: tuple[int, ...] | None = None,
+    *,
+    require_tiff: bool = True,
+    ident: FileIdent | None = None,
 ) -> RasterInfo:
     """Read a file's header (and, for non-uint8 data, a decimated sample for the
-    2-98 % stretch, computed once per file). Raises on unusable files."""
+    2-98 % stretch, computed once per file). Raises on unusable files.
 
-    st = _stat(path)
+    ``ident``: the file's identity when the caller has it (the ingest driver:
+    from the listing or its own stat), else it is looked up here (a stat, or
+    a HEAD for a store object)."""
+
+    st = ident or _stat(path)
     with open_raster(path) as src:
         return _probe_open(src, path, bands, require_tiff, st)
 

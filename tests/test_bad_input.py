@@ -199,6 +199,23 @@ def test_unreadable_permissions(tmp_path: Path) -> None:
     assert "locked.tif" in msg and "ermission denied" in msg, msg
 
 
+def test_probe_takes_the_identity_the_driver_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the file's identity (ingest's driver has it from the listing or its
+    own stat), the probe looks nothing up: no second HEAD per store object."""
+    from ris_ray import tiling
+    from ris_ray.records import FileIdent
+
+    path = str(write_geotiff(tmp_path / "a.tif", landscape(256, 256, 1)))
+    looked: list[str] = []
+    real = tiling.file_identity
+    monkeypatch.setattr(tiling, "file_identity", lambda p: looked.append(p) or real(p))
+    info = probe(path, ident=FileIdent(123, 456, "etag"))
+    assert (info.size_bytes, info.mtime_ns, looked) == (123, 456, [])
+    assert probe(path).size_bytes == os.path.getsize(path) and looked == [path]
+
+
 def test_cli_exit_codes_and_report(
     ray_session: None,
     corpus: tuple[Path, dict[str, Any]],
