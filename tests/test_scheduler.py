@@ -127,6 +127,15 @@ def test_every_tile_is_embedded_in_any_order(seed: int, kw: dict[str, object]) -
     assert sched.files_done == 3 and not sched.in_flight
 
 
+def _big(**kw: object) -> Scheduler:
+    """A scheduler on one probed 4096 x 4096 file: 64 windows of 4 tiles (512 px)."""
+    sched = _sched(["/d/big.tif"], **kw)
+    (probe,) = sched.next_work()
+    assert isinstance(probe, Probe)
+    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))
+    return sched
+
+
 def _tile_all(sched: Scheduler, work: list[Work]) -> None:
     for t in work:
         assert isinstance(t, Tile)
@@ -138,10 +147,7 @@ def _kinds(work: list[Work]) -> list[str]:
 
 
 def test_backpressure_and_embedder_slots() -> None:
-    sched = _sched(["/d/big.tif"], max_inflight=3, n_embedders=1, embed_slots=1, embed_tiles=8)
-    (probe,) = sched.next_work()
-    assert isinstance(probe, Probe)
-    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))  # 64 windows of 4 tiles
+    sched = _big(max_inflight=3, n_embedders=1, embed_slots=1, embed_tiles=8)
     tiles = sched.next_work()
     assert _kinds(tiles) == ["Tile"] * 3
     assert sched.next_work() == []  # 3 windows being read
@@ -163,16 +169,7 @@ def test_backpressure_and_embedder_slots() -> None:
 
 def test_calls_fill_up_or_go_after_hold_s() -> None:
     now = [0.0]
-    sched = _sched(
-        ["/d/big.tif"],
-        max_inflight=2,
-        n_embedders=1,
-        embed_tiles=16,
-        hold_s=0.05,
-        clock=lambda: now[0],
-    )
-    (probe,) = sched.next_work()
-    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))
+    sched = _big(max_inflight=2, n_embedders=1, embed_tiles=16, hold_s=0.05, clock=lambda: now[0])
     first, second = sched.next_work()
     _tile_all(sched, [first])
     (third,) = sched.next_work()  # 4 tiles wait for more; a window is read instead
@@ -197,17 +194,9 @@ def test_tiling_reads_ahead_while_the_embedders_start() -> None:
     """Not ready: no call goes out and windows keep being read (at most
     ``max_inflight`` at once) while fewer than ``startup_tiles`` tiles are cut
     or being cut; once ready, reading resumes when the queue is short again."""
-    sched = _sched(
-        ["/d/big.tif"],
-        max_inflight=2,
-        n_embedders=1,
-        embed_slots=2,
-        embed_tiles=4,
-        ready=False,
-        startup_tiles=10,
+    sched = _big(
+        max_inflight=2, n_embedders=1, embed_slots=2, embed_tiles=4, ready=False, startup_tiles=10
     )
-    (probe,) = sched.next_work()
-    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))  # 64 windows of 4 tiles
     read = 0
     while tiles := sched.next_work():
         assert _kinds(tiles) in (["Tile"], ["Tile", "Tile"])
