@@ -20,7 +20,9 @@ takes the waiting windows up to ``embed_tiles`` tiles (at least one window),
 and goes out once that many wait, when the oldest has waited ``hold_s``, or
 when no window is being read (nothing more would come). Small windows (small
 files: a few tiles each) thus travel several to a call: fewer calls per tile
-for the driver and the actor, fuller batches on a GPU.
+for the driver and the actor, fuller batches on a GPU. When such a call
+fails, each of its windows is tried again alone, so one bad window fails
+only its own file.
 
 Backpressure, every stage bounded: at most ``max_inflight`` windows are
 being read; a window is read only while fewer than ``embed_tiles`` tiles per
@@ -36,7 +38,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ris_ray.raster import display_path
@@ -97,6 +99,7 @@ class Part:
     batch: Any
     n_tiles: int
     since: float = 0.0  # when it began to wait (the scheduler's clock)
+    alone: bool = False  # retried alone after a call of several windows failed
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,12 @@ class Scheduler:
         tiles, at least one window."""
         parts = [self._to_embed.popleft()]
         tiles = parts[0].n_tiles
-        while self._to_embed and tiles + self._to_embed[0].n_tiles <= self.embed_tiles:
+        while (
+            not parts[0].alone
+            and self._to_embed
+            and not self._to_embed[0].alone
+            and tiles + self._to_embed[0].n_tiles <= self.embed_tiles
+        ):
             parts.append(self._to_embed.popleft())
             tiles += parts[-1].n_tiles
         self._queued_tiles -= tiles
@@ -347,7 +355,12 @@ class Scheduler:
             self._settle_now(work.path, staged=False)
             return
         if isinstance(work, Embed):
-            for part in self._take_embed(ticket).parts:
+            self._take_embed(ticket)
+            if len(work.parts) > 1:  # each window again, alone, first in line
+                self._to_embed.extendleft(replace(p, alone=True) for p in reversed(work.parts))
+                self._queued_tiles += work.n_tiles
+                return
+            for part in work.parts:
                 f = self.files[part.path].report
                 f.windows_failed += 1
                 f.reason = f"{part.path}: embedding failed ({failure.reason})"

@@ -85,15 +85,10 @@ def _drive(
             else:
                 n = work.job.n_tiles - low_valid
                 sched.tiled(work.ticket, TileStats(work.job.n_tiles, low_valid, n), f"batch{key}")
+        elif {f"batch{key}" for key in fail_embed} & {part.batch for part in work.parts}:
+            sched.failed(work.ticket, Failure("RayActorError: boom", kind="crash"))
         else:
-            keys = []
-            for part in work.parts:
-                keys.append((part.path, seen.get("e" + part.path, 0)))
-                seen["e" + part.path] = keys[-1][1] + 1
-            if fail_embed & set(keys):
-                sched.failed(work.ticket, Failure("RayActorError: boom", kind="crash"))
-            else:
-                sched.embedded(work.ticket, [part.n_tiles for part in work.parts])
+            sched.embedded(work.ticket, [part.n_tiles for part in work.parts])
         settled += sched.take_settled()
     return settled
 
@@ -241,13 +236,22 @@ def test_failed_windows_count_against_their_file() -> None:
     assert sched.files_done == 1 and sched.done
 
 
-def test_embed_failure_fails_the_file_and_frees_the_slot() -> None:
-    infos: dict[str, RasterInfo | Failure] = {"/d/a.tif": _info("/d/a.tif", 1024, 512)}
-    sched = _sched(["/d/a.tif"], n_embedders=1, embed_slots=1)
-    _drive(sched, infos, fail_embed={("/d/a.tif", 0)})
+@pytest.mark.parametrize("seed", range(3))
+def test_embed_failure_fails_only_its_window_and_frees_the_slot(seed: int) -> None:
+    """A failed call of several windows is split: each window is tried alone,
+    so only the bad window's file fails."""
+    infos: dict[str, RasterInfo | Failure] = {
+        "/d/a.tif": _info("/d/a.tif", 1024, 512),
+        "/d/b.tif": _info("/d/b.tif", 1024, 512),
+    }
+    sched = _sched(list(infos), n_embedders=1, embed_slots=1)
+    _drive(sched, infos, seed=seed, fail_embed={("/d/a.tif", 0)})
     f = sched.files["/d/a.tif"].report
     assert f.status == "failed" and f.reason == "/d/a.tif: embedding failed (RayActorError: boom)"
     assert f.tiles_written == 4 and f.windows_failed == 1
+    b = sched.files["/d/b.tif"].report
+    assert (b.status, b.tiles_written, b.windows_failed) == ("ok", 8, 0)
+    assert sched.done and not sched.in_flight
 
 
 def test_low_valid_and_too_small_files_are_skipped() -> None:
