@@ -102,8 +102,8 @@ def _inputs(data: Path, scale: int, work: Path) -> Path:
 
 
 def _tiling_alone(src: Path, spec: TileSpec, inflight: int) -> dict[str, float]:
-    """The tiling stage alone on Ray: the same ``probe_task`` per file and
-    ``tile_task`` per window as ``ingest``; returns tiles, wall s and CPU."""
+    """The tiling stage alone on Ray: the same ``probe_task`` per file (or few
+    files) and ``tile_task`` per window as ``ingest``; returns tiles, wall s and CPU."""
     import ray
 
     from ris_ray.tasks import probe_task, tile_task
@@ -311,17 +311,21 @@ def _bytes_per_tile(plans: list[tuple[Any, Any]], spec: TileSpec) -> dict[str, f
 
 def _plans(src: Path, probe_task: Any = None) -> list[tuple[Any, Any]]:
     """The windows ``ingest`` reads (default 2048 px windows, sparse blocks
-    skipped); files probed here or, given ``probe_task``, on Ray."""
+    skipped); files probed here or, given ``probe_task``, on Ray, as many
+    files per task as ``ingest`` probes (:func:`ris_ray.pipeline.probe_files`)."""
     import ray
 
     from ris_ray.inputs import discover
+    from ris_ray.pipeline import probe_files
 
     paths = discover([str(src)])
-    infos = (
-        ray.get([probe_task.remote(p, None, None) for p in paths])
-        if probe_task is not None
-        else [probe(p) for p in paths]
-    )
+    if probe_task is None:
+        infos = [probe(p) for p in paths]
+    else:
+        n = probe_files(len(paths), int(ray.cluster_resources().get("CPU", 1)))
+        groups = [paths[i : i + n] for i in range(0, len(paths), n)]
+        refs = [probe_task.remote(g, None, [None] * len(g)) for g in groups]
+        infos = [info for group in ray.get(refs) for info in group]
     plans = []
     for info in infos:
         jobs = plan_windows(info.width, info.height, 256, 256, block_shape=info.block_shape)

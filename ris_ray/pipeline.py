@@ -2,7 +2,8 @@
 
 Streaming design on Ray core, bounded at every stage:
 
-1. ``probe_task`` (CPU task per file, :mod:`ris_ray.tasks`) reads the header
+1. ``probe_task`` (CPU task per file, or per few files when there are many:
+   :func:`probe_files`; :mod:`ris_ray.tasks`) reads the header
    and, for non-uint8 data, a decimated sample for the stretch.
 2. ``tile_task`` (CPU task per window) opens the file itself, reads only its
    window and cuts tiles into a :class:`~ris_ray.records.TileBatch`.
@@ -51,13 +52,15 @@ from ris_ray.tiling import TileSpec
 from ris_ray.uris import is_remote
 from ris_ray.weights import ResolvedWeights, resolve_weights
 
-__all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest"]
+__all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest", "probe_files"]
 
 log = logging.getLogger(__name__)
 
 
 ACTOR_RESTARTS = 3
 EMBED_INFLIGHT_PER_ACTOR = 2
+#: Most files one probe task reads the headers of (many small files: fewer driver calls).
+PROBE_FILES = 16
 #: Share of the cluster's object store that tiles cut while the embedders
 #: start may fill (read-ahead, :class:`~ris_ray.scheduler.Scheduler`).
 STARTUP_STORE_SHARE = 0.25
@@ -456,6 +459,7 @@ def _run(
         max_inflight=cfg.max_tasks_in_flight or max(4, 2 * cpus),
         n_embedders=len(actors),
         embed_slots=EMBED_INFLIGHT_PER_ACTOR,
+        probe_files=probe_files(len(paths), cpus),
         embed_tiles=cfg.batch_size,
         hold_s=EMBED_HOLD_S,
         ready=False,
@@ -564,7 +568,8 @@ class _RayLoop:
 
     def _submit(self, work: Work) -> Any:
         if isinstance(work, Probe):
-            return probe_task.remote(work.path, self.cfg.bands, self.idents.get(work.path))
+            idents = [self.idents.get(path) for path in work.paths]
+            return probe_task.remote(list(work.paths), self.cfg.bands, idents)
         if isinstance(work, Tile):
             stats_ref, batch_ref = tile_task.remote(work.info, work.job, self.spec)
             self.batches[work.ticket] = batch_ref
@@ -643,6 +648,11 @@ class _SteadyRate:
     def rate(self) -> float:
         span = self.last - (self.first or self.last)
         return self.after_first / span if span > 0 else 0.0
+
+
+def probe_files(n_files: int, cpus: int) -> int:
+    """Files per probe task: enough for two tasks per CPU, at most :data:`PROBE_FILES`."""
+    return max(1, min(PROBE_FILES, n_files // (2 * cpus)))
 
 
 def _ready(refs: list[Any], timeout: float) -> list[Any]:

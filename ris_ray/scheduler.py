@@ -4,8 +4,9 @@ No Ray here: the scheduler hands out :class:`Work` items (probe a file, tile a
 window, embed a batch), keeps a ledger of the work in flight under integer
 tickets, and takes back one event per finished item:
 
-- :meth:`Scheduler.probed` a file's :class:`~ris_ray.tiling.RasterInfo`
-  (its windows are planned and queued),
+- :meth:`Scheduler.probed` the :class:`~ris_ray.tiling.RasterInfo` (or
+  :class:`~ris_ray.records.Failure`) of each file of a probe (its windows are
+  planned and queued; ``probe_files`` files per probe task),
 - :meth:`Scheduler.tiled` a window's :class:`~ris_ray.records.TileStats`
   (a non-empty batch is queued for an embedder),
 - :meth:`Scheduler.embedded` the rows an embedder produced per window,
@@ -74,10 +75,10 @@ class FileReport:
 
 @dataclass(frozen=True)
 class Probe:
-    """Read the header of ``path``."""
+    """Read the headers of ``paths`` (one task)."""
 
     ticket: int
-    path: str
+    paths: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class Scheduler:
     max_inflight: int
     n_embedders: int
     embed_slots: int = 2
+    probe_files: int = 1
     embed_tiles: int = 256
     hold_s: float = 0.0
     ready: bool = True
@@ -218,7 +220,9 @@ class Scheduler:
         with a free slot (least loaded first), windows while there is room."""
         out: list[Work] = []
         while self._to_probe:
-            out.append(self._issue(Probe(self._ticket(), self._to_probe.popleft())))
+            n = min(self.probe_files, len(self._to_probe))
+            paths = tuple(self._to_probe.popleft() for _ in range(n))
+            out.append(self._issue(Probe(self._ticket(), paths)))
         while self._to_embed and min(self._load) < self.embed_slots and self._embed_due():
             actor = self._load.index(min(self._load))
             self._load[actor] += 1
@@ -273,10 +277,28 @@ class Scheduler:
         del self._ledger[ticket]
         return work
 
-    def probed(self, ticket: int, info: RasterInfo) -> None:
-        """A file's header is in: plan its windows (skipping absent sparse blocks)."""
-        work: Probe = self._take(ticket, Probe)
-        state = self.files[work.path]
+    def probed(self, ticket: int, results: Sequence[RasterInfo | Failure]) -> None:
+        """The headers of a probe's files are in, one result per file: a file
+        that cannot be used fails at once (its earlier tiles stay); the others'
+        windows are planned."""
+        work = self._ledger.get(ticket)
+        if isinstance(work, Probe) and len(results) != len(work.paths):
+            raise ValueError(f"ticket {ticket}: {len(results)} results for {len(work.paths)} files")
+        work = self._take(ticket, Probe)
+        for path, result in zip(work.paths, results, strict=True):
+            if isinstance(result, Failure):
+                self._unreadable(path, result)
+            else:
+                self._plan(path, result)
+
+    def _unreadable(self, path: str, failure: Failure) -> None:
+        f = self.files[path].report
+        f.status, f.reason = "failed", failure.reason
+        self._settle_now(path, staged=False)
+
+    def _plan(self, path: str, info: RasterInfo) -> None:
+        """Plan a probed file's windows (skipping absent sparse blocks)."""
+        state = self.files[path]
         state.info = info
         f = state.report
         jobs = plan_windows(
@@ -301,10 +323,10 @@ class Scheduler:
                 if not f.tiles_planned
                 else f"all {f.tiles_planned} tiles lie in absent (sparse) blocks"
             )
-            self._settle_now(work.path, staged=True)  # drops tiles of an earlier version
+            self._settle_now(path, staged=True)  # drops tiles of an earlier version
             return
         state.outstanding = len(readable)
-        self._windows.extend((work.path, j) for j in readable)
+        self._windows.extend((path, j) for j in readable)
 
     def _take_tile(self, ticket: int) -> Tile:
         work: Tile = self._take(ticket, Tile)
@@ -348,11 +370,10 @@ class Scheduler:
         work = self._ledger.get(ticket)
         if work is None:
             raise KeyError(f"ticket {ticket} is not in flight")
-        if isinstance(work, Probe):
+        if isinstance(work, Probe):  # the task itself failed: all its files
             self._take(ticket, Probe)
-            f = self.files[work.path].report
-            f.status, f.reason = "failed", failure.reason
-            self._settle_now(work.path, staged=False)
+            for path in work.paths:
+                self._unreadable(path, failure)
             return
         if isinstance(work, Embed):
             self._take_embed(ticket)

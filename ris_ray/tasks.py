@@ -36,10 +36,18 @@ def error_text(exc: BaseException) -> str:
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
 def probe_task(
+    paths: list[str], bands: tuple[int, ...] | None, idents: list[FileIdent | None]
+) -> list[RasterInfo | Failure]:
+    """Probe files, one result each (``idents``: their identities where the caller
+    has them: no second stat or HEAD); an unusable file comes back as a
+    :class:`Failure` naming it. Several small files per task spare the driver
+    a Ray call each."""
+    return [_probe_one(path, bands, ident) for path, ident in zip(paths, idents, strict=True)]
+
+
+def _probe_one(
     path: str, bands: tuple[int, ...] | None, ident: FileIdent | None
 ) -> RasterInfo | Failure:
-    """Probe one file (``ident``: its identity, if the caller has it: no second
-    stat or HEAD); an unusable file comes back as a :class:`Failure` naming it."""
     try:
         return probe(path, bands, ident=ident)
     except Exception as exc:

@@ -72,11 +72,7 @@ def _drive(
         assert flight, "the scheduler is stuck: nothing in flight, nothing to start"
         work = flight.pop(rng.randrange(len(flight)))
         if isinstance(work, Probe):
-            outcome = infos[work.path]
-            if isinstance(outcome, Failure):
-                sched.failed(work.ticket, outcome)
-            else:
-                sched.probed(work.ticket, outcome)
+            sched.probed(work.ticket, [infos[path] for path in work.paths])
         elif isinstance(work, Tile):
             key = (work.path, seen.get(work.path, 0))
             seen[work.path] = key[1] + 1
@@ -99,6 +95,7 @@ def _drive(
         *((seed, {}) for seed in range(5)),
         (0, {"embed_tiles": 1}),  # one window per call
         (1, {"embed_tiles": 16, "hold_s": 1e9}),  # calls go out full, or when reading stops
+        (2, {"probe_files": 2}),  # two headers per probe task
         *((seed, {"ready": False, "startup_tiles": 20}) for seed in range(3)),
         (3, {"ready": False, "startup_tiles": 0}),  # no read-ahead, calls held until ready
     ],
@@ -127,7 +124,7 @@ def _big(**kw: object) -> Scheduler:
     sched = _sched(["/d/big.tif"], **kw)
     (probe,) = sched.next_work()
     assert isinstance(probe, Probe)
-    sched.probed(probe.ticket, _info("/d/big.tif", 4096, 4096))
+    sched.probed(probe.ticket, [_info("/d/big.tif", 4096, 4096)])
     return sched
 
 
@@ -225,6 +222,23 @@ def test_unreadable_file_fails_at_once_and_keeps_old_tiles() -> None:
     assert sched.files["/d/good.tif"].report.status == "ok"
 
 
+def test_a_probe_reads_several_files_and_each_answers_for_itself() -> None:
+    paths = ["/d/a.tif", "/d/bad.tif", "/d/c.tif"]
+    sched = _sched(paths, probe_files=2)
+    first, second = sched.next_work()
+    assert isinstance(first, Probe) and isinstance(second, Probe)
+    assert (first.paths, second.paths) == (("/d/a.tif", "/d/bad.tif"), ("/d/c.tif",))
+    with pytest.raises(ValueError, match="1 results for 2 files"):
+        sched.probed(first.ticket, [_info("/d/a.tif")])
+    sched.probed(first.ticket, [_info("/d/a.tif"), Failure("/d/bad.tif: not a TIFF")])
+    assert sched.take_settled() == [Settled("/d/bad.tif", staged=False)]
+    assert sched.files["/d/a.tif"].report.windows == 2  # planned
+    sched.failed(second.ticket, Failure("WorkerCrashedError: gone", kind="crash"))  # the task died
+    c = sched.files["/d/c.tif"].report
+    assert (c.status, c.reason) == ("failed", "WorkerCrashedError: gone")
+    assert sched.take_settled() == [Settled("/d/c.tif", staged=False)]
+
+
 def test_failed_windows_count_against_their_file() -> None:
     infos: dict[str, RasterInfo | Failure] = {"/d/a.tif": _info("/d/a.tif", 2048, 512)}
     sched = _sched(["/d/a.tif"])
@@ -280,9 +294,9 @@ def test_sparse_blocks_are_never_read() -> None:
 def test_a_retried_or_unknown_ticket_is_refused() -> None:
     sched = _sched(["/d/a.tif"])
     (probe,) = sched.next_work()
-    sched.probed(probe.ticket, _info("/d/a.tif", 256, 256))
+    sched.probed(probe.ticket, [_info("/d/a.tif", 256, 256)])
     with pytest.raises(KeyError):
-        sched.probed(probe.ticket, _info("/d/a.tif", 256, 256))  # delivered twice
+        sched.probed(probe.ticket, [_info("/d/a.tif", 256, 256)])  # delivered twice
     (tile,) = sched.next_work()
     with pytest.raises(KeyError):
         sched.embedded(tile.ticket, [1])  # the wrong event for this ticket
