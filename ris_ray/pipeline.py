@@ -516,10 +516,8 @@ class _RayLoop:
     ) -> None:
         self.cfg, self.sched, self.actors, self.spec = cfg, sched, actors, spec
         self.store, self.record, self.idents = store, record, idents
-        self.started: tuple[Any, Callable[[str], None]] | None = (
-            actors[0].device.remote(),
-            on_ready,
-        )
+        self.on_ready = on_ready
+        self.starting: Any | None = actors[0].device.remote()  # None once answered
         self.refs: dict[Any, Work] = {}
         self.batches: dict[int, Any] = {}  # tile ticket -> batch ref
         self.unstaged: list[str] = []  # settled files with nothing to publish
@@ -531,12 +529,12 @@ class _RayLoop:
         while not sched.done:
             for work in sched.next_work():
                 self.refs[self._submit(work)] = work
-            waiting = list(self.refs) + ([self.started[0]] if self.started else [])
+            waiting = list(self.refs) + ([self.starting] if self.starting is not None else [])
             deadline = sched.next_deadline()
             timeout = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             ready = _ready(waiting, max(timeout, 0.0))
-            if self.started is not None and self.started[0] in ready:
-                self._started()
+            if self.starting is not None and self.starting in ready:
+                self._started(self.starting)
             done = [ref for ref in ready if ref in self.refs]
             for ref, value in zip(done, _outcomes(done), strict=True):
                 self._feed(self.refs.pop(ref), value)
@@ -544,16 +542,13 @@ class _RayLoop:
                 if self._commit_due():
                     self.publish()
             progress.update(sched.tiles_done, sched.tiles_planned, sched.files_done, t0)
-        if self.started is not None and ray.wait([self.started[0]], timeout=0)[0]:
-            self._started()  # answered alongside the last batch (no wait if it is still starting)
+        if self.starting is not None and ray.wait([self.starting], timeout=0)[0]:
+            self._started(self.starting)  # answered with the last batch (no wait if still starting)
 
-    def _started(self) -> None:
-        """The first actor answered ``device()``; :class:`EmbedderStartError` when
-        it could not start (its constructor raised, on every restart)."""
-        if self.started is None:
-            return
-        ref, on_ready = self.started
-        self.started = None
+    def _started(self, ref: Any) -> None:
+        """The first actor answered ``device()`` (``ref``); :class:`EmbedderStartError`
+        when it could not start (its constructor raised, on every restart)."""
+        self.starting = None
         try:
             device = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
@@ -564,7 +559,7 @@ class _RayLoop:
                 "its traceback is above: check --device, --precision and the GPU's free memory"
             ) from None
         self.sched.embedders_ready()
-        on_ready(device)
+        self.on_ready(device)
 
     def _submit(self, work: Work) -> Any:
         if isinstance(work, Probe):
