@@ -8,16 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import ours, run
 from PIL import Image
-
-from ris_ray.cli import main
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
 
 
 def test_missing_db_is_one_line_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -85,3 +77,17 @@ def test_console_script_error_boundary(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_a_line_ray_forwards_from_its_raylet_is_not_ours() -> None:
+    # Printed on a CI machine whose disk was 96 % full, in the middle of an error.
+    raylet = (
+        "\x1b[33m(raylet)\x1b[0m [2026-11-30 12:48:37,682 E 13692 13707] (raylet) "
+        "file_system_monitor.cc:116: /tmp/ray/session_x is over 95% full, available space: "
+        "9.7 GB; capacity: 251.9 GB. Object creation will fail if spilling is required.\n"
+    )
+    worker = "\x1b[36m(EmbedActor pid=7)\x1b[0m a warning of our code in a worker\n"
+    error = "error: --db t.lance: no space left on the device while writing\n"
+    assert ours(raylet + error) == error
+    assert ours(f"(raylet, ip=10.0.0.2) x\n{error}") == error
+    assert ours(worker + error) == worker + error

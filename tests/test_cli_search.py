@@ -11,16 +11,8 @@ from typing import Any
 import lance
 import pytest
 import rasterio.warp
+from cli_run import run
 from PIL import Image
-
-from ris_ray.cli import main
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
 
 
 def _json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from cli_run import ours
 
 from ris_ray.diff import DiffResult, diff, pair_positions
 from ris_ray.errors import InputError, QueryError
@@ -226,5 +227,5 @@ def test_cli_diff(capsys: pytest.CaptureFixture[str], gen_change: Path, tmp_path
     assert data["pairs"] == 12 and data["pairing"] == "grid"
     with pytest.raises(SystemExit) as info:
         main(["diff", "--db", str(gen_change), "--before", "*.tif", "--after", "after.tif"])
-    err = capsys.readouterr().err
+    err = ours(capsys.readouterr().err)
     assert info.value.code == 1 and err.startswith("error: --before '*.tif' matches 5 sources")

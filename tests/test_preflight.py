@@ -13,18 +13,11 @@ from pathlib import Path
 
 import lance
 import pytest
+from cli_run import run
 
-from ris_ray.cli import main
 from ris_ray.lock import LocalLock, lock_path
 
 BIN = Path(sys.executable).parent
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), captured.out, captured.err
 
 
 def _one_error_line(err: str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import uvicorn
+from cli_run import ours
 from fastapi import FastAPI
 from ports import free_port
 
@@ -364,7 +365,7 @@ def test_bind_rules(
         with pytest.raises(SystemExit) as exc:
             main(args)
         assert exc.value.code == 1
-        err = capsys.readouterr().err
+        err = ours(capsys.readouterr().err)
         assert err.startswith("error: ") and words in err and "Traceback" not in err
 
 
