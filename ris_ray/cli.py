@@ -104,7 +104,7 @@ def ingest(
         str, typer.Option(help="auto | cpu | cuda (cuda: wait for GPUs, see --gpu-wait).")
     ] = "auto",
     gpu_wait: Annotated[
-        float, typer.Option(help="With --device cuda: seconds to wait for GPUs to join.")
+        float, typer.Option(help="--device cuda on a cluster: seconds to wait for GPUs to join.")
     ] = 900.0,
     precision: Annotated[
         str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: fp16 on GPU).")

@@ -185,11 +185,18 @@ def _make_actors(
 ) -> list[Any]:
     """One embedder per GPU (``num_gpus=1`` each), or one CPU embedder without GPUs.
 
-    ``--device cuda --embedders N`` asks the autoscaler for N GPUs and waits
-    ``cfg.gpu_wait_s`` for them; it fails if none appears.
+    ``--device cuda --embedders N`` on a cluster asks the autoscaler for N GPUs
+    and waits ``cfg.gpu_wait_s`` for them; it fails if none appears. On the
+    embedded Ray nothing can add a GPU: it uses those found, none fails at once.
     """
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    if cfg.device == "cuda":
+    if cfg.device == "cuda" and gpus == 0 and raylocal.embedded():
+        raise InputError(
+            "--device cuda: Ray finds no GPU on this machine (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --device cpu, or "
+            "--address a Ray cluster with GPU nodes"
+        )
+    if cfg.device == "cuda" and not raylocal.embedded():  # an autoscaler may add GPUs
         gpus = _wait_for_gpus(cfg.num_embedders or max(gpus, 1), cfg.gpu_wait_s, say)
         if gpus == 0:
             raise InputError(

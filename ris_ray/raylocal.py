@@ -40,7 +40,7 @@ import ray
 
 from ris_ray.errors import InputError
 
-__all__ = ["LOOPBACK", "node_pids", "start", "stop"]
+__all__ = ["LOOPBACK", "embedded", "node_pids", "start", "stop"]
 
 LOOPBACK = "127.0.0.1"
 JOIN_TIMEOUT_S = 10.0
@@ -115,6 +115,12 @@ def _join(address: str, options: Mapping[str, Any]) -> None:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--address {address}: cannot join that Ray cluster ({first})") from None
+
+
+def embedded() -> bool:
+    """Whether this process runs on the embedded Ray :func:`start` made: one node,
+    no autoscaler, so no node (and no GPU) can join it."""
+    return _state is not None and ray.is_initialized()
 
 
 def stop() -> None:

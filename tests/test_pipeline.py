@@ -275,3 +275,26 @@ def test_an_embedder_that_cannot_start_is_one_error(
     with pytest.raises(EmbedderStartError, match=r"could not start \(RuntimeError: CUDA out of"):
         ingest(cfg, actor_cls=_BrokenActor)
     assert not (db / "data").exists()
+
+
+def test_device_cuda_without_a_gpu_fails_at_once_and_writes_nothing(
+    ray_session: None, gen_dir: Path, tmp_path: Path
+) -> None:
+    import ray
+
+    if ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this Ray has a GPU")
+    db = tmp_path / "cuda.lance"
+    # A cluster's autoscaler may add GPUs within gpu_wait_s (a 1 s wait says "no GPU
+    # joined the cluster within 1 s"); nothing can add one to the embedded Ray: no wait.
+    cfg = IngestConfig(
+        inputs=(str(gen_dir),),
+        db=str(db),
+        weights="random",
+        device="cuda",
+        gpu_wait_s=1.0,
+        progress=False,
+    )
+    with pytest.raises(InputError, match=r"^--device cuda: Ray finds no GPU on this machine"):
+        ingest(cfg)
+    assert not db.exists()
