@@ -101,7 +101,7 @@ def ingest(
         int | None, typer.Option(help="Embedder actors (default: one per GPU, else 1).")
     ] = None,
     device: Annotated[
-        str, typer.Option(help="auto | cpu | cuda (cuda: wait for GPUs, see --gpu-wait).")
+        str, typer.Option(help="auto | cpu | cuda (cuda on a cluster: waits for GPUs, --gpu-wait).")
     ] = "auto",
     gpu_wait: Annotated[
         float, typer.Option(help="--device cuda on a cluster: seconds to wait for GPUs to join.")
