@@ -175,6 +175,29 @@ def _wait_for_gpus(wanted: int, timeout_s: float, say: Callable[[str], None]) ->
     return have
 
 
+def _cuda_gpus(cfg: IngestConfig, gpus: int, say: Callable[[str], None]) -> int:
+    """The GPUs for ``--device cuda`` (``gpus``: those Ray has now); at least one.
+
+    On a cluster an autoscaler may add some: wait for them (:func:`_wait_for_gpus`).
+    Nothing can add a GPU to the embedded Ray: none there fails at once.
+    """
+    if raylocal.embedded():
+        if gpus == 0:
+            raise InputError(
+                "--device cuda: Ray finds no GPU on this machine (CUDA_VISIBLE_DEVICES="
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --device cpu, or "
+                "--address a Ray cluster with GPU nodes"
+            )
+        return gpus
+    gpus = _wait_for_gpus(cfg.num_embedders or max(gpus, 1), cfg.gpu_wait_s, say)
+    if gpus == 0:
+        raise InputError(
+            f"--device cuda: no GPU joined the cluster within {cfg.gpu_wait_s:.0f} s; "
+            "check the GPU node type / quotas, or use --device cpu"
+        )
+    return gpus
+
+
 def _make_actors(
     cfg: IngestConfig,
     weights: ResolvedWeights,
@@ -185,24 +208,12 @@ def _make_actors(
 ) -> list[Any]:
     """One embedder per GPU (``num_gpus=1`` each), or one CPU embedder without GPUs.
 
-    ``--device cuda --embedders N`` on a cluster asks the autoscaler for N GPUs
-    and waits ``cfg.gpu_wait_s`` for them; it fails if none appears. On the
-    embedded Ray nothing can add a GPU: it uses those found, none fails at once.
+    ``--device cuda`` takes the GPUs of :func:`_cuda_gpus` (``--embedders N``
+    on a cluster: it asks the autoscaler for N and waits ``cfg.gpu_wait_s``).
     """
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    if cfg.device == "cuda" and gpus == 0 and raylocal.embedded():
-        raise InputError(
-            "--device cuda: Ray finds no GPU on this machine (CUDA_VISIBLE_DEVICES="
-            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --device cpu, or "
-            "--address a Ray cluster with GPU nodes"
-        )
-    if cfg.device == "cuda" and not raylocal.embedded():  # an autoscaler may add GPUs
-        gpus = _wait_for_gpus(cfg.num_embedders or max(gpus, 1), cfg.gpu_wait_s, say)
-        if gpus == 0:
-            raise InputError(
-                f"--device cuda: no GPU joined the cluster within {cfg.gpu_wait_s:.0f} s; "
-                "check the GPU node type / quotas, or use --device cpu"
-            )
+    if cfg.device == "cuda":
+        gpus = _cuda_gpus(cfg, gpus, say)
     use_gpu = gpus > 0 and cfg.device != "cpu"
     n = min(cfg.num_embedders or gpus, gpus) if use_gpu else (cfg.num_embedders or 1)
     device = "cuda" if use_gpu else "cpu"

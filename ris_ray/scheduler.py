@@ -281,9 +281,7 @@ class Scheduler:
         """The headers of a probe's files are in, one result per file: a file
         that cannot be used fails at once (its earlier tiles stay); the others'
         windows are planned."""
-        work = self._ledger.get(ticket)
-        if isinstance(work, Probe) and len(results) != len(work.paths):
-            raise ValueError(f"ticket {ticket}: {len(results)} results for {len(work.paths)} files")
+        self._check_count(ticket, len(results))
         work = self._take(ticket, Probe)
         for path, result in zip(work.paths, results, strict=True):
             if isinstance(result, Failure):
@@ -352,17 +350,25 @@ class Scheduler:
     def embedded(self, ticket: int, rows: Sequence[int]) -> None:
         """An embedder returned ``rows[i]`` tiles of the call's window ``i``
         (the driver staged them)."""
-        work = self._embed_for(ticket, rows)
+        self._check_count(ticket, len(rows))
+        work = self._take_embed(ticket)
         for part, n in zip(work.parts, rows, strict=True):
             self.files[part.path].report.tiles_written += n
             self.tiles_done += n
             self._window_done(part.path)
 
-    def _embed_for(self, ticket: int, rows: Sequence[int]) -> Embed:
+    def _check_count(self, ticket: int, n: int) -> None:
+        """Refuse ``n`` results for a probe of another number of files, or an
+        embed call of another number of windows (before the ledger changes)."""
         work = self._ledger.get(ticket)
-        if isinstance(work, Embed) and len(rows) != len(work.parts):
-            raise ValueError(f"ticket {ticket}: {len(rows)} results for {len(work.parts)} windows")
-        return self._take_embed(ticket)
+        if isinstance(work, Probe):
+            want, what = len(work.paths), "files"
+        elif isinstance(work, Embed):
+            want, what = len(work.parts), "windows"
+        else:
+            return
+        if n != want:
+            raise ValueError(f"ticket {ticket}: {n} results for {want} {what}")
 
     def failed(self, ticket: int, failure: Failure) -> None:
         """Any work item went wrong: an unreadable file fails at once (its
