@@ -3,7 +3,7 @@ zero-cost embedder against the tiling stage alone, on the same cores, in one run
 
 - :class:`ConstantEmbedActor` is an :class:`~ris_ray.actors.EmbedActor` with no
   model: :meth:`fingerprints` returns a constant vector, everything else
-  (``embed``: table building in the store's fingerprint type; the driver's
+  (``embed``: rows encoded in the store's fingerprint type; the driver's
   staging writes, Lance commit and manifest) is the shipped path, passed to
   ``pipeline.ingest(cfg, actor_cls=ConstantEmbedActor)``.
 - "tiling alone" runs the same ``tile_task`` Ray tasks on the same windows in
@@ -43,7 +43,7 @@ __all__ = ["ConstantEmbedActor", "bench_plumbing", "shipped_bytes"]
 class ConstantEmbedActor(EmbedActor):
     """Benchmark-only embedder: no model, a constant fingerprint per tile,
     the shipped output path (:meth:`EmbedActor.embed` JPEG-encodes the
-    thumbnails and builds the table).
+    thumbnails and encodes the rows).
 
     :meth:`infer` stands in for the device pass: the constant fingerprints,
     and for the thumbnails' pixels every ``T/size``-th pixel of each tile (a
@@ -290,7 +290,8 @@ def _ingest_once(src: Path, db: Path) -> dict[str, float]:
 
 def _bytes_per_tile(plans: list[tuple[Any, Any]], spec: TileSpec) -> dict[str, float]:
     """Object-store bytes per tile: tiling task -> embedder (the TileBatch with
-    pixels) and embedder -> driver (the Arrow table), serialized as Ray does."""
+    pixels) and embedder -> driver (the rows: one Arrow IPC message per
+    window), serialized as Ray does."""
     params = DatasetParams(256, 256, spec.model)
     actor = ConstantEmbedActor(None, params, "", "", 0, 0, "float16")  # type: ignore[arg-type]
     batch_b = table_b = tiles = pixel_b = 0

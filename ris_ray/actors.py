@@ -9,13 +9,12 @@ module: a subclass without a model (the plumbing benchmark's) never loads it.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
 from ris_ray import thumbnail
 from ris_ray.records import TileBatch
-from ris_ray.schema import DatasetParams, to_table
+from ris_ray.schema import DatasetParams, EncodedRows, encode_rows
 from ris_ray.weights import ResolvedWeights
 
 __all__ = ["ENCODE_THREADS", "EmbedActor"]
@@ -25,7 +24,8 @@ ENCODE_THREADS = 4
 
 
 class EmbedActor:
-    """Turns a :class:`~ris_ray.records.TileBatch` into an Arrow table in the store schema.
+    """Turns a :class:`~ris_ray.records.TileBatch` into rows in the store schema,
+    encoded as one Arrow IPC message (:class:`~ris_ray.schema.EncodedRows`).
 
     Pixels arrive band-first ``(N, 3, T, T)`` uint8; the embedder moves them to
     the device as uint8 and lays them out there. The thumbnails
@@ -51,7 +51,7 @@ class EmbedActor:
         )
         self.params = params
         #: The store's fingerprint type (:attr:`~ris_ray.store.TileStore.fingerprint`):
-        #: tables leave the actor in it, so the driver never converts them.
+        #: rows leave the actor in it, so the driver never converts them.
         self.fingerprint = fingerprint
         self.thumbnail = thumbnail
         self.pool = ThreadPoolExecutor(ENCODE_THREADS) if device == "cuda" else None
@@ -65,22 +65,22 @@ class EmbedActor:
         device pass (:meth:`~ris_ray.embed.Embedder.embed_and_shrink`)."""
         return self.embedder.embed_and_shrink(pixels, size)
 
-    def embed(self, *batches: TileBatch) -> list[Any]:
-        """The batches of one call (one per window) as Arrow tables in the store
-        schema, one per batch, pixels dropped. Their pixels go through
+    def embed(self, *batches: TileBatch) -> list[EncodedRows]:
+        """The batches of one call (one per window) as rows in the store schema,
+        one IPC message per batch, pixels dropped. Their pixels go through
         :meth:`infer` together (one array: fuller batches on a GPU)."""
         pixels = [b.pixels for b in batches if b.pixels is not None]
         assert len(pixels) == len(batches), "a batch reaches the embedder with its pixels"
         whole = pixels[0] if len(pixels) == 1 else np.concatenate(pixels)
         fingerprints, small = self.infer(whole, self.thumbnail)
         thumbs = thumbnail.encode_all(small, self.pool) if self.thumbnail else []
-        tables, start = [], 0
+        encoded, start = [], 0
         for batch in batches:
             end = start + len(batch)
             batch.fingerprint = fingerprints[start:end]
             if self.thumbnail:
                 batch.thumbnail = np.array(thumbs[start:end], dtype=object)
             batch.pixels = None
-            tables.append(to_table(batch, self.params, self.fingerprint))
+            encoded.append(encode_rows(batch, self.params, self.fingerprint))
             start = end
-        return tables
+        return encoded

@@ -8,11 +8,12 @@ Streaming design on Ray core, bounded at every stage:
 2. ``tile_task`` (CPU task per window) opens the file itself, reads only its
    window and cuts tiles into a :class:`~ris_ray.records.TileBatch`.
 3. :class:`~ris_ray.actors.EmbedActor` (one per GPU, ``num_gpus=1``; one CPU
-   actor without GPUs) turns a batch into an Arrow table. Pixel batches go
-   from tiling task to actor through the object store; the driver only sees
-   small tables of fingerprints.
-4. The :class:`~ris_ray.store.TileStore` stages tables as they arrive and
-   commits whole files, with their manifest records, every
+   actor without GPUs) turns a batch into rows in the store schema, one
+   Arrow IPC message per window (:class:`~ris_ray.schema.EncodedRows`).
+   Pixel batches go from tiling task to actor through the object store; the
+   driver only sees these small messages.
+4. The :class:`~ris_ray.store.TileStore` stages the messages as they arrive,
+   undecoded, and commits whole files, with their manifest records, every
    ``commit_every_s`` seconds and at the end.
 
 What runs next, and what each result means, is the Ray-free
@@ -599,9 +600,9 @@ class _RayLoop:
             self.sched.tiled(work.ticket, value, batch)
         else:
             assert isinstance(work, Embed)
-            for part, table in zip(work.parts, value, strict=True):
-                self.store.add(display_path(part.path), table)
-            rows = [table.num_rows for table in value]
+            for part, encoded in zip(work.parts, value, strict=True):
+                self.store.add_encoded(display_path(part.path), encoded)
+            rows = [encoded.rows for encoded in value]
             self.steady.mark(sum(rows))
             self.sched.embedded(work.ticket, rows)
 

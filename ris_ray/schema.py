@@ -9,6 +9,8 @@ under ``ris_ray.*`` keys so a later run or a query can check it is compatible.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,11 +26,15 @@ __all__ = [
     "FORMAT_VERSION",
     "SCHEMA",
     "DatasetParams",
+    "EncodedRows",
     "cast_fingerprints",
     "dataset_params",
+    "encode_rows",
     "fingerprint_dtype",
     "fingerprint_type",
+    "schema_digest",
     "schema_for",
+    "to_record_batch",
     "to_table",
 ]
 
@@ -104,6 +110,7 @@ class DatasetParams:
         return f"model {self.model}, tile {self.tile_size}, stride {self.stride}"
 
 
+@functools.lru_cache(maxsize=8)
 def schema_for(params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]) -> pa.Schema:
     """:data:`SCHEMA` with ``params`` as metadata and ``fingerprint`` elements."""
     value = pa.from_numpy_dtype(fingerprint_dtype(fingerprint))
@@ -122,43 +129,105 @@ def dataset_params(ds: Any) -> DatasetParams:
         raise DatasetError(f"{ds.uri}: missing ris_ray metadata; was it written by ris?") from None
 
 
-def to_table(
+@dataclass(frozen=True)
+class EncodedRows:
+    """One window's rows in a store schema as one Arrow IPC record-batch message:
+    what an embedder actor returns. The driver stages the message as it is
+    (:meth:`ris_ray.store.TileWriter.add_encoded`), so no row is unpickled,
+    cast or re-encoded on the way to Lance."""
+
+    rows: int
+    message: pa.Buffer
+    schema: str  # :func:`schema_digest` of the schema the rows are in
+
+
+def to_record_batch(
     batch: TileBatch, params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]
-) -> pa.Table:
-    """Build an Arrow table in :func:`schema_for` ``(params, fingerprint)`` from a
-    tile batch with fingerprints.
+) -> pa.RecordBatch:
+    """A tile batch with fingerprints as a record batch in :func:`schema_for`
+    ``(params, fingerprint)``.
 
     This is the one place fingerprints are narrowed: float32 from the embedder
     is rounded to nearest float16 when ``fingerprint`` is ``"float16"`` (the
     type comes from :attr:`TileStore.fingerprint`, so it runs in the actor).
+    Columns are laid over numpy buffers (:func:`_numbers`, :func:`_strings`)
+    rather than built with ``pa.array``, whose first call imports pandas
+    (apache/arrow#34994: ~0.2 CPU-s and a heap the garbage collector scans
+    in every embedder actor).
     """
     n = len(batch)
     if batch.fingerprint is None:
-        raise ValueError("to_table: the batch has no fingerprints yet")
+        raise ValueError("to_record_batch: the batch has no fingerprints yet")
     dtype = fingerprint_dtype(fingerprint)
     fp = np.ascontiguousarray(batch.fingerprint, dtype=dtype).reshape(-1)
-
-    def geo(name: str) -> pa.Array:
-        values = np.asarray(getattr(batch, name), dtype=np.float64)
-        return pa.array(values, mask=np.isnan(values), type=pa.float64())
-
-    columns = {
-        "tile_id": pa.array(list(batch.tile_id), pa.string()),
-        "source": pa.array(list(batch.source), pa.string()),
-        "row": pa.array(batch.row, pa.int32()),
-        "col": pa.array(batch.col, pa.int32()),
-        "width": pa.array(batch.width, pa.int32()),
-        "height": pa.array(batch.height, pa.int32()),
-        "crs": pa.array([batch.crs] * n, pa.string()),
-        **{name: geo(name) for name in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
-        "valid_fraction": pa.array(batch.valid_fraction, pa.float32()),
-        "model": pa.array([params.model] * n, pa.string()),
-        "thumbnail": pa.array(list(batch.thumbnail), pa.binary()),
-        "fingerprint": pa.FixedSizeListArray.from_arrays(
-            pa.array(fp, pa.from_numpy_dtype(dtype)), FINGERPRINT_DIM
-        ),
+    geo = {
+        name: _numbers(getattr(batch, name), np.float64, nullable=True)
+        for name in ("minx", "miny", "maxx", "maxy", "lon", "lat")
     }
-    return pa.Table.from_pydict(columns, schema=schema_for(params, fingerprint))
+    columns = {
+        "tile_id": _strings(batch.tile_id),
+        "source": _strings(batch.source),
+        "row": _numbers(batch.row, np.int32),
+        "col": _numbers(batch.col, np.int32),
+        "width": _numbers(batch.width, np.int32),
+        "height": _numbers(batch.height, np.int32),
+        "crs": _strings([batch.crs] * n),
+        **geo,
+        "valid_fraction": _numbers(batch.valid_fraction, np.float32),
+        "model": _strings([params.model] * n),
+        "thumbnail": _strings(batch.thumbnail, pa.binary()),
+        "fingerprint": pa.FixedSizeListArray.from_arrays(_numbers(fp, dtype), FINGERPRINT_DIM),
+    }
+    schema = schema_for(params, fingerprint)
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def to_table(
+    batch: TileBatch, params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]
+) -> pa.Table:
+    """:func:`to_record_batch` as a table."""
+    return pa.Table.from_batches([to_record_batch(batch, params, fingerprint)])
+
+
+def encode_rows(
+    batch: TileBatch, params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]
+) -> EncodedRows:
+    """:func:`to_record_batch` as one IPC message (:class:`EncodedRows`)."""
+    rows = to_record_batch(batch, params, fingerprint)
+    return EncodedRows(rows.num_rows, rows.serialize(), schema_digest(rows.schema))
+
+
+@functools.lru_cache(maxsize=8)
+def schema_digest(schema: pa.Schema) -> str:
+    """A short digest of ``schema`` (fields, types and metadata): IPC messages
+    carry no schema, so the rows' schema travels as this beside them."""
+    return hashlib.sha1(schema.serialize().to_pybytes()).hexdigest()[:16]
+
+
+def _validity(valid: np.ndarray) -> tuple[pa.Buffer | None, int]:
+    """An Arrow validity bitmap (LSB first) of a boolean mask, and its null count."""
+    nulls = int(valid.size - np.count_nonzero(valid))
+    return (pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None), nulls
+
+
+def _numbers(values: Any, dtype: Any, *, nullable: bool = False) -> pa.Array:
+    """A fixed-width Arrow array over ``values`` as ``dtype`` (no copy when it
+    already is); with ``nullable``, NaN is null."""
+    data = np.ascontiguousarray(values, dtype=dtype).reshape(-1)
+    validity, nulls = _validity(~np.isnan(data)) if nullable else (None, 0)
+    kind = pa.from_numpy_dtype(data.dtype)
+    return pa.Array.from_buffers(kind, len(data), [validity, pa.py_buffer(data)], nulls)
+
+
+def _strings(values: Any, kind: pa.DataType | None = None) -> pa.Array:
+    """A string (or ``kind``: binary) Arrow array of ``str``/``bytes`` values, ``None`` null:
+    32-bit offsets ``offsets[i + 1] = offsets[i] + len(values[i])`` over the joined bytes."""
+    raw = [v.encode() if isinstance(v, str) else (v or b"") for v in values]
+    offsets = np.zeros(len(raw) + 1, np.int32)
+    np.cumsum([len(v) for v in raw], out=offsets[1:])
+    validity, nulls = _validity(np.array([v is not None for v in values], bool))
+    buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(raw))]
+    return pa.Array.from_buffers(kind or pa.string(), len(raw), buffers, nulls)
 
 
 def cast_fingerprints(table: pa.Table, fingerprint: str) -> pa.Table:

@@ -3,10 +3,11 @@
 Layout: one Lance dataset per ``--db``; one row per tile, in the schema of
 :mod:`ris_ray.schema` (dataset parameters in its metadata).
 
-Writing (:class:`TileWriter`) stages each source file's rows on local disk
-and publishes finished files in one Lance transaction per commit group
-(create / append / ``merge_insert`` keyed on ``tile_id``), so a reader sees
-either none or all of a file's tiles and a re-run never duplicates a tile.
+Writing (:class:`TileWriter`) stages each source file's rows
+(:mod:`ris_ray.staging`: in memory, spilled to local disk past a budget) and
+publishes finished files in one Lance transaction per commit group (create /
+append / ``merge_insert`` keyed on ``tile_id``), so a reader sees either none
+or all of a file's tiles and a re-run never duplicates a tile.
 (We do not use Ray Data's ``write_lance``: in Ray 2.60 it breaks with
 pylance >= 6, and it commits per dataset, not per source file.)
 
@@ -20,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -39,12 +38,15 @@ from ris_ray.objstore import is_object_uri, prefix_size
 from ris_ray.schema import (
     FINGERPRINT_TYPES,
     DatasetParams,
+    EncodedRows,
     dataset_params,
     fingerprint_dtype,
     fingerprint_type,
+    schema_digest,
     schema_for,
 )
 from ris_ray.sql import sql_in
+from ris_ray.staging import Staging
 from ris_ray.uris import is_remote, local_path
 
 # Lance logs a WARN line for every fragment written before the first commit.
@@ -120,8 +122,10 @@ def dataset_size_bytes(uri: str) -> int:
 class TileWriter:
     """Stage tiles per source file on local disk; publish whole files atomically.
 
-    ``add(source, table)`` appends rows to the source's staging file (Arrow
-    IPC in a private temp dir, so memory stays bounded), ``finish(source)``
+    ``add(source, table)`` stages rows of a source (:mod:`ris_ray.staging`:
+    Arrow IPC messages in memory, spilled to a private temp dir past a
+    budget, so memory stays bounded; ``add_encoded`` stages an embedder's
+    message as it is), ``finish(source)``
     marks it complete, and ``commit()`` publishes every completed source in
     one Lance transaction:
 
@@ -134,7 +138,7 @@ class TileWriter:
 
     With ``rebuild=True`` nothing is published until :meth:`finalize`, which
     overwrites the dataset with everything staged (old versions stay readable
-    until cleanup). Call :meth:`close` to remove the staging dir.
+    until cleanup). Call :meth:`close` to drop what is staged.
     """
 
     def __init__(
@@ -149,10 +153,6 @@ class TileWriter:
         self.uri = uri
         self.params = params
         self.rebuild = rebuild
-        self._stage = Path(tempfile.mkdtemp(prefix="ris-stage-", dir=stage_dir))
-        self._writers: dict[str, tuple[Any, Any]] = {}
-        self._files: dict[str, Path] = {}
-        self._rows: dict[str, int] = {}  # rows staged per source
         self._ready: list[str] = []
         self.rows_committed = 0
         self.commits = 0
@@ -168,6 +168,8 @@ class TileWriter:
                 self.fingerprint = fingerprint_type(ds)
             self._version = ds.version
         self.schema = schema_for(params, self.fingerprint)
+        #: Rows of files not committed yet (in memory, spilled under ``stage_dir`` past a budget).
+        self.staging = Staging(self.schema, spill_dir=stage_dir)
 
     @property
     def version(self) -> int | None:
@@ -179,49 +181,41 @@ class TileWriter:
         return len(self._ready)
 
     def add(self, source: str, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        if source not in self._writers:
-            path = self._stage / f"{len(self._files):08d}.arrow"
-            sink = pa.OSFile(str(path), "wb")
-            self._writers[source] = (sink, pa.ipc.new_stream(sink, self.schema))
-            self._files[source] = path
-        self._writers[source][1].write_table(table.cast(self.schema))
-        self._rows[source] = self._rows.get(source, 0) + table.num_rows
+        """Stage ``table``'s rows for ``source`` (cast to the writer's schema)."""
+        for batch in table.cast(self.schema).to_batches():
+            if batch.num_rows:
+                self.staging.add(source, batch.serialize(), batch.num_rows)
 
-    def _close_writer(self, source: str) -> None:
-        if source in self._writers:
-            sink, writer = self._writers.pop(source)
-            writer.close()
-            sink.close()
+    def add_encoded(self, source: str, rows: EncodedRows) -> None:
+        """Stage rows an embedder encoded (:class:`~ris_ray.schema.EncodedRows`)
+        for ``source``, as they are, once their schema is the writer's and the
+        message's header fits it (zero-copy, ~20 us); :class:`ValueError` otherwise."""
+        if rows.rows == 0:
+            return
+        if rows.schema != schema_digest(self.schema):
+            raise ValueError(
+                f"{source}: rows encoded in another schema than the dataset's "
+                f"({self.fingerprint} fingerprints, {self.params.describe()})"
+            )
+        try:
+            batch = pa.ipc.read_record_batch(rows.message, self.schema)
+            batch.validate()
+        except (pa.ArrowException, ValueError) as exc:
+            raise ValueError(f"{source}: encoded rows unreadable: {exc}") from None
+        if batch.num_rows != rows.rows:
+            raise ValueError(f"{source}: {batch.num_rows} rows encoded, {rows.rows} announced")
+        self.staging.add(source, rows.message, rows.rows)
 
     def finish(self, source: str) -> None:
         """Mark ``source`` complete: its rows go out with the next :meth:`commit`."""
-        self._close_writer(source)
+        self.staging.seal(source)
         self._ready.append(source)
 
     def discard(self, source: str) -> None:
         """Forget everything staged for ``source``."""
-        self._close_writer(source)
-        path = self._files.pop(source, None)
-        self._rows.pop(source, None)
-        if path is not None:
-            path.unlink(missing_ok=True)
+        self.staging.drop(source)
         if source in self._ready:
             self._ready.remove(source)
-
-    def _reader(self, sources: list[str]) -> pa.RecordBatchReader:
-        paths = [self._files[s] for s in sources if s in self._files]
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            for path in paths:
-                with pa.OSFile(str(path), "rb") as f:
-                    yield from pa.ipc.open_stream(f)
-
-        return pa.RecordBatchReader.from_batches(self.schema, batches())
-
-    def _staged_rows(self, sources: list[str]) -> int:
-        return sum(self._rows.get(s, 0) for s in sources)
 
     def commit(self) -> tuple[int | None, list[str]]:
         """Publish all finished sources in one transaction.
@@ -241,9 +235,9 @@ class TileWriter:
         if not self.rebuild:
             return self.commit()
         sources, self._ready = self._ready, []
-        rows = self._staged_rows(sources)
+        rows = self.staging.rows(sources)
         ds = write_lance(
-            self._reader(sources),
+            self.staging.reader(sources),
             self.uri,
             schema=self.schema,
             mode="overwrite",
@@ -253,12 +247,12 @@ class TileWriter:
         return self._version, sources
 
     def _publish(self, sources: list[str]) -> int | None:
-        rows = self._staged_rows(sources)
+        rows = self.staging.rows(sources)
         if self._version is None:
             if rows == 0:
                 return None
             ds = write_lance(
-                self._reader(sources),
+                self.staging.reader(sources),
                 self.uri,
                 schema=self.schema,
                 data_storage_version=LANCE_FILE_FORMAT,
@@ -269,7 +263,9 @@ class TileWriter:
             if present == 0 and rows == 0:
                 return None
             if present == 0:
-                ds = write_lance(self._reader(sources), self.uri, schema=self.schema, mode="append")
+                ds = write_lance(
+                    self.staging.reader(sources), self.uri, schema=self.schema, mode="append"
+                )
             elif rows == 0:
                 ds.delete(sql_in("source", sources))
             else:
@@ -278,7 +274,7 @@ class TileWriter:
                     .when_matched_update_all()
                     .when_not_matched_insert_all()
                     .when_not_matched_by_source_delete(sql_in("source", sources))
-                    .execute(self._reader(sources))
+                    .execute(self.staging.reader(sources))
                 )
             ds = open_lance(self.uri)
         self._after_commit(sources, rows, int(ds.version))
@@ -286,18 +282,13 @@ class TileWriter:
 
     def _after_commit(self, sources: list[str], rows: int, version: int) -> None:
         for s in sources:
-            path = self._files.pop(s, None)
-            self._rows.pop(s, None)
-            if path is not None:
-                path.unlink(missing_ok=True)
+            self.staging.drop(s)
         self._version = version
         self.rows_committed += rows
         self.commits += 1
 
     def close(self) -> None:
-        for source in list(self._writers):
-            self._close_writer(source)
-        shutil.rmtree(self._stage, ignore_errors=True)
+        self.staging.close()
 
 
 def dataset_info(uri: str) -> dict[str, Any]:
@@ -439,6 +430,9 @@ class TileStore:
 
     def add(self, source: str, table: pa.Table) -> None:
         self.writer.add(source, table)
+
+    def add_encoded(self, source: str, rows: EncodedRows) -> None:
+        self.writer.add_encoded(source, rows)
 
     def finish(self, source: str) -> None:
         self.writer.finish(source)

@@ -319,19 +319,27 @@ def test_actor_stores_jpeg_thumbnails_of_the_tiles(size: int) -> None:
 
     from ris_ray import thumbnail
     from ris_ray.actors import EmbedActor
-    from ris_ray.schema import DatasetParams
+    from ris_ray.schema import DatasetParams, EncodedRows, schema_for
 
     weights = resolve_weights("random")
-    actor = EmbedActor(weights, DatasetParams(64, 64, weights.model_id), "cpu", "fp32", 4, 1,
-                       "float16", size)  # fmt: skip
+    params = DatasetParams(64, 64, weights.model_id)
+    actor = EmbedActor(weights, params, "cpu", "fp32", 4, 1, "float16", size)
+
+    def table(*encoded: EncodedRows) -> pa.Table:  # the messages, decoded as the store would
+        schema = schema_for(params, "float16")
+        return pa.Table.from_batches(
+            [pa.ipc.read_record_batch(e.message, schema) for e in encoded], schema
+        )
+
     n = 3
     pixels = _scenes(n, seed=6)
-    (table,) = actor.embed(_tile_batch(pixels))
-    # Two windows in one call: one table each, the same rows as one window alone.
+    (whole,) = actor.embed(_tile_batch(pixels))
+    assert whole.rows == n
+    # Two windows in one call: one message each, the same rows as one window alone.
     first, rest = actor.embed(_tile_batch(pixels[:1]), _tile_batch(pixels[1:], first=1))
-    assert (first.num_rows, rest.num_rows) == (1, 2)
-    assert pa.concat_tables([first, rest]).equals(table)
-    blobs = table.column("thumbnail").to_pylist()
+    assert (first.rows, rest.rows) == (1, 2)
+    assert table(first, rest).equals(table(whole))
+    blobs = table(whole).column("thumbnail").to_pylist()
     if size == 0:
         assert blobs == [None] * n
         return
