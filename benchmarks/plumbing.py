@@ -1,11 +1,18 @@
 """The plumbing ceiling (issue 11, item 2): the whole Ray ingest with a
 zero-cost embedder against the tiling stage alone, on the same cores, in one run.
 
-- :class:`ConstantEmbedActor` is an :class:`~ris_ray.actors.EmbedActor` with no
-  model: :meth:`fingerprints` returns a constant vector, everything else
-  (``embed``: rows encoded in the store's fingerprint type; the driver's
-  staging writes, Lance commit and manifest) is the shipped path, passed to
-  ``pipeline.ingest(cfg, actor_cls=ConstantEmbedActor)``.
+- :class:`ZeroCostEmbedActor` is an :class:`~ris_ray.actors.EmbedActor` whose
+  own work costs nothing, as if the GPU and its host side were free: a
+  constant fingerprint and one real JPEG thumbnail (of the first tile it
+  sees) for every tile, so the same bytes per tile travel; the pixels are
+  not touched. Everything else is the shipped path (``embed``: rows encoded
+  in the store's fingerprint type; the driver's staging, Lance commit and
+  manifest), passed to ``pipeline.ingest(cfg, actor_cls=...)``. This is
+  the plumbing: Ray's calls and object store, the driver, the Lance writer.
+- :class:`ConstantEmbedActor` adds the embedder actor's own host work that a
+  GPU node pays on the same node's cores: it reads every ``T/size``-th pixel
+  (standing in for the GPU's thumbnail reduce; the GPU upload reads the
+  pixels too) and JPEG-encodes every thumbnail, as the shipped actor does.
 - "tiling alone" runs the same ``tile_task`` Ray tasks on the same windows in
   the same Ray instance, with the embedder's CPU slot held by an idle actor so
   both runs cut tiles in the same number of concurrent tasks; the driver
@@ -31,24 +38,25 @@ from typing import Any
 
 import numpy as np
 
+from ris_ray import thumbnail
 from ris_ray.actors import EmbedActor
 from ris_ray.config import FINGERPRINT_DIM
 from ris_ray.schema import DatasetParams
 from ris_ray.tiling import TileSpec, plan_windows, probe, read_tiles
 from ris_ray.weights import ResolvedWeights
 
-__all__ = ["ConstantEmbedActor", "bench_plumbing", "shipped_bytes"]
+__all__ = ["ConstantEmbedActor", "ZeroCostEmbedActor", "bench_plumbing", "shipped_bytes"]
 
 
 class ConstantEmbedActor(EmbedActor):
-    """Benchmark-only embedder: no model, a constant fingerprint per tile,
-    the shipped output path (:meth:`EmbedActor.embed` JPEG-encodes the
-    thumbnails and encodes the rows).
+    """Benchmark-only embedder: no model, a constant fingerprint per tile, and
+    the shipped actor's host work on thumbnails (:meth:`EmbedActor.embed`
+    JPEG-encodes them and encodes the rows).
 
     :meth:`infer` stands in for the device pass: the constant fingerprints,
     and for the thumbnails' pixels every ``T/size``-th pixel of each tile (a
-    strided copy, ~free, as the area reduce is on a GPU); their encoding is
-    the shipped CPU work, paid here.
+    strided read of every page, standing in for the GPU's reduce; the GPU
+    upload reads the pixels too); their encoding is the shipped CPU work.
     """
 
     def __init__(
@@ -71,11 +79,35 @@ class ConstantEmbedActor(EmbedActor):
     def device(self) -> str:
         return "none (zero-cost: constant fingerprints)"
 
-    def infer(self, pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        fingerprints = np.broadcast_to(self._one, (len(pixels), FINGERPRINT_DIM))
-        step = max(1, pixels.shape[-1] // max(size, 1))
-        small = pixels[:, :, ::step, ::step][:, :, :size, :size] if size else pixels[:0, :, :0, :0]
-        return fingerprints, np.ascontiguousarray(small.transpose(0, 2, 3, 1))
+    def infer(self, pixels: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+        n = sum(len(p) for p in pixels)
+        fingerprints = np.broadcast_to(self._one, (n, FINGERPRINT_DIM))
+        small = np.empty((n if size else 0, size, size, 3), np.uint8)
+        start = 0
+        for p in pixels if size else []:
+            step = max(1, p.shape[-1] // size)
+            small[start : start + len(p)] = p[:, :, ::step, ::step][:, :, :size, :size].transpose(
+                0, 2, 3, 1
+            )
+            start += len(p)
+        return fingerprints, small
+
+
+class ZeroCostEmbedActor(ConstantEmbedActor):
+    """Benchmark-only embedder whose own work is free: constant fingerprints and,
+    for every tile, the one real JPEG thumbnail of the first tile it saw (so
+    the rows carry the same bytes); the pixels are never read."""
+
+    _jpeg: bytes | None = None
+
+    def infer(self, pixels: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._jpeg is None and size and pixels:
+            self._jpeg = thumbnail.encode_all(super().infer(pixels[:1], size)[1][:1])[0]
+        n = sum(len(p) for p in pixels)
+        return np.broadcast_to(self._one, (n, FINGERPRINT_DIM)), np.empty((n, 0, 0, 3), np.uint8)
+
+    def thumbnails(self, small: np.ndarray) -> list[bytes]:
+        return [self._jpeg or b""] * len(small)
 
 
 def shipped_bytes(obj: Any) -> int:
@@ -268,14 +300,14 @@ class _Hold:
         return True
 
 
-def _ingest_once(src: Path, db: Path) -> dict[str, float]:
+def _ingest_once(src: Path, db: Path, actor_cls: type[EmbedActor]) -> dict[str, float]:
     from ris_ray.config import IngestConfig
     from ris_ray.pipeline import ingest
 
     cfg = IngestConfig(inputs=(str(src),), db=str(db), weights="random", progress=False)
     sampler = _CpuSampler()
     t0 = time.perf_counter()
-    report = ingest(cfg, actor_cls=ConstantEmbedActor)
+    report = ingest(cfg, actor_cls=actor_cls)
     wall = time.perf_counter() - t0
     cpu = sampler.stop()
     shutil.rmtree(db, ignore_errors=True)
@@ -336,9 +368,17 @@ def _plans(src: Path, probe_task: Any = None) -> list[tuple[Any, Any]]:
 
 Runs = dict[str, list[dict[str, float]]]
 
+#: The runs of a round: tiling alone, then the ingest with each benchmark embedder.
+_KINDS: dict[str, tuple[str, type[EmbedActor] | None]] = {
+    "alone": ("tiling alone (tile_task)", None),
+    "ingest": ("zero-cost ingest", ZeroCostEmbedActor),
+    "thumbs": ("zero-cost ingest + actor's thumbnail work", ConstantEmbedActor),
+}
+
 
 def _measure(data: Path, work: Path, scales: tuple[int, ...], rounds: int) -> dict[int, Runs]:
-    """Per scale: ``rounds`` interleaved pairs (tiling alone, zero-cost ingest)."""
+    """Per scale: ``rounds`` interleaved rounds of every :data:`_KINDS` run, after
+    a warm-up of each (worker processes started, torch imported in the driver)."""
     import ray
 
     from ris_ray.weights import resolve_weights
@@ -349,15 +389,22 @@ def _measure(data: Path, work: Path, scales: tuple[int, ...], rounds: int) -> di
     ray.init(num_cpus=cores + 1, include_dashboard=False, logging_level="ERROR")
     spec = TileSpec(256, 256, 0.5, resolve_weights("random").model_id)
     inflight = max(4, 2 * (cores + 1))  # the ingest's default windows being read
+
+    def once(src: Path, actor_cls: type[EmbedActor] | None, name: str) -> dict[str, float]:
+        if actor_cls is None:
+            return _tiling_alone(src, spec, inflight)
+        return _ingest_once(src, work / f"plumbing-{name}.lance", actor_cls)
+
     out: dict[int, Runs] = {}
     try:
         for scale in scales:
             src = _inputs(data, scale, work)
-            _tiling_alone(src, spec, inflight)  # warm-up: worker processes started
-            runs: Runs = {"alone": [], "ingest": []}
+            for key, (_, cls) in _KINDS.items():
+                once(src, cls, f"{scale}-{key}-warm")
+            runs: Runs = {key: [] for key in _KINDS}
             for r in range(rounds):
-                runs["alone"].append(_tiling_alone(src, spec, inflight))
-                runs["ingest"].append(_ingest_once(src, work / f"plumbing-{scale}-{r}.lance"))
+                for key, (_, cls) in _KINDS.items():
+                    runs[key].append(once(src, cls, f"{scale}-{key}-{r}"))
             out[scale] = runs
     finally:
         ray.shutdown()
@@ -371,60 +418,73 @@ def _med(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(x.get(key, 0.0) for x in runs)
 
 
+def _row(name: str, label: str, tiles: float, wall: float, cpu: dict[str, float]) -> dict[str, Any]:
+    """One table row: ``cpu`` is CPU seconds per process group for ``tiles``."""
+    row: dict[str, Any] = {
+        "run": name,
+        "input": label,
+        "tiles": int(tiles),
+        "wall s": wall,
+        "tiles/s": tiles / wall,
+    }
+    row.update({f"{g} CPU ms/1k": 1e6 * cpu.get(g, 0.0) / tiles for g in _GROUPS})
+    row["all CPU ms/1k"] = sum(row[f"{g} CPU ms/1k"] for g in _GROUPS)
+    return row
+
+
 def bench_plumbing(
     data: Path, work: Path, scales: tuple[int, int] = (2, 16), rounds: int = 3
 ) -> list[dict[str, Any]]:
-    """Tiling alone vs the zero-cost ingest at two input sizes (``rounds``
-    interleaved rounds each, medians), and the marginal cost between them:
+    """Tiling alone vs the zero-cost ingest (and the ingest with the actor's
+    thumbnail work) at two input sizes (``rounds`` interleaved rounds each,
+    medians), and the marginal cost between them:
     ``(x[big] - x[small]) / (tiles[big] - tiles[small])``, i.e. the per-tile
     cost once fixed costs (actor start, model check, Lance create, commit,
     manifest) are taken out."""
     measured = _measure(data, work, scales, rounds)
     rows: list[dict[str, Any]] = []
     for scale, runs in measured.items():
-        for name, key in (("tiling alone (tile_task)", "alone"), ("zero-cost ingest", "ingest")):
-            tiles, wall = _med(runs[key], "tiles"), _med(runs[key], "wall")
-            row: dict[str, Any] = {
-                "run": name,
-                "input": f"{scale}x {data.name}",
-                "tiles": int(tiles),
-                "wall s": wall,
-                "tiles/s": tiles / wall,
-            }
-            row.update(
-                {f"{g} CPU ms/1k": 1e6 * _med(runs[key], f"cpu {g}") / tiles for g in _GROUPS}
+        label = f"{scale}x {data.name}"
+        by_kind = {
+            key: _row(
+                name,
+                label,
+                _med(runs[key], "tiles"),
+                _med(runs[key], "wall"),
+                {g: _med(runs[key], f"cpu {g}") for g in _GROUPS},
             )
-            row["all CPU ms/1k"] = sum(row[f"{g} CPU ms/1k"] for g in _GROUPS)
-            rows.append(row)
-        rows.append(_ratio(rows[-1], rows[-2], f"{scale}x {data.name}"))
-    small, big = (measured[s] for s in scales)
-    for name, key in (
-        ("tiling alone, marginal", "alone"),
-        ("zero-cost ingest, marginal", "ingest"),
-    ):
-        dt = _med(big[key], "tiles") - _med(small[key], "tiles")
-        row = {
-            "run": name,
-            "input": f"{scales[1]}x - {scales[0]}x",
-            "tiles": int(dt),
-            "wall s": _med(big[key], "wall") - _med(small[key], "wall"),
+            for key, (name, _) in _KINDS.items()
         }
-        row["tiles/s"] = dt / row["wall s"]
-        for g in _GROUPS:
-            k = f"cpu {g}"
-            row[f"{g} CPU ms/1k"] = 1e6 * (_med(big[key], k) - _med(small[key], k)) / dt
-        row["all CPU ms/1k"] = sum(row[f"{g} CPU ms/1k"] for g in _GROUPS)
-        rows.append(row)
-    rows.append(_ratio(rows[-1], rows[-2], "marginal"))
-    return rows
+        rows += _with_ratios(by_kind, label)
+    small, big = (measured[s] for s in scales)
+    label = f"{scales[1]}x - {scales[0]}x"
+    marginal = {
+        key: _row(
+            f"{name}, marginal",
+            label,
+            _med(big[key], "tiles") - _med(small[key], "tiles"),
+            _med(big[key], "wall") - _med(small[key], "wall"),
+            {g: _med(big[key], f"cpu {g}") - _med(small[key], f"cpu {g}") for g in _GROUPS},
+        )
+        for key, (name, _) in _KINDS.items()
+    }
+    return rows + _with_ratios(marginal, "marginal")
 
 
-def _ratio(ingest: dict[str, Any], alone: dict[str, Any], label: str) -> dict[str, Any]:
+def _with_ratios(rows: dict[str, dict[str, Any]], label: str) -> list[dict[str, Any]]:
+    """The rows of every kind, each ingest followed by its ratio to tiling alone."""
+    out = [rows["alone"]]
+    for key in ("ingest", "thumbs"):
+        out += [rows[key], _ratio(rows[key], rows["alone"], label, _KINDS[key][0])]
+    return out
+
+
+def _ratio(ingest: dict[str, Any], alone: dict[str, Any], label: str, name: str) -> dict[str, Any]:
     """Throughput ratio (wall clock) and CPU ratio (all processes' CPU per tile,
     alone / ingest: the throughput ratio of a CPU-bound machine, steadier
     than wall clock when other jobs load it)."""
     return {
-        "run": "ratio ingest / alone",
+        "run": f"ratio: {name} / alone",
         "input": label,
         "tiles/s": ingest["tiles/s"] / alone["tiles/s"],
         "all CPU ms/1k": alone["all CPU ms/1k"] / ingest["all CPU ms/1k"],

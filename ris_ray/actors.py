@@ -59,21 +59,26 @@ class EmbedActor:
     def device(self) -> str:
         return f"{self.embedder.device} {str(self.embedder.dtype).removeprefix('torch.')}"
 
-    def infer(self, pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, FINGERPRINT_DIM)`` float32 fingerprints of band-first ``pixels`` and the
-        tiles shrunk to ``(N, size, size, 3)`` uint8 (none when ``size`` is 0), one
+    def infer(self, pixels: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, FINGERPRINT_DIM)`` float32 fingerprints of the band-first tiles of
+        ``pixels`` (the windows of one call, in order, not joined) and the tiles
+        shrunk to ``(N, size, size, 3)`` uint8 (none when ``size`` is 0), one
         device pass (:meth:`~ris_ray.embed.Embedder.embed_and_shrink`)."""
         return self.embedder.embed_and_shrink(pixels, size)
+
+    def thumbnails(self, small: np.ndarray) -> list[bytes]:
+        """The JPEGs of the shrunk tiles :meth:`infer` returned, in order (on the
+        encoding threads of a GPU actor)."""
+        return thumbnail.encode_all(small, self.pool)
 
     def embed(self, *batches: TileBatch) -> list[EncodedRows]:
         """The batches of one call (one per window) as rows in the store schema,
         one IPC message per batch, pixels dropped. Their pixels go through
-        :meth:`infer` together (one array: fuller batches on a GPU)."""
+        :meth:`infer` together (fuller batches on a GPU), without being joined first."""
         pixels = [b.pixels for b in batches if b.pixels is not None]
         assert len(pixels) == len(batches), "a batch reaches the embedder with its pixels"
-        whole = pixels[0] if len(pixels) == 1 else np.concatenate(pixels)
-        fingerprints, small = self.infer(whole, self.thumbnail)
-        thumbs = thumbnail.encode_all(small, self.pool) if self.thumbnail else []
+        fingerprints, small = self.infer(pixels, self.thumbnail)
+        thumbs = self.thumbnails(small) if self.thumbnail else []
         encoded, start = [], 0
         for batch in batches:
             end = start + len(batch)

@@ -34,7 +34,7 @@ import logging
 import os
 import socket
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ __all__ = [
     "default_num_threads",
     "imagenet_cached",
     "shrink_tiles",
+    "tile_chunks",
 ]
 
 log = logging.getLogger(__name__)
@@ -216,9 +217,15 @@ class Embedder:
         """
         return self.embed_and_shrink(pixels, 0)[0]
 
-    def embed_and_shrink(self, pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def embed_and_shrink(
+        self, pixels: np.ndarray | Sequence[np.ndarray], size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`embed`, and each tile shrunk to ``size x size`` in the same pass
         (the thumbnails' pixels; ``(N, size, size, 3)`` uint8, empty when ``size`` is 0).
+
+        ``pixels`` may be one array or several in one layout (the windows of one
+        actor call), taken in order without joining them first: a forward pass
+        copies tiles only where it spans two of them (:func:`tile_chunks`).
 
         The shrink is an area reduce: thumbnail pixel ``(i, j)`` is the mean
         of the tile's pixels in rows ``[i H/s, (i+1) H/s)`` and columns
@@ -227,22 +234,15 @@ class Embedder:
         tile already uploaded (:func:`shrink_tiles`); on a CPU with Pillow
         (:func:`ris_ray.thumbnail.shrink`, ~10x faster than torch's there).
         """
-        if pixels.ndim == 4 and pixels.shape[-1] == 3:
-            band_first = False
-        elif pixels.ndim == 4 and pixels.shape[1] == 3:
-            band_first = True
-        else:
-            band_first = None
-        if band_first is None or pixels.dtype != np.uint8:
-            raise ValueError(
-                "pixels must be (N, H, W, 3) or (N, 3, H, W) uint8, "
-                f"got {pixels.shape} {pixels.dtype}"
-            )
-        out = np.empty((pixels.shape[0], FINGERPRINT_DIM), dtype=np.float32)
-        small = np.empty((pixels.shape[0] if size else 0, size, size, 3), dtype=np.uint8)
+        parts = [pixels] if isinstance(pixels, np.ndarray) else list(pixels)
+        band_first = _band_first(parts)
+        n = sum(len(part) for part in parts)
+        out = np.empty((n, FINGERPRINT_DIM), dtype=np.float32)
+        small = np.empty((n if size else 0, size, size, 3), dtype=np.uint8)
+        start = 0
         with torch.inference_mode():
-            for start in range(0, pixels.shape[0], self.step):
-                part = np.ascontiguousarray(pixels[start : start + self.step])
+            for tiles in tile_chunks(parts, self.step):
+                part = np.ascontiguousarray(tiles)
                 chunk = _host_tensor(part)
                 if self.device.type == "cuda":
                     chunk = chunk.pin_memory().to(self.device, non_blocking=True)
@@ -260,6 +260,7 @@ class Embedder:
                 x = x.contiguous(memory_format=torch.channels_last)
                 feats = self.model(x).float()
                 out[start : start + feats.shape[0]] = feats.cpu().numpy()
+                start += len(part)
         finite = np.isfinite(out).all(axis=1)
         if not finite.all():
             raise EmbeddingError(
@@ -287,6 +288,39 @@ class Embedder:
         result = dict(batch)
         result["fingerprint"] = self.embed(np.asarray(batch["pixels"]))
         return result
+
+
+def _band_first(parts: Sequence[np.ndarray]) -> bool:
+    """Whether the uint8 tile arrays ``parts`` are band-first ``(N, 3, H, W)``
+    rather than ``(N, H, W, 3)`` (all alike; tiles are at least 16 px)."""
+    layouts = set()
+    for part in parts:
+        if part.ndim != 4 or part.dtype != np.uint8 or 3 not in (part.shape[1], part.shape[-1]):
+            raise ValueError(
+                f"pixels must be (N, H, W, 3) or (N, 3, H, W) uint8, got {part.shape} {part.dtype}"
+            )
+        layouts.add(part.shape[-1] != 3)
+    if len(layouts) > 1:
+        raise ValueError("pixels: all arrays must have the same layout")
+    return layouts == {True}
+
+
+def tile_chunks(parts: Sequence[np.ndarray], step: int) -> Iterator[np.ndarray]:
+    """The tiles of ``parts`` in order, ``step`` at a time (the last chunk may be
+    shorter): views within one array, a copy only where a chunk spans two."""
+    pending: list[np.ndarray] = []
+    count = 0
+    for part in parts:
+        at = 0
+        while at < len(part):
+            take = min(step - count, len(part) - at)
+            pending.append(part[at : at + take])
+            count, at = count + take, at + take
+            if count == step:
+                yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+                pending, count = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
 
 def _host_tensor(pixels: np.ndarray) -> torch.Tensor:

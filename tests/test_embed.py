@@ -265,6 +265,24 @@ def test_embed_and_shrink_gives_the_box_mean_in_the_same_pass(embedder: Embedder
     assert embedder.embed_and_shrink(pixels, 0)[1].shape == (0, 0, 0, 3)
 
 
+def test_windows_of_one_call_are_embedded_as_one_array_without_joining(
+    embedder: Embedder,
+) -> None:
+    from ris_ray.embed import tile_chunks
+
+    pixels = np.ascontiguousarray(_batch(11, seed=5).transpose(0, 3, 1, 2))
+    windows = [pixels[:3], pixels[3:4], pixels[4:11]]  # forward passes span them
+    chunks = list(tile_chunks(windows, 4))
+    assert [len(c) for c in chunks] == [4, 4, 3]
+    assert np.array_equal(np.concatenate(chunks), pixels)
+    assert chunks[2].base is pixels  # within one window: a view, not a copy
+    fingerprints, small = embedder.embed_and_shrink(windows, 16)
+    want, want_small = embedder.embed_and_shrink(pixels, 16)
+    assert np.allclose(fingerprints, want, atol=1e-5) and np.array_equal(small, want_small)
+    with pytest.raises(ValueError, match="same layout"):
+        embedder.embed_and_shrink([pixels[:1], pixels[1:2].transpose(0, 2, 3, 1)], 0)
+
+
 @pytest.mark.parametrize("size", [16, 24])
 def test_the_gpu_shrink_equals_the_cpu_one(size: int) -> None:
     """:func:`shrink_tiles` (torch, what a GPU embedder runs) against Pillow's
@@ -350,7 +368,7 @@ def test_actor_stores_jpeg_thumbnails_of_the_tiles(size: int) -> None:
         assert (
             np.abs(np.asarray(im.convert("RGB"), np.float64) - ref).mean() < 8
         )  # JPEG q70 at 16 px, 4:2:0 chroma
-    small = EmbedActor.infer(actor, pixels, size)[1]
+    small = EmbedActor.infer(actor, [pixels], size)[1]
     with ThreadPoolExecutor(2) as pool:  # a GPU actor's encoding threads: same bytes
         assert thumbnail.encode_all(small, pool) == blobs
 

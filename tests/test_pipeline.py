@@ -224,10 +224,11 @@ class _ConstantActor(EmbedActor):
     def device(self) -> str:
         return "constant"
 
-    def infer(self, pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        assert pixels.dtype == np.uint8 and pixels.shape[1] == 3  # band-first
-        corner = np.ascontiguousarray(pixels[:, :, :size, :size].transpose(0, 2, 3, 1))
-        return np.full((len(pixels), 512), 0.25, np.float32), corner
+    def infer(self, pixels: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+        whole = np.concatenate(pixels)  # the windows of the call, in order
+        assert whole.dtype == np.uint8 and whole.shape[1] == 3  # band-first
+        corner = np.ascontiguousarray(whole[:, :, :size, :size].transpose(0, 2, 3, 1))
+        return np.full((len(whole), 512), 0.25, np.float32), corner
 
 
 def test_ingest_takes_another_actor_class(ray_session: None, gen_dir: Path, tmp_path: Path) -> None:
