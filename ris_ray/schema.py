@@ -1,8 +1,9 @@
-"""The tile table: its Arrow schema, the dataset parameters, and batch -> table.
+"""The tile table: its Arrow schema, the dataset parameters, and batch -> rows.
 
-Lance-free (numpy and pyarrow only), so an embedder actor builds tables in
+Lance-free (numpy and pyarrow only), so an embedder actor encodes rows in
 the store's schema without importing Lance (about 0.2 CPU-s less at every
-actor start); :mod:`ris_ray.store` writes and reads them. A dataset's
+actor start), nor pandas (see :func:`to_record_batch`); :mod:`ris_ray.store`
+stages, writes and reads them. A dataset's
 parameters (tile size, stride, model id) live in the Arrow schema metadata
 under ``ris_ray.*`` keys so a later run or a query can check it is compatible.
 """

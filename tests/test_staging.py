@@ -144,3 +144,31 @@ def test_writer_refuses_rows_encoded_in_another_schema(tmp_path: Path) -> None:
         assert sources == ["a.tif"] and version == 1 and writer.rows_committed == 2
     finally:
         writer.close()
+
+
+def test_a_file_spilled_to_disk_is_committed_whole(tmp_path: Path) -> None:
+    """Past the budget, staged rows go to disk and still reach Lance in one commit."""
+    import lance
+
+    from ris_ray.store import TileWriter
+
+    writer = TileWriter(str(tmp_path / "db.lance"), PARAMS, stage_dir=str(tmp_path))
+    writer.staging.budget = 1  # every file spills
+    try:
+        for i, n in enumerate([4, 3, 5]):
+            writer.add_encoded("a.tif", encode_rows(_batch("a.tif", n, seed=i), PARAMS))
+        writer.add_encoded("b.tif", encode_rows(_batch("b.tif", 2, seed=9), PARAMS))
+        assert writer.staging.spills == 2
+        writer.finish("a.tif")
+        writer.finish("b.tif")
+        version, sources = writer.commit()
+        assert sources == ["a.tif", "b.tif"] and version == 1
+        ids = lance.dataset(str(tmp_path / "db.lance")).to_table().column("tile_id").to_pylist()
+        assert sorted(ids) == sorted(
+            [f"a.tif-{s}-{j}" for s, n in enumerate([4, 3, 5]) for j in range(n)]
+            + [f"b.tif-9-{j}" for j in range(2)]
+        )
+        assert not any(p.suffix == ".arrow" for p in tmp_path.rglob("*"))  # dropped once committed
+    finally:
+        writer.close()
+    assert not any(p.name.startswith("ris-stage-") for p in tmp_path.iterdir())
