@@ -120,7 +120,7 @@ def dataset_size_bytes(uri: str) -> int:
 
 
 class TileWriter:
-    """Stage tiles per source file on local disk; publish whole files atomically.
+    """Stage tiles per source file (in memory, spilled to disk); publish whole files atomically.
 
     ``add(source, table)`` stages rows of a source (:mod:`ris_ray.staging`:
     Arrow IPC messages in memory, spilled to a private temp dir past a
