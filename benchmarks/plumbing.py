@@ -326,7 +326,7 @@ def _bytes_per_tile(plans: list[tuple[Any, Any]], spec: TileSpec) -> dict[str, f
     window), serialized as Ray does."""
     params = DatasetParams(256, 256, spec.model)
     actor = ConstantEmbedActor(None, params, "", "", 0, 0, "float16")  # type: ignore[arg-type]
-    batch_b = table_b = tiles = pixel_b = 0
+    batch_b = rows_b = tiles = pixel_b = 0
     for info, job in plans:
         batch, stats = read_tiles(info, job, spec)
         if not stats.n_tiles:
@@ -334,11 +334,11 @@ def _bytes_per_tile(plans: list[tuple[Any, Any]], spec: TileSpec) -> dict[str, f
         tiles += stats.n_tiles
         batch_b += shipped_bytes(batch)
         pixel_b += int(batch.pixels.nbytes) if batch.pixels is not None else 0
-        table_b += shipped_bytes(actor.embed(batch))
+        rows_b += shipped_bytes(actor.embed(batch))
     return {
         "batch": batch_b / tiles,
         "pixels": pixel_b / tiles,
-        "table": table_b / tiles,
+        "rows": rows_b / tiles,
     }
 
 

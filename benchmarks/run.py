@@ -802,7 +802,7 @@ def _plumbing_stage(data: Path, work: Path, results: dict[str, Any]) -> None:
     labels = {
         "batch": "batch (tiling -> embedder)",
         "pixels": "of which pixels",
-        "table": "table (embedder -> driver)",
+        "rows": "rows (embedder -> driver)",
     }
     rows = [{"object": labels[k], "bytes/tile": v} for k, v in sizes.items()]
     _table("1d. object-store bytes per tile (shared data)", rows)
