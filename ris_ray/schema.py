@@ -139,7 +139,7 @@ class EncodedRows:
 
     rows: int
     message: pa.Buffer
-    schema: str  # :func:`schema_digest` of the schema the rows are in
+    schema: str  # :func:`schema_digest` of the ``(params, fingerprint)`` the rows are in
 
 
 def to_record_batch(
@@ -195,13 +195,16 @@ def encode_rows(
 ) -> EncodedRows:
     """:func:`to_record_batch` as one IPC message (:class:`EncodedRows`)."""
     rows = to_record_batch(batch, params, fingerprint)
-    return EncodedRows(rows.num_rows, rows.serialize(), schema_digest(rows.schema))
+    return EncodedRows(rows.num_rows, rows.serialize(), schema_digest(params, fingerprint))
 
 
 @functools.lru_cache(maxsize=8)
-def schema_digest(schema: pa.Schema) -> str:
-    """A short digest of ``schema`` (fields, types and metadata): IPC messages
-    carry no schema, so the rows' schema travels as this beside them."""
+def schema_digest(params: DatasetParams, fingerprint: str = FINGERPRINT_TYPES[0]) -> str:
+    """A short digest of :func:`schema_for` ``(params, fingerprint)`` (fields, types
+    and metadata): IPC messages carry no schema, so the rows' schema travels as
+    this beside them. Cached on its arguments, which hash in well under a
+    microsecond (a ``pa.Schema`` takes ~7 us): it is looked up once per window."""
+    schema = schema_for(params, fingerprint)
     return hashlib.sha1(schema.serialize().to_pybytes()).hexdigest()[:16]
 
 

@@ -192,7 +192,7 @@ class TileWriter:
         message's header fits it (zero-copy, ~20 us); :class:`ValueError` otherwise."""
         if rows.rows == 0:
             return
-        if rows.schema != schema_digest(self.schema):
+        if rows.schema != schema_digest(self.params, self.fingerprint):
             raise ValueError(
                 f"{source}: rows encoded in another schema than the dataset's "
                 f"({self.fingerprint} fingerprints, {self.params.describe()})"
