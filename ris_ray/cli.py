@@ -89,8 +89,9 @@ def ingest(
     batch_size: Annotated[
         int,
         typer.Option(
-            help="Tiles per forward pass on a GPU, and most tiles per embedder call "
-            "(windows waiting for the embedder go together, at least one).",
+            help="Tiles per forward pass on a GPU. An embedder call carries several "
+            "(windows waiting for the embedder go together: up to 256 tiles, or "
+            "this when larger).",
         ),
     ] = 64,
     window_px: Annotated[int, typer.Option(help="Target edge of each read window.")] = 2048,

@@ -70,13 +70,21 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
+#: Fewest tiles an embedder call may carry when windows wait (``--batch-size``
+#: when larger): a call holds several forward passes, so Ray's own work per
+#: call (about 1 ms in the driver and in the actor, more on loaded cores)
+#: spreads over more tiles.
+CALL_TILES = 256
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """Everything one ``ingest`` run needs.
 
     ``stride`` defaults to ``tile_size`` (no overlap). ``window_px`` is the
     target edge of the windows that tiling tasks read (rounded to whole tiles
-    and, where it helps, to the file's internal blocks).
+    and, where it helps, to the file's internal blocks). ``call_tiles``
+    (library only) sets :attr:`tiles_per_call`.
     """
 
     inputs: tuple[str, ...]
@@ -102,6 +110,7 @@ class IngestConfig:
     gpu_wait_s: float = 900.0
     strict: bool = False
     lock_wait_s: float = 0.0  # wait this long for another ingest of the same --db
+    call_tiles: int | None = None
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -116,6 +125,8 @@ class IngestConfig:
             raise InputError(f"--min-valid {self.min_valid}: must be between 0 and 1")
         if self.batch_size < 1:
             raise InputError(f"--batch-size {self.batch_size}: must be >= 1")
+        if self.call_tiles is not None and self.call_tiles < 1:
+            raise InputError(f"call_tiles {self.call_tiles}: must be >= 1")
         self._check_seconds()
         if self.window_px < 1:
             raise InputError(f"--window-px {self.window_px}: must be a positive number of pixels")
@@ -136,6 +147,14 @@ class IngestConfig:
             ("--lock-wait", self.lock_wait_s),
         ):
             check_seconds(option, value)
+
+    @property
+    def tiles_per_call(self) -> int:
+        """Most tiles one embedder call carries (at least one window):
+        ``call_tiles`` when set, else ``max(batch_size, CALL_TILES)``."""
+        if self.call_tiles is not None:
+            return self.call_tiles
+        return max(self.batch_size, CALL_TILES)
 
     @property
     def step(self) -> int:

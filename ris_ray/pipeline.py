@@ -65,8 +65,11 @@ PROBE_FILES = 16
 #: Share of the cluster's object store that tiles cut while the embedders
 #: start may fill (read-ahead, :class:`~ris_ray.scheduler.Scheduler`).
 STARTUP_STORE_SHARE = 0.25
-#: Longest a cut window waits for others to fill an embedder call (``--batch-size`` tiles).
-EMBED_HOLD_S = 0.05
+#: Longest a cut window waits for others to fill an embedder call
+#: (:attr:`~ris_ray.config.IngestConfig.tiles_per_call` tiles). The wait costs
+#: no throughput: calls that fill go out at once, and a window waits only
+#: while the embedders have free slots, i.e. keep up with tiling.
+EMBED_HOLD_S = 0.25
 
 
 # ---------------------------------------------------------------- reports
@@ -479,7 +482,7 @@ def _run(
         n_embedders=len(actors),
         embed_slots=EMBED_INFLIGHT_PER_ACTOR,
         probe_files=probe_files(len(paths), cpus),
-        embed_tiles=cfg.batch_size,
+        embed_tiles=cfg.tiles_per_call,
         hold_s=EMBED_HOLD_S,
         ready=False,
         startup_tiles=int(STARTUP_STORE_SHARE * store_bytes / (3 * cfg.tile_size**2)),

@@ -107,7 +107,7 @@ def test_readers_see_whole_files_during_commits(ray_session: None, tmp_path: Pat
             weights="random",
             progress=False,
             commit_every_s=0.0,
-            batch_size=1,  # one file per embedder call: several commits
+            call_tiles=1,  # one file per embedder call: several commits
         )
     )
     seen: set[int] = set()

@@ -27,7 +27,7 @@ from ris_ray.store import compact, version_history
 
 def _run(src: Path, db: Path, **kw: object) -> IngestReport:
     """Ingest ``src``, one file per embedder call and per commit (each capture is one window)."""
-    kw = {"commit_every_s": 0.0, "batch_size": 1, **kw}
+    kw = {"commit_every_s": 0.0, "call_tiles": 1, **kw}
     cfg = IngestConfig(inputs=(str(src),), db=str(db), weights="random", progress=False, **kw)  # type: ignore[arg-type]
     return ingest(cfg)
 
@@ -155,7 +155,7 @@ def test_killed_driver_leaves_last_good_version(ray_session: None, tmp_path: Pat
         from ris_ray.config import IngestConfig
         from ris_ray.pipeline import ingest
         ingest(IngestConfig(inputs=({str(src)!r},), db={str(db)!r}, weights="random",
-                            progress=False, commit_every_s=0.0, batch_size=1))
+                            progress=False, commit_every_s=0.0, call_tiles=1))
     """)
     env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen(

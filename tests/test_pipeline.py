@@ -86,7 +86,7 @@ def test_report_counts_and_reasons(ray_session: None, gen_dir: Path, tmp_path: P
             progress=False,
             stride=128,
             window_px=256,
-            batch_size=1,  # one window per embedder call
+            call_tiles=1,  # one window per embedder call
         )
     )
     files = {Path(f.path).name: f for f in r.files}
@@ -252,6 +252,40 @@ def test_ingest_takes_another_actor_class(ray_session: None, gen_dir: Path, tmp_
         np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in t["thumbnail"].to_pylist()
     ]
     assert all(c.shape == (64, 64, 3) for c in corners)  # the actor's infer() made them
+
+
+def test_embedder_calls_are_filled_up_to_tiles_per_call(
+    ray_session: None, gen_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ris_ray import pipeline
+
+    calls: list[tuple[int, int]] = []  # (windows, tiles) of each embedder call
+
+    class Recording(pipeline.Scheduler):
+        def _take_parts(self) -> tuple[Any, ...]:
+            parts = super()._take_parts()
+            calls.append((len(parts), sum(p.n_tiles for p in parts)))
+            return parts
+
+    monkeypatch.setattr(pipeline, "Scheduler", Recording)
+    runs = {}
+    for name, kw in (("default", {}), ("one", {"call_tiles": 1})):
+        calls.clear()
+        cfg = IngestConfig(
+            inputs=(str(gen_dir),),
+            db=str(tmp_path / name),
+            weights="random",
+            progress=False,
+            stride=128,
+            window_px=256,
+            **kw,  # type: ignore[arg-type]
+        )
+        runs[name] = (ingest(cfg).tiles_written, list(calls))
+    (tiles, default), (tiles_one, one) = runs["default"], runs["one"]
+    assert tiles == tiles_one == sum(n for _, n in default) == sum(n for _, n in one)
+    assert all(w == 1 for w, _ in one)  # call_tiles=1: one window per call
+    assert all(n <= 256 for _, n in default)  # never more than tiles_per_call (256)...
+    assert max(w for w, _ in default) > 1  # ...and windows that wait go together
 
 
 class _BrokenActor(EmbedActor):

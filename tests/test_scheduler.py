@@ -318,3 +318,18 @@ def test_workers_import_neither_the_driver_nor_torch_needlessly() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_call_carries_several_forward_passes() -> None:
+    from ris_ray.config import CALL_TILES, IngestConfig
+    from ris_ray.errors import InputError
+
+    def cfg(**kw: object) -> IngestConfig:
+        return IngestConfig(inputs=("a.tif",), db="d", **kw)  # type: ignore[arg-type]
+
+    assert CALL_TILES == 256
+    assert cfg().tiles_per_call == CALL_TILES  # 4 passes of the default --batch-size 64
+    assert cfg(batch_size=1000).tiles_per_call == 1000  # never less than one pass
+    assert cfg(batch_size=1000, call_tiles=1).tiles_per_call == 1  # one window per call
+    with pytest.raises(InputError, match="call_tiles 0: must be >= 1"):
+        cfg(call_tiles=0)
