@@ -13,7 +13,9 @@ zero-cost embedder against the tiling stage alone, on the same cores, in one run
   GPU node pays on the same node's cores: it reads every ``T/size``-th pixel
   (standing in for the GPU's thumbnail reduce; the GPU upload reads the
   pixels too) and JPEG-encodes every thumbnail, as the shipped actor does.
-- "tiling alone" runs the same ``tile_task`` Ray tasks on the same windows in
+- "tiling alone" runs the same ``tile_task`` Ray tasks on the same windows
+  (grouped as ``ingest`` groups them: small windows up to
+  :data:`~ris_ray.pipeline.TASK_TILES` tiles a task) in
   the same Ray instance, with the embedder's CPU slot held by an idle actor so
   both runs cut tiles in the same number of concurrent tasks; the driver
   takes each window's stats and drops the batch (it stays in the object store
@@ -135,27 +137,34 @@ def _inputs(data: Path, scale: int, work: Path) -> Path:
 
 def _tiling_alone(src: Path, spec: TileSpec, inflight: int) -> dict[str, float]:
     """The tiling stage alone on Ray: the same ``probe_task`` per file (or few
-    files) and ``tile_task`` per window as ``ingest``; returns tiles, wall s and CPU."""
+    files) and ``tile_task`` per window (or few small windows) as ``ingest``;
+    returns tiles, wall s and CPU."""
+    from collections import deque
+
     import ray
 
-    from ris_ray.tasks import probe_task, tile_task
+    from ris_ray.pipeline import TASK_TILES
+    from ris_ray.scheduler import take_group
+    from ris_ray.tasks import probe_task, tile_windows
 
     hold = ray.remote(num_cpus=1)(_Hold).remote()  # the embedder's slot, idle
     ray.get(hold.ready.remote())
     sampler = _CpuSampler()
     t0 = time.perf_counter()
-    todo = _plans(src, probe_task)
+    plans = deque(_plans(src, probe_task))
+    todo = []
+    while plans:
+        todo.append(take_group(plans, lambda plan: plan[1].n_tiles, TASK_TILES))
     pending: dict[Any, Any] = {}
     tiles, first, after_first, last = 0, None, 0, 0.0
     while todo or pending:
         while todo and len(pending) < inflight:
-            info, job = todo.pop(0)
-            stats_ref, batch_ref = tile_task.remote(info, job, spec)
-            pending[stats_ref] = batch_ref
+            stats_ref, batch_refs = tile_windows(todo.pop(0), spec)
+            pending[stats_ref] = batch_refs
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
-            del pending[ref]  # the batch ref goes with it: freed
-            n = ray.get(ref).n_tiles
+            del pending[ref]  # the batch refs go with it: freed
+            n = sum(stats.n_tiles for stats in ray.get(ref))
             tiles += n
             now = time.perf_counter()
             if first is None:

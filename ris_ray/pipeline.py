@@ -5,8 +5,9 @@ Streaming design on Ray core, bounded at every stage:
 1. ``probe_task`` (CPU task per file, or per few files when there are many:
    :func:`probe_files`; :mod:`ris_ray.tasks`) reads the header
    and, for non-uint8 data, a decimated sample for the stretch.
-2. ``tile_task`` (CPU task per window) opens the file itself, reads only its
-   window and cuts tiles into a :class:`~ris_ray.records.TileBatch`.
+2. ``tile_task`` (CPU task per window, or per few small windows up to
+   :data:`TASK_TILES` tiles: small files) opens the file itself, reads only
+   its windows and cuts each into a :class:`~ris_ray.records.TileBatch`.
 3. :class:`~ris_ray.actors.EmbedActor` (one per GPU, ``num_gpus=1``; one CPU
    actor without GPUs) turns a batch into rows in the store schema, one
    Arrow IPC message per window (:class:`~ris_ray.schema.EncodedRows`).
@@ -48,7 +49,7 @@ from ris_ray.records import Failure, FileIdent
 from ris_ray.scheduler import Embed, FileReport, Probe, Scheduler, Tile, Work
 from ris_ray.schema import DatasetParams
 from ris_ray.store import TileStore
-from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_task
+from ris_ray.tasks import TASK_RETRIES, error_text, probe_task, tile_windows
 from ris_ray.tiling import TileSpec
 from ris_ray.uris import is_remote
 from ris_ray.weights import ResolvedWeights, resolve_weights
@@ -65,6 +66,10 @@ PROBE_FILES = 16
 #: Share of the cluster's object store that tiles cut while the embedders
 #: start may fill (read-ahead, :class:`~ris_ray.scheduler.Scheduler`).
 STARTUP_STORE_SHARE = 0.25
+#: Most planned tiles one tiling task cuts when its windows are small (small
+#: files: ~16 tiles each); a window of more is a task of its own. Ray's own
+#: work per task (about 1 ms of driver CPU) then spreads over more tiles.
+TASK_TILES = 64
 #: Longest a cut window waits for others to fill an embedder call
 #: (:attr:`~ris_ray.config.IngestConfig.tiles_per_call` tiles). The wait costs
 #: no throughput: calls that fill go out at once, and a window waits only
@@ -92,7 +97,7 @@ class IngestReport:
     pruned_tiles: int = 0
     ray_gcs_address: str | None = None
     committed: bool = True  # False: --strict saw a failed file and published nothing
-    steady_tiles_per_s: float = 0.0  # between the first and last embedded batch
+    steady_tiles_per_s: float = 0.0  # from the embedders' start to the last embedded batch
 
     @property
     def tiles_written(self) -> int:
@@ -484,6 +489,7 @@ def _run(
         probe_files=probe_files(len(paths), cpus),
         embed_tiles=cfg.tiles_per_call,
         hold_s=EMBED_HOLD_S,
+        task_tiles=TASK_TILES,
         ready=False,
         startup_tiles=int(STARTUP_STORE_SHARE * store_bytes / (3 * cfg.tile_size**2)),
     )
@@ -541,7 +547,7 @@ class _RayLoop:
         self.on_ready = on_ready
         self.starting: Any | None = actors[0].device.remote()  # None once answered
         self.refs: dict[Any, Work] = {}
-        self.batches: dict[int, Any] = {}  # tile ticket -> batch ref
+        self.batches: dict[int, list[Any]] = {}  # tile ticket -> its windows' batch refs
         self.unstaged: list[str] = []  # settled files with nothing to publish
         self.last_commit = time.monotonic()
         self.steady = _SteadyRate()
@@ -581,6 +587,7 @@ class _RayLoop:
                 "its traceback is above: check --device, --precision and the GPU's free memory"
             ) from None
         self.sched.embedders_ready()
+        self.steady.start()
         self.on_ready(device)
 
     def _submit(self, work: Work) -> Any:
@@ -588,19 +595,19 @@ class _RayLoop:
             idents = [self.idents.get(path) for path in work.paths]
             return probe_task.remote(list(work.paths), self.cfg.bands, idents)
         if isinstance(work, Tile):
-            stats_ref, batch_ref = tile_task.remote(work.info, work.job, self.spec)
-            self.batches[work.ticket] = batch_ref
+            windows = [(w.info, w.job) for w in work.windows]
+            stats_ref, self.batches[work.ticket] = tile_windows(windows, self.spec)
             return stats_ref
         return self.actors[work.actor].embed.remote(*(part.batch for part in work.parts))
 
     def _feed(self, work: Work, value: Any) -> None:
-        batch = self.batches.pop(work.ticket, None)
+        batches = self.batches.pop(work.ticket, [])
         if isinstance(value, Failure):
             self.sched.failed(work.ticket, value)
         elif isinstance(work, Probe):
             self.sched.probed(work.ticket, value)
         elif isinstance(work, Tile):
-            self.sched.tiled(work.ticket, value, batch)
+            self.sched.tiled(work.ticket, value, batches)
         else:
             assert isinstance(work, Embed)
             for part, encoded in zip(work.parts, value, strict=True):
@@ -645,26 +652,27 @@ def _record(f: FileReport, version: int | None, ident: Ident) -> FileRecord:
 
 
 class _SteadyRate:
-    """Tiles/s between the first and the last embedded batch: the pipeline's
-    throughput once it runs, without Ray start-up and model loading."""
+    """Tiles/s from the moment the embedders take work (:meth:`start`) to the
+    last embedded batch: the pipeline's throughput once it runs, without Ray
+    start-up and model loading (every embedded tile counts: no call goes out
+    before the start, and one call of a small run still gives a rate)."""
 
     def __init__(self) -> None:
-        self.first: float | None = None
+        self.started: float | None = None
         self.last = 0.0
-        self.after_first = 0
+        self.tiles = 0
+
+    def start(self) -> None:
+        self.started = time.monotonic()
 
     def mark(self, rows: int) -> None:
-        now = time.monotonic()
-        if self.first is None:
-            self.first = now
-        else:
-            self.after_first += rows
-        self.last = now
+        self.tiles += rows
+        self.last = time.monotonic()
 
     @property
     def rate(self) -> float:
-        span = self.last - (self.first or self.last)
-        return self.after_first / span if span > 0 else 0.0
+        span = self.last - (self.started or self.last)
+        return self.tiles / span if span > 0 else 0.0
 
 
 def probe_files(n_files: int, cpus: int) -> int:

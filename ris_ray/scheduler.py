@@ -7,8 +7,10 @@ tickets, and takes back one event per finished item:
 - :meth:`Scheduler.probed` the :class:`~ris_ray.tiling.RasterInfo` (or
   :class:`~ris_ray.records.Failure`) of each file of a probe (its windows are
   planned and queued; ``probe_files`` files per probe task),
-- :meth:`Scheduler.tiled` a window's :class:`~ris_ray.records.TileStats`
-  (a non-empty batch is queued for an embedder),
+- :meth:`Scheduler.tiled` the :class:`~ris_ray.records.TileStats` (or
+  :class:`~ris_ray.records.Failure`) of each window of a tiling task (a
+  non-empty batch is queued for an embedder; ``task_tiles`` planned tiles
+  per task: small windows, e.g. of small files, travel several to a task),
 - :meth:`Scheduler.embedded` the rows an embedder produced per window,
 - :meth:`Scheduler.failed` a :class:`~ris_ray.records.Failure`, whatever the
   kind of work.
@@ -25,9 +27,10 @@ for the driver and the actor, fuller batches on a GPU. When such a call
 fails, each of its windows is tried again alone, so one bad window fails
 only its own file.
 
-Backpressure, every stage bounded: at most ``max_inflight`` windows are
-being read; a window is read only while fewer than ``embed_tiles`` tiles per
-embedder wait for one; each embedder holds at most ``embed_slots`` calls.
+Backpressure, every stage bounded: at most ``max_inflight`` tiling tasks
+run (each reads one window, or small windows up to ``task_tiles`` tiles);
+a task starts only while fewer than ``embed_tiles`` tiles per embedder wait
+for one; each embedder holds at most ``embed_slots`` calls.
 Until :meth:`Scheduler.embedders_ready` (the embedders start: a Ray worker,
 torch, the model, CUDA take seconds) no call goes out and tiling reads
 ahead up to ``startup_tiles`` tiles (a share of the object store), so the
@@ -40,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from ris_ray.raster import display_path
 from ris_ray.records import Failure, TileStats
@@ -54,8 +57,13 @@ __all__ = [
     "Scheduler",
     "Settled",
     "Tile",
+    "Window",
     "Work",
+    "take_group",
 ]
+
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -82,13 +90,26 @@ class Probe:
 
 
 @dataclass(frozen=True)
-class Tile:
-    """Cut the tiles of one window of ``path``."""
+class Window:
+    """One window of ``path`` to read and cut (``info``: the file's header)."""
 
-    ticket: int
     path: str
     info: RasterInfo
     job: WindowJob
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Cut the tiles of ``windows`` in one task: one window, or several small
+    ones (of one file or of several small files) up to ``task_tiles`` tiles."""
+
+    ticket: int
+    windows: tuple[Window, ...]
+
+    @property
+    def n_tiles(self) -> int:
+        """The planned tiles of its windows."""
+        return sum(w.job.n_tiles for w in self.windows)
 
 
 @dataclass(frozen=True)
@@ -149,6 +170,7 @@ class Scheduler:
     probe_files: int = 1
     embed_tiles: int = 256
     hold_s: float = 0.0
+    task_tiles: int = 1
     ready: bool = True
     startup_tiles: int = 0
     clock: Callable[[], float] = time.monotonic
@@ -158,10 +180,10 @@ class Scheduler:
     files: dict[str, _FileState] = field(init=False)
     _ledger: dict[int, Work] = field(init=False, default_factory=dict)
     _to_probe: deque[str] = field(init=False)
-    _windows: deque[tuple[str, WindowJob]] = field(init=False, default_factory=deque)
+    _windows: deque[Window] = field(init=False, default_factory=deque)
     _to_embed: deque[Part] = field(init=False, default_factory=deque)
     _load: list[int] = field(init=False)
-    _tiling: int = field(init=False, default=0)  # Tile work in flight
+    _tiling: int = field(init=False, default=0)  # Tile tasks in flight
     _tiling_tiles: int = field(init=False, default=0)  # their planned tiles
     _queued_tiles: int = field(init=False, default=0)  # tiles in _to_embed
     _settled: list[Settled] = field(init=False, default_factory=list)
@@ -188,7 +210,7 @@ class Scheduler:
         return dict(self._ledger)
 
     def _room_for_window(self) -> bool:
-        """Another window may be read (see the module docs)."""
+        """Another tiling task may start (see the module docs)."""
         if self._tiling >= self.max_inflight:
             return False
         queue = self.embed_tiles * self.n_embedders
@@ -228,12 +250,11 @@ class Scheduler:
             self._load[actor] += 1
             out.append(self._issue(Embed(self._ticket(), self._take_parts(), actor)))
         while self._windows and self._room_for_window():
-            path, job = self._windows.popleft()
-            info = self.files[path].info
-            assert info is not None
+            windows = take_group(self._windows, _window_tiles, self.task_tiles)
+            tile = Tile(self._ticket(), tuple(windows))
             self._tiling += 1
-            self._tiling_tiles += job.n_tiles
-            out.append(self._issue(Tile(self._ticket(), path, info, job)))
+            self._tiling_tiles += tile.n_tiles
+            out.append(self._issue(tile))
         return out
 
     def _embed_due(self) -> bool:
@@ -254,18 +275,13 @@ class Scheduler:
 
     def _take_parts(self) -> tuple[Part, ...]:
         """Waiting windows for one call, oldest first: up to ``embed_tiles``
-        tiles, at least one window."""
-        parts = [self._to_embed.popleft()]
-        tiles = parts[0].n_tiles
-        while (
-            not parts[0].alone
-            and self._to_embed
-            and not self._to_embed[0].alone
-            and tiles + self._to_embed[0].n_tiles <= self.embed_tiles
-        ):
-            parts.append(self._to_embed.popleft())
-            tiles += parts[-1].n_tiles
-        self._queued_tiles -= tiles
+        tiles, at least one window; a window retried alone goes alone."""
+        if self._to_embed[0].alone:
+            parts = [self._to_embed.popleft()]
+        else:
+            fits = _fresh_part_tiles
+            parts = take_group(self._to_embed, fits, self.embed_tiles)
+        self._queued_tiles -= sum(p.n_tiles for p in parts)
         return tuple(parts)
 
     # ------------------------------------------------------------ events in
@@ -324,12 +340,12 @@ class Scheduler:
             self._settle_now(path, staged=True)  # drops tiles of an earlier version
             return
         state.outstanding = len(readable)
-        self._windows.extend((path, j) for j in readable)
+        self._windows.extend(Window(path, info, j) for j in readable)
 
     def _take_tile(self, ticket: int) -> Tile:
         work: Tile = self._take(ticket, Tile)
         self._tiling -= 1
-        self._tiling_tiles -= work.job.n_tiles
+        self._tiling_tiles -= work.n_tiles
         return work
 
     def _take_embed(self, ticket: int) -> Embed:
@@ -337,15 +353,27 @@ class Scheduler:
         self._load[work.actor] -= 1
         return work
 
-    def tiled(self, ticket: int, stats: TileStats, batch: Any) -> None:
-        """A window is cut: queue its batch for an embedder, or settle an empty window."""
+    def tiled(
+        self, ticket: int, stats: Sequence[TileStats | Failure], batches: Sequence[Any]
+    ) -> None:
+        """A tiling task is over, ``stats[i]`` and ``batches[i]`` for its window
+        ``i``: queue each non-empty batch for an embedder, settle empty windows,
+        count a window that failed against its file."""
+        self._check_count(ticket, len(stats))
+        if len(batches) != len(stats):
+            raise ValueError(f"ticket {ticket}: {len(batches)} batches for {len(stats)} windows")
         work = self._take_tile(ticket)
-        self.files[work.path].report.tiles_low_valid += stats.n_low_valid
-        if stats.n_tiles:
-            self._to_embed.append(Part(work.path, batch, stats.n_tiles, self.clock()))
-            self._queued_tiles += stats.n_tiles
-        else:
-            self._window_done(work.path)
+        for window, result, batch in zip(work.windows, stats, batches, strict=True):
+            if isinstance(result, Failure):
+                self._window_failed(window.path, result)
+                continue
+            self.files[window.path].report.tiles_low_valid += result.n_low_valid
+            if result.n_tiles:
+                part = Part(window.path, batch, result.n_tiles, self.clock())
+                self._to_embed.append(part)
+                self._queued_tiles += result.n_tiles
+            else:
+                self._window_done(window.path)
 
     def embedded(self, ticket: int, rows: Sequence[int]) -> None:
         """An embedder returned ``rows[i]`` tiles of the call's window ``i``
@@ -365,6 +393,8 @@ class Scheduler:
             want, what = len(work.paths), "files"
         elif isinstance(work, Embed):
             want, what = len(work.parts), "windows"
+        elif isinstance(work, Tile):
+            want, what = len(work.windows), "windows"
         else:
             return
         if n != want:
@@ -393,14 +423,19 @@ class Scheduler:
                 f.reason = f"{part.path}: embedding failed ({failure.reason})"
                 self._window_done(part.path)
             return
-        self._take_tile(ticket)
-        f = self.files[work.path].report
+        self._take_tile(ticket)  # the task itself failed: all its windows
+        for window in work.windows:
+            self._window_failed(window.path, failure)
+
+    def _window_failed(self, path: str, failure: Failure) -> None:
+        """A window of ``path`` could not be read or cut."""
+        f = self.files[path].report
         f.windows_failed += 1
         crashed = failure.kind == "crash"
-        reason = f"{work.path}: {failure.reason}" if crashed else failure.reason
+        reason = f"{path}: {failure.reason}" if crashed else failure.reason
         first = f.windows_failed == 1
         f.reason = reason if first else f"{f.windows_failed} windows failed; first: {f.reason}"
-        self._window_done(work.path)
+        self._window_done(path)
 
     # ------------------------------------------------------------ settling
 
@@ -425,3 +460,23 @@ class Scheduler:
         else:
             f.status = "ok"
         self._settle_now(path, staged=True)
+
+
+def take_group(queue: deque[_T], tiles: Callable[[_T], int], limit: int) -> list[_T]:
+    """Take the first item of ``queue`` and the next ones while their ``tiles``
+    sum to at most ``limit`` (one item at least, whatever its size)."""
+    group = [queue.popleft()]
+    total = tiles(group[0])
+    while queue and total + tiles(queue[0]) <= limit:
+        group.append(queue.popleft())
+        total += tiles(group[-1])
+    return group
+
+
+def _window_tiles(window: Window) -> int:
+    return window.job.n_tiles
+
+
+def _fresh_part_tiles(part: Part) -> int:
+    """A part's tiles; a part retried alone never joins a call (counts as too many)."""
+    return part.n_tiles if not part.alone else 1 << 62

@@ -10,6 +10,9 @@ a bad file never fails the run; worker crashes are retried by Ray
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import ray
 
 from ris_ray.errors import RisError
@@ -17,7 +20,7 @@ from ris_ray.raster import display_path
 from ris_ray.records import Failure, FileIdent, TileBatch, TileStats
 from ris_ray.tiling import RasterInfo, TileSpec, WindowJob, probe, read_tiles
 
-__all__ = ["TASK_RETRIES", "error_text", "probe_task", "tile_task"]
+__all__ = ["TASK_RETRIES", "error_text", "probe_task", "tile_task", "tile_windows"]
 
 TASK_RETRIES = 3
 
@@ -56,14 +59,37 @@ def _probe_one(
         return Failure(text if shown in str(exc) else f"{shown}: {text}")
 
 
-@ray.remote(num_cpus=1, max_retries=TASK_RETRIES, num_returns=2)
-def tile_task(
-    info: RasterInfo, job: WindowJob, spec: TileSpec
-) -> tuple[TileStats | Failure, TileBatch | None]:
-    """Cut one window's tiles. Returns ``(stats, batch)``; ``batch`` is None if empty
-    or unreadable (then ``stats`` is the :class:`Failure`)."""
-    try:
-        batch, stats = read_tiles(info, job, spec)
-    except Exception as exc:
-        return Failure(error_text(exc)), None
-    return stats, (batch if stats.n_tiles else None)
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def tile_task(windows: list[tuple[RasterInfo, WindowJob]], spec: TileSpec) -> tuple[Any, ...]:
+    """Cut the tiles of ``windows`` (one, or several small ones), one after the
+    other. Returns ``(stats, batch_1, ..., batch_k)``: ``stats[i]`` for window
+    ``i`` (a :class:`Failure` when it could not be read), ``batch_i`` its tiles
+    (None if empty or failed), each its own Ray object, so an embedder call
+    takes the windows it wants. Submit it with ``num_returns=k + 1``
+    (:func:`tile_windows`)."""
+    stats: list[TileStats | Failure] = []
+    batches: list[TileBatch | None] = []
+    for info, job in windows:
+        try:
+            batch, window_stats = read_tiles(info, job, spec)
+        except Exception as exc:
+            stats.append(Failure(error_text(exc)))
+            batches.append(None)
+            continue
+        stats.append(window_stats)
+        batches.append(batch if window_stats.n_tiles else None)
+    return (stats, *batches)
+
+
+@functools.cache
+def _tile_task_for(k: int) -> Any:
+    return tile_task.options(num_returns=k + 1)
+
+
+def tile_windows(
+    windows: list[tuple[RasterInfo, WindowJob]], spec: TileSpec
+) -> tuple[Any, list[Any]]:
+    """Submit :func:`tile_task` for ``windows``: the ref of its stats and the
+    refs of its ``len(windows)`` batches."""
+    refs = _tile_task_for(len(windows)).remote(windows, spec)
+    return refs[0], list(refs[1:])

@@ -54,12 +54,15 @@ def _drive(
     *,
     seed: int = 0,
     fail_tile: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
+    crash_tile: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
     fail_embed: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
     low_valid: int = 0,
 ) -> list[Settled]:
     """Run the scheduler to the end, finishing in-flight work in random order
     (embedders not ready yet become ready at a random step, or when nothing
-    else can happen)."""
+    else can happen). Windows are keyed ``(path, i)``: a window in
+    ``fail_tile`` cannot be read (its task answers a Failure for it); a
+    task holding one in ``crash_tile`` dies (all its windows)."""
     rng = random.Random(seed)
     flight: list[Work] = []
     settled: list[Settled] = []
@@ -74,13 +77,20 @@ def _drive(
         if isinstance(work, Probe):
             sched.probed(work.ticket, [infos[path] for path in work.paths])
         elif isinstance(work, Tile):
-            key = (work.path, seen.get(work.path, 0))
-            seen[work.path] = key[1] + 1
-            if key in fail_tile:
+            keys = []
+            for w in work.windows:
+                keys.append((w.path, seen.get(w.path, 0)))
+                seen[w.path] = keys[-1][1] + 1
+            if crash_tile & set(keys):
                 sched.failed(work.ticket, Failure("worker died", kind="crash"))
-            else:
-                n = work.job.n_tiles - low_valid
-                sched.tiled(work.ticket, TileStats(work.job.n_tiles, low_valid, n), f"batch{key}")
+                continue
+            stats: list[TileStats | Failure] = [
+                Failure(f"{key[0]}: unreadable window")
+                if key in fail_tile
+                else TileStats(w.job.n_tiles, low_valid, w.job.n_tiles - low_valid)
+                for key, w in zip(keys, work.windows, strict=True)
+            ]
+            sched.tiled(work.ticket, stats, [f"batch{key}" for key in keys])
         elif {f"batch{key}" for key in fail_embed} & {part.batch for part in work.parts}:
             sched.failed(work.ticket, Failure("RayActorError: boom", kind="crash"))
         else:
@@ -96,6 +106,8 @@ def _drive(
         (0, {"embed_tiles": 1}),  # one window per call
         (1, {"embed_tiles": 16, "hold_s": 1e9}),  # calls go out full, or when reading stops
         (2, {"probe_files": 2}),  # two headers per probe task
+        *((seed, {"task_tiles": 8}) for seed in range(3)),  # small windows 2 a task
+        (4, {"task_tiles": 1000}),  # every window of a file (and the next) in a task
         *((seed, {"ready": False, "startup_tiles": 20}) for seed in range(3)),
         (3, {"ready": False, "startup_tiles": 0}),  # no read-ahead, calls held until ready
     ],
@@ -131,7 +143,8 @@ def _big(**kw: object) -> Scheduler:
 def _tile_all(sched: Scheduler, work: list[Work]) -> None:
     for t in work:
         assert isinstance(t, Tile)
-        sched.tiled(t.ticket, TileStats(t.job.n_tiles, 0, t.job.n_tiles), f"b{t.ticket}")
+        stats = [TileStats(w.job.n_tiles, 0, w.job.n_tiles) for w in t.windows]
+        sched.tiled(t.ticket, stats, [f"b{t.ticket}"] * len(t.windows))
 
 
 def _kinds(work: list[Work]) -> list[str]:
@@ -242,7 +255,7 @@ def test_a_probe_reads_several_files_and_each_answers_for_itself() -> None:
 def test_failed_windows_count_against_their_file() -> None:
     infos: dict[str, RasterInfo | Failure] = {"/d/a.tif": _info("/d/a.tif", 2048, 512)}
     sched = _sched(["/d/a.tif"])
-    _drive(sched, infos, fail_tile={("/d/a.tif", 0), ("/d/a.tif", 2)})
+    _drive(sched, infos, crash_tile={("/d/a.tif", 0), ("/d/a.tif", 2)})
     f = sched.files["/d/a.tif"].report
     assert f.windows == 4 and f.windows_failed == 2 and f.status == "failed"
     assert f.reason == "2 windows failed; first: /d/a.tif: worker died"
@@ -302,7 +315,9 @@ def test_a_retried_or_unknown_ticket_is_refused() -> None:
         sched.embedded(tile.ticket, [1])  # the wrong event for this ticket
     with pytest.raises(KeyError):
         sched.failed(999, Failure("x"))
-    sched.tiled(tile.ticket, TileStats(1, 0, 1), "b")
+    with pytest.raises(ValueError, match="2 results for 1 windows"):
+        sched.tiled(tile.ticket, [TileStats(1, 0, 1)] * 2, ["b", "b"])
+    sched.tiled(tile.ticket, [TileStats(1, 0, 1)], ["b"])
     (embed,) = sched.next_work()
     sched.embedded(embed.ticket, [1])
     assert sched.done and sched.files["/d/a.tif"].report.status == "ok"
@@ -333,3 +348,39 @@ def test_a_call_carries_several_forward_passes() -> None:
     assert cfg(batch_size=1000, call_tiles=1).tiles_per_call == 1  # one window per call
     with pytest.raises(InputError, match="call_tiles 0: must be >= 1"):
         cfg(call_tiles=0)
+
+
+def test_small_windows_share_a_task_up_to_task_tiles() -> None:
+    """Windows go to tiling tasks in order, several while their planned tiles
+    fit ``task_tiles`` (a bigger window is a task of its own); each window's
+    outcome counts for itself."""
+    paths = ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
+    infos = {
+        "/d/a.tif": _info("/d/a.tif", 1024, 512),  # 2 windows of 4 tiles (512 px windows)
+        "/d/b.tif": _info("/d/b.tif", 512, 256),  # 1 window of 2 tiles
+        "/d/c.tif": _info("/d/c.tif", 256, 256),  # 1 window of 1 tile
+    }
+    sched = _sched(paths, task_tiles=7, max_inflight=8, probe_files=3)
+    (probe,) = sched.next_work()
+    sched.probed(probe.ticket, [infos[p] for p in paths])
+    first, second = sched.next_work()
+    assert isinstance(first, Tile) and isinstance(second, Tile)
+    assert [w.path for w in first.windows] == ["/d/a.tif"]  # 4 + 4 > 7
+    assert [w.path for w in second.windows] == ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
+    assert (first.n_tiles, second.n_tiles) == (4, 7)
+    with pytest.raises(ValueError, match="2 batches for 3 windows"):
+        sched.tiled(
+            second.ticket, [TileStats(4, 0, 4), TileStats(2, 0, 2), TileStats(1, 1, 0)], ["x", "y"]
+        )
+    stats = [TileStats(4, 0, 4), Failure("/d/b.tif: unreadable window"), TileStats(1, 1, 0)]
+    sched.tiled(second.ticket, stats, ["a1", None, None])
+    b, c = sched.files["/d/b.tif"].report, sched.files["/d/c.tif"].report
+    assert (b.status, b.reason, b.windows_failed) == ("failed", "/d/b.tif: unreadable window", 1)
+    assert (c.status, c.tiles_low_valid) == ("skipped", 1)
+    sched.failed(first.ticket, Failure("WorkerCrashedError: gone", kind="crash"))  # the task died
+    a = sched.files["/d/a.tif"].report
+    assert a.windows_failed == 1 and a.reason == "/d/a.tif: WorkerCrashedError: gone"
+    (embed,) = [w for w in sched.next_work() if isinstance(w, Embed)]
+    assert [p.batch for p in embed.parts] == ["a1"]  # only the window that was cut
+    sched.embedded(embed.ticket, [4])
+    assert a.status == "failed" and a.tiles_written == 4 and sched.done
