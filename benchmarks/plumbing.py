@@ -442,7 +442,7 @@ def _row(name: str, label: str, tiles: float, wall: float, cpu: dict[str, float]
 
 
 def bench_plumbing(
-    data: Path, work: Path, scales: tuple[int, int] = (2, 16), rounds: int = 3
+    data: Path, work: Path, scales: tuple[int, int] = (16, 64), rounds: int = 3
 ) -> list[dict[str, Any]]:
     """Tiling alone vs the zero-cost ingest (and the ingest with the actor's
     thumbnail work) at two input sizes (``rounds`` interleaved rounds each,
