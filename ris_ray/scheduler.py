@@ -279,8 +279,7 @@ class Scheduler:
         if self._to_embed[0].alone:
             parts = [self._to_embed.popleft()]
         else:
-            fits = _fresh_part_tiles
-            parts = take_group(self._to_embed, fits, self.embed_tiles)
+            parts = take_group(self._to_embed, _fresh_part_tiles, self.embed_tiles)
         self._queued_tiles -= sum(p.n_tiles for p in parts)
         return tuple(parts)
 
