@@ -264,6 +264,18 @@ def test_failed_windows_count_against_their_file() -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_a_window_that_fails_in_a_shared_task_fails_only_itself(seed: int) -> None:
+    infos: dict[str, RasterInfo | Failure] = {"/d/a.tif": _info("/d/a.tif", 2048, 512)}
+    sched = _sched(["/d/a.tif"], task_tiles=8)  # 4 windows of 4 tiles: 2 a task
+    _drive(sched, infos, seed=seed, fail_tile={("/d/a.tif", 1)})
+    f = sched.files["/d/a.tif"].report
+    assert (f.windows, f.windows_failed, f.status) == (4, 1, "failed")
+    assert f.reason == "/d/a.tif: unreadable window"
+    assert f.tiles_written == 12  # window 0, cut by the same task, still counts
+    assert sched.done
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_embed_failure_fails_only_its_window_and_frees_the_slot(seed: int) -> None:
     """A failed call of several windows is split: each window is tried alone,
     so only the bad window's file fails."""
