@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def ray_head() -> Iterator[tuple[str, dict[str, str], int]]:
             if any(str(base) in part for part in (p.info["cmdline"] or [])):
                 p.kill()
         log.close()
+        shutil.rmtree(base, ignore_errors=True)  # the head's logs and sockets (~3 MB)
 
 
 @pytest.mark.cluster
