@@ -276,10 +276,7 @@ class Scheduler:
     def _take_parts(self) -> tuple[Part, ...]:
         """Waiting windows for one call, oldest first: up to ``embed_tiles``
         tiles, at least one window; a window retried alone goes alone."""
-        if self._to_embed[0].alone:
-            parts = [self._to_embed.popleft()]
-        else:
-            parts = take_group(self._to_embed, _fresh_part_tiles, self.embed_tiles)
+        parts = take_group(self._to_embed, _call_tiles, self.embed_tiles)
         self._queued_tiles -= sum(p.n_tiles for p in parts)
         return tuple(parts)
 
@@ -476,6 +473,7 @@ def _window_tiles(window: Window) -> int:
     return window.job.n_tiles
 
 
-def _fresh_part_tiles(part: Part) -> int:
-    """A part's tiles; a part retried alone never joins a call (counts as too many)."""
+def _call_tiles(part: Part) -> int:
+    """A part's tiles in a call; one retried alone counts as more than any call
+    holds, so :func:`take_group` neither adds it to a call nor adds to its own."""
     return part.n_tiles if not part.alone else 1 << 62
