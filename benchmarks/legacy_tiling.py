@@ -19,9 +19,9 @@ import rasterio
 from PIL import Image
 from rasterio.windows import Window
 
-from ris_ray.raster import display_path, gdal_reason, open_raster
-from ris_ray.records import TileBatch, TileStats
-from ris_ray.tiling import (
+from ris_ray.core.records import TileBatch, TileStats
+from ris_ray.raster.dataset import display_path, gdal_reason, open_raster
+from ris_ray.raster.tiling import (
     RasterInfo,
     TileSpec,
     WindowJob,

@@ -1,7 +1,7 @@
 """The plumbing ceiling (issue 11, item 2): the whole Ray ingest with a
 zero-cost embedder against the tiling stage alone, on the same cores, in one run.
 
-- :class:`ZeroCostEmbedActor` is an :class:`~ris_ray.actors.EmbedActor` whose
+- :class:`ZeroCostEmbedActor` is an :class:`~ris_ray.ingest.actors.EmbedActor` whose
   own work costs nothing, as if the GPU and its host side were free: a
   constant fingerprint and one real JPEG thumbnail (of the first tile it
   sees) for every tile, so the same bytes per tile travel; the pixels are
@@ -15,7 +15,7 @@ zero-cost embedder against the tiling stage alone, on the same cores, in one run
   pixels too) and JPEG-encodes every thumbnail, as the shipped actor does.
 - "tiling alone" runs the same ``tile_task`` Ray tasks on the same windows
   (grouped as ``ingest`` groups them: small windows up to
-  :data:`~ris_ray.pipeline.TASK_TILES` tiles a task) in
+  :data:`~ris_ray.ingest.pipeline.TASK_TILES` tiles a task) in
   the same Ray instance, with the embedder's CPU slot held by an idle actor so
   both runs cut tiles in the same number of concurrent tasks; the driver
   takes each window's stats and drops the batch (it stays in the object store
@@ -40,12 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from ris_ray import thumbnail
-from ris_ray.actors import EmbedActor
-from ris_ray.config import FINGERPRINT_DIM
-from ris_ray.schema import DatasetParams
-from ris_ray.tiling import TileSpec, plan_windows, probe, read_tiles
-from ris_ray.weights import ResolvedWeights
+from ris_ray.core.config import FINGERPRINT_DIM
+from ris_ray.ingest.actors import EmbedActor
+from ris_ray.model import thumbnail
+from ris_ray.model.weights import ResolvedWeights
+from ris_ray.raster.tiling import TileSpec, plan_windows, probe, read_tiles
+from ris_ray.store.schema import DatasetParams
 
 __all__ = ["ConstantEmbedActor", "ZeroCostEmbedActor", "bench_plumbing", "shipped_bytes"]
 
@@ -123,7 +123,7 @@ def shipped_bytes(obj: Any) -> int:
 def _inputs(data: Path, scale: int, work: Path) -> Path:
     """``scale`` copies of the files under ``data`` under other names (real copies:
     ingest reads a file reached through several links once, by its real path)."""
-    from ris_ray.inputs import discover
+    from ris_ray.ingest.inputs import discover
 
     src = work / f"plumbing-{data.name}-{scale}x"
     src.mkdir(exist_ok=True)
@@ -143,9 +143,9 @@ def _tiling_alone(src: Path, spec: TileSpec, inflight: int) -> dict[str, float]:
 
     import ray
 
-    from ris_ray.pipeline import TASK_TILES
-    from ris_ray.scheduler import take_group
-    from ris_ray.tasks import probe_task, tile_windows
+    from ris_ray.ingest.pipeline import TASK_TILES
+    from ris_ray.ingest.scheduler import take_group
+    from ris_ray.ingest.tasks import probe_task, tile_windows
 
     hold = ray.remote(num_cpus=1)(_Hold).remote()  # the embedder's slot, idle
     ray.get(hold.ready.remote())
@@ -310,8 +310,8 @@ class _Hold:
 
 
 def _ingest_once(src: Path, db: Path, actor_cls: type[EmbedActor]) -> dict[str, float]:
-    from ris_ray.config import IngestConfig
-    from ris_ray.pipeline import ingest
+    from ris_ray.core.config import IngestConfig
+    from ris_ray.ingest.pipeline import ingest
 
     cfg = IngestConfig(inputs=(str(src),), db=str(db), weights="random", progress=False)
     sampler = _CpuSampler()
@@ -354,11 +354,11 @@ def _bytes_per_tile(plans: list[tuple[Any, Any]], spec: TileSpec) -> dict[str, f
 def _plans(src: Path, probe_task: Any = None) -> list[tuple[Any, Any]]:
     """The windows ``ingest`` reads (default 2048 px windows, sparse blocks
     skipped); files probed here or, given ``probe_task``, on Ray, as many
-    files per task as ``ingest`` probes (:func:`ris_ray.pipeline.probe_files`)."""
+    files per task as ``ingest`` probes (:func:`ris_ray.ingest.pipeline.probe_files`)."""
     import ray
 
-    from ris_ray.inputs import discover
-    from ris_ray.pipeline import probe_files
+    from ris_ray.ingest.inputs import discover
+    from ris_ray.ingest.pipeline import probe_files
 
     paths = discover([str(src)])
     if probe_task is None:
@@ -390,7 +390,7 @@ def _measure(data: Path, work: Path, scales: tuple[int, ...], rounds: int) -> di
     a warm-up of each (worker processes started, torch imported in the driver)."""
     import ray
 
-    from ris_ray.weights import resolve_weights
+    from ris_ray.model.weights import resolve_weights
 
     cores = os.cpu_count() or 1
     # workers cannot import benchmarks/: ship this module's classes by value
@@ -502,7 +502,7 @@ def _ratio(ingest: dict[str, Any], alone: dict[str, Any], label: str, name: str)
 
 def bytes_per_tile(data: Path) -> dict[str, float]:
     """Object-store bytes per tile on the shared data (see :func:`_bytes_per_tile`)."""
-    from ris_ray.weights import resolve_weights
+    from ris_ray.model.weights import resolve_weights
 
     spec = TileSpec(256, 256, 0.5, resolve_weights("random").model_id)
     return _bytes_per_tile(_plans(data), spec)

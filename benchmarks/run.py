@@ -45,9 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from ris_ray.embed import Embedder  # noqa: E402
-from ris_ray.inputs import discover  # noqa: E402
-from ris_ray.tiling import TileSpec, plan_windows, probe, read_patch, read_tiles  # noqa: E402
+from ris_ray.ingest.inputs import discover  # noqa: E402
+from ris_ray.model.embed import Embedder  # noqa: E402
+from ris_ray.raster.tiling import TileSpec, plan_windows, probe, read_patch, read_tiles  # noqa: E402
 
 Row = dict[str, Any]
 
@@ -108,8 +108,8 @@ def _bare(plans: list[tuple[Any, Any]]) -> None:
 
 def _actor_thumbs(pixels: np.ndarray) -> list[bytes]:
     """What the embedder actor adds for 64 px thumbnails on a CPU node: the
-    area reduce on the CPU, then the JPEG encode (:mod:`ris_ray.thumbnail`)."""
-    from ris_ray.thumbnail import encode_all, shrink
+    area reduce on the CPU, then the JPEG encode (:mod:`ris_ray.model.thumbnail`)."""
+    from ris_ray.model.thumbnail import encode_all, shrink
 
     return encode_all(shrink(pixels, 64))
 
@@ -129,7 +129,7 @@ def bench_tiling(data: Path, repeat: int = 5) -> tuple[list[Row], np.ndarray]:
     """
     from legacy_tiling import legacy_read_tiles, tiler_read_tiles
 
-    from ris_ray.thumbnail import encode_all, shrink
+    from ris_ray.model.thumbnail import encode_all, shrink
 
     rows: list[Row] = []
     pixels: list[np.ndarray] = []
@@ -200,7 +200,7 @@ def _writer_cpu_s(batch: Any, fingerprint: str) -> float:
 
     import pyarrow as pa
 
-    from ris_ray.schema import DatasetParams, to_table
+    from ris_ray.store.schema import DatasetParams, to_table
 
     c0 = time.process_time()
     blob = pickle.dumps(batch, protocol=5)
@@ -217,7 +217,7 @@ def _writer_cpu_s(batch: Any, fingerprint: str) -> float:
 def _encode_cpu_s(pixels: np.ndarray) -> float:
     """CPU seconds of the thumbnails' JPEG encode in a GPU node's embedder actor
     (the area reduce before it runs on the GPU, so it is not counted)."""
-    from ris_ray.thumbnail import encode_all, shrink
+    from ris_ray.model.thumbnail import encode_all, shrink
 
     small = shrink(pixels, 64)
     c0 = time.process_time()
@@ -320,8 +320,8 @@ def _bench_gpu(pixels: np.ndarray) -> list[Row]:
     """fp32 eager NCHW baseline (normalise on CPU, float32 copy) vs the shipped path."""
     import torch
 
-    from ris_ray.embed import build_model
-    from ris_ray.weights import resolve_weights
+    from ris_ray.model.embed import build_model
+    from ris_ray.model.weights import resolve_weights
 
     x = np.concatenate([pixels] * max(1, 2048 // len(pixels)))[:2048]
     rows: list[Row] = []
@@ -415,9 +415,9 @@ def _peak_rss_during(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
 def bench_end_to_end(
     data: Path, scales: list[int], embed_rate: float, work: Path
 ) -> tuple[list[Row], Path]:
-    from ris_ray import raylocal
-    from ris_ray.config import IngestConfig
-    from ris_ray.pipeline import ingest
+    from ris_ray.core.config import IngestConfig
+    from ris_ray.ingest import raylocal
+    from ris_ray.ingest.pipeline import ingest
 
     raylocal.start(num_cpus=os.cpu_count())  # embedded, loopback only, like `ris ingest`
     rows: list[Row] = []
@@ -457,10 +457,10 @@ def bench_query(sizes: list[int], work: Path, ann_at: int | None) -> list[Row]:
     import faiss
     import lance
 
-    from ris_ray.index import build_index
-    from ris_ray.query import search
     from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
-    from ris_ray.scan import FlatScan
+    from ris_ray.search.index import build_index
+    from ris_ray.search.query import search
+    from ris_ray.search.scan import FlatScan
 
     rows: list[Row] = []
     k, n_queries = 10, 5
@@ -562,8 +562,8 @@ def bench_cold_scan(n: int, work: Path, queries: int = 3) -> list[Row]:
 
     import lance
 
-    from ris_ray.query import search
     from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
+    from ris_ray.search.query import search
 
     if not _drop_caches():
         return [{"fingerprint": "skipped: cannot drop the page cache (not root)"}]
@@ -622,7 +622,7 @@ def bench_storage(db: Path, data: Path, work: Path) -> list[Row]:
     import lance
     from legacy_tiling import legacy_read_tiles, tiler_read_tiles
 
-    from ris_ray.schema import cast_fingerprints
+    from ris_ray.store.schema import cast_fingerprints
 
     ds = lance.dataset(str(db))
     table = ds.to_table()
@@ -681,7 +681,7 @@ def bench_quality(db: Path, weights: list[str]) -> list[Row]:
     import lance
     from PIL import Image, ImageEnhance
 
-    from ris_ray.scan import FlatScan
+    from ris_ray.search.scan import FlatScan
 
     rows: list[Row] = []
     ds = lance.dataset(str(db))
@@ -839,7 +839,7 @@ def _all(args: Any, work: Path, results: dict[str, Any]) -> None:
     _table("2. embedder alone", rows)
     results["embedder"] = rows
     # The slowest stage alone, as shipped: auto precision at the CPU pass size.
-    from ris_ray.embed import CPU_MAX_BATCH
+    from ris_ray.model.embed import CPU_MAX_BATCH
 
     embed_rate = next(
         r["tiles/s"] for r in rows if "(auto)" in r["device"] and r["batch"] == CPU_MAX_BATCH
@@ -863,7 +863,7 @@ def _all(args: Any, work: Path, results: dict[str, Any]) -> None:
     _table("6. storage", rows)
     results["storage"] = rows
 
-    from ris_ray.embed import imagenet_cached
+    from ris_ray.model.embed import imagenet_cached
 
     weights = ["random", *(["imagenet"] if imagenet_cached() else [])]
     rows = bench_quality(db, weights)

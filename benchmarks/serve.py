@@ -39,8 +39,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ris_ray.index import build_index  # noqa: E402
 from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset  # noqa: E402
+from ris_ray.search.index import build_index  # noqa: E402
 
 Row = dict[str, Any]
 K = 10

@@ -15,7 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-from ris_ray.config import FINGERPRINT_DIM
+from ris_ray.core.config import FINGERPRINT_DIM
 
 __all__ = [
     "landscape",
@@ -165,9 +165,9 @@ def write_fingerprint_dataset(
     """A ris_ray dataset holding ``vectors`` as ``fingerprint`` (float16 or
     float32) fingerprints of made-up tiles (no thumbnails, no geo), for index
     tests and query benchmarks."""
-    from ris_ray.records import TileBatch
-    from ris_ray.schema import DatasetParams, to_table
-    from ris_ray.store import TileWriter
+    from ris_ray.core.records import TileBatch
+    from ris_ray.store.schema import DatasetParams, to_table
+    from ris_ray.store.writer import TileWriter
 
     params = DatasetParams(256, 256, model)
     writer = TileWriter(uri, params, fingerprint=fingerprint)

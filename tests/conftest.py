@@ -30,7 +30,7 @@ def shared_data() -> Path:
 def ray_session() -> Iterator[None]:
     """One embedded Ray for the whole session (ingest() reuses an initialised Ray),
     started as ingest starts its own: local, loopback only, with a watchdog."""
-    from ris_ray import raylocal
+    from ris_ray.ingest import raylocal
 
     raylocal.start(num_cpus=2)
     yield
@@ -71,8 +71,8 @@ def copy_tree(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def gen_db(ray_session: None, gen_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generated files ingested once (random weights)."""
-    from ris_ray.config import IngestConfig
-    from ris_ray.pipeline import ingest
+    from ris_ray.core.config import IngestConfig
+    from ris_ray.ingest.pipeline import ingest
 
     db = tmp_path_factory.mktemp("dbs") / "gen.lance"
     report = ingest(
@@ -87,8 +87,8 @@ def shared_db(
     ray_session: None, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, object]:
     """All of ../shared/data ingested once (random weights); yields (db, report)."""
-    from ris_ray.config import IngestConfig
-    from ris_ray.pipeline import ingest
+    from ris_ray.core.config import IngestConfig
+    from ris_ray.ingest.pipeline import ingest
 
     db = tmp_path_factory.mktemp("dbs") / "shared.lance"
     report = ingest(

@@ -15,11 +15,11 @@ from PIL import Image
 from rasterio.windows import Window
 
 from ris_ray.cli import main
-from ris_ray.config import IngestConfig
-from ris_ray.errors import RasterReadError
-from ris_ray.pipeline import IngestReport, ingest
+from ris_ray.core.config import IngestConfig
+from ris_ray.core.errors import RasterReadError
+from ris_ray.ingest.pipeline import IngestReport, ingest
+from ris_ray.raster.tiling import probe
 from ris_ray.sample import landscape, write_geotiff
-from ris_ray.tiling import probe
 
 NON_UTF8 = os.fsdecode(b"caf\xe9 scene.tif")  # Latin-1 byte in a file name
 
@@ -204,8 +204,8 @@ def test_probe_takes_the_identity_the_driver_has(
 ) -> None:
     """Given the file's identity (ingest's driver has it from the listing or its
     own stat), the probe looks nothing up: no second HEAD per store object."""
-    from ris_ray import tiling
-    from ris_ray.records import FileIdent
+    from ris_ray.core.records import FileIdent
+    from ris_ray.raster import tiling
 
     path = str(write_geotiff(tmp_path / "a.tif", landscape(256, 256, 1)))
     looked: list[str] = []

@@ -152,8 +152,8 @@ def test_ray_job_submit_reads_and_writes_s3(
 ) -> None:
     """jobs/ingest.py on a real head, from an S3 prefix into an S3 dataset; the
     head has no AWS_* of its own: the job's runtime_env env_vars carry them."""
-    from ris_ray.lance_io import storage_options
-    from ris_ray.objstore import S3Settings
+    from ris_ray.core.objstore import S3Settings
+    from ris_ray.store.lance_io import storage_options
 
     address, env, gcs_port = ray_head
     bucket = s3.make_bucket("jobcaps")

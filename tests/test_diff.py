@@ -14,11 +14,11 @@ import pytest
 import rasterio
 from cli_run import ours
 
-from ris_ray.diff import DiffResult, diff, pair_positions
-from ris_ray.errors import InputError, QueryError
-from ris_ray.export import CRS84, changes_csv, changes_geojson
-from ris_ray.plot import change_grid, plot_change
+from ris_ray.core.errors import InputError, QueryError
 from ris_ray.sample import landscape, write_geotiff
+from ris_ray.search.diff import DiffResult, diff, pair_positions
+from ris_ray.search.export import CRS84, changes_csv, changes_geojson
+from ris_ray.search.plot import change_grid, plot_change
 
 TILE = 256
 # (row, col) pixel origins of the tiles painted in the "after" captures.
@@ -43,8 +43,8 @@ def _paint(data: np.ndarray, tiles: set[tuple[int, int]], seed: int) -> np.ndarr
 
 
 def _ingest(ray_session: None, files: list[Path], db: Path) -> Path:
-    from ris_ray.config import IngestConfig
-    from ris_ray.pipeline import ingest
+    from ris_ray.core.config import IngestConfig
+    from ris_ray.ingest.pipeline import ingest
 
     report = ingest(
         IngestConfig(

@@ -10,14 +10,14 @@ import pyarrow as pa
 import pytest
 import torch
 
-from ris_ray.embed import (
+from ris_ray.core.errors import InputError, WeightsError
+from ris_ray.model.embed import (
     CPU_MAX_BATCH,
     FINGERPRINT_DIM,
     Embedder,
     build_model,
 )
-from ris_ray.errors import InputError, WeightsError
-from ris_ray.weights import resolve_weights, weights_for_model
+from ris_ray.model.weights import resolve_weights, weights_for_model
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_rejects_bad_pixels(embedder: Embedder) -> None:
 def test_auto_precision_on_cpu_is_bf16_only_where_native(
     native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ris_ray.embed as embed
+    import ris_ray.model.embed as embed
 
     monkeypatch.setattr(embed, "cpu_has_fast_bf16", lambda: native)
     auto = Embedder("random", device="cpu")
@@ -192,9 +192,9 @@ def _nan_weights(path: Path) -> Path:
 def test_nan_weights_are_refused_before_any_work(tmp_path: Path, gen_dir: Path) -> None:
     import ray
 
-    from ris_ray.config import IngestConfig
-    from ris_ray.errors import EmbeddingError
-    from ris_ray.pipeline import ingest
+    from ris_ray.core.config import IngestConfig
+    from ris_ray.core.errors import EmbeddingError
+    from ris_ray.ingest.pipeline import ingest
 
     path = _nan_weights(tmp_path / "nan.pth")
     emb = Embedder(str(path), precision="fp32")
@@ -214,10 +214,10 @@ def test_non_finite_batch_in_the_actor_fails_with_one_line(
 ) -> None:
     import ray
 
-    from ris_ray.actors import EmbedActor
-    from ris_ray.pipeline import _outcome
-    from ris_ray.records import Failure, TileBatch
-    from ris_ray.schema import DatasetParams
+    from ris_ray.core.records import Failure, TileBatch
+    from ris_ray.ingest.actors import EmbedActor
+    from ris_ray.ingest.pipeline import _outcome
+    from ris_ray.store.schema import DatasetParams
 
     weights = resolve_weights(str(_nan_weights(tmp_path / "nan.pth")))
     actor = ray.remote(EmbedActor).remote(
@@ -268,7 +268,7 @@ def test_embed_and_shrink_gives_the_box_mean_in_the_same_pass(embedder: Embedder
 def test_windows_of_one_call_are_embedded_as_one_array_without_joining(
     embedder: Embedder,
 ) -> None:
-    from ris_ray.embed import tile_chunks
+    from ris_ray.model.embed import tile_chunks
 
     pixels = np.ascontiguousarray(_batch(11, seed=5).transpose(0, 3, 1, 2))
     windows = [pixels[:3], pixels[3:4], pixels[4:11]]  # forward passes span them
@@ -286,9 +286,9 @@ def test_windows_of_one_call_are_embedded_as_one_array_without_joining(
 @pytest.mark.parametrize("size", [16, 24])
 def test_the_gpu_shrink_equals_the_cpu_one(size: int) -> None:
     """:func:`shrink_tiles` (torch, what a GPU embedder runs) against Pillow's
-    :func:`ris_ray.thumbnail.shrink` (what a CPU one runs), here on the CPU."""
-    from ris_ray.embed import shrink_tiles
-    from ris_ray.thumbnail import shrink
+    :func:`ris_ray.model.thumbnail.shrink` (what a CPU one runs), here on the CPU."""
+    from ris_ray.model.embed import shrink_tiles
+    from ris_ray.model.thumbnail import shrink
 
     pixels = _scenes(3, seed=7)
     got = shrink_tiles(torch.from_numpy(pixels), size).numpy()
@@ -315,7 +315,7 @@ def test_embedder_shrinks_to_sizes_that_do_not_divide_the_tile(embedder: Embedde
 
 def _tile_batch(pixels: np.ndarray, first: int = 0) -> Any:
     """A :class:`TileBatch` of band-first 64 px ``pixels``, tiles ``first``... of a row."""
-    from ris_ray.records import TileBatch
+    from ris_ray.core.records import TileBatch
 
     n, nan = len(pixels), np.full(len(pixels), np.nan)
     return TileBatch(
@@ -335,9 +335,9 @@ def test_actor_stores_jpeg_thumbnails_of_the_tiles(size: int) -> None:
 
     from PIL import Image
 
-    from ris_ray import thumbnail
-    from ris_ray.actors import EmbedActor
-    from ris_ray.schema import DatasetParams, EncodedRows, schema_for
+    from ris_ray.ingest.actors import EmbedActor
+    from ris_ray.model import thumbnail
+    from ris_ray.store.schema import DatasetParams, EncodedRows, schema_for
 
     weights = resolve_weights("random")
     params = DatasetParams(64, 64, weights.model_id)

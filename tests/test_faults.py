@@ -13,10 +13,10 @@ import lance
 import psutil
 import pytest
 
-from ris_ray.config import IngestConfig
-from ris_ray.pipeline import IngestReport, ingest
-from ris_ray.query import query
+from ris_ray.core.config import IngestConfig
+from ris_ray.ingest.pipeline import IngestReport, ingest
 from ris_ray.sample import landscape, write_geotiff
+from ris_ray.search.query import query
 
 
 def _files(d: Path, n: int, height: int, width: int, compress: str = "deflate") -> int:

@@ -9,13 +9,13 @@ import lance
 import numpy as np
 import pytest
 
-from ris_ray.config import IngestConfig
-from ris_ray.diff import diff
-from ris_ray.pipeline import ingest
-from ris_ray.plot import plot_neighbours
-from ris_ray.query import query
+from ris_ray.core.config import IngestConfig
+from ris_ray.ingest.pipeline import ingest
 from ris_ray.sample import landscape, write_geotiff
-from ris_ray.schema import cast_fingerprints, fingerprint_type
+from ris_ray.search.diff import diff
+from ris_ray.search.plot import plot_neighbours
+from ris_ray.search.query import query
+from ris_ray.store.schema import cast_fingerprints, fingerprint_type
 
 
 def _ingest(files: list[Path], db: Path, **kw: object) -> None:

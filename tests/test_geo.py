@@ -11,11 +11,11 @@ import pyarrow as pa
 import pytest
 import rasterio.warp
 
-from ris_ray.errors import InputError, QueryError
-from ris_ray.filters import SearchFilter
-from ris_ray.geo import bbox_window, parse_bbox, parse_xy, tile_rings
+from ris_ray.core.errors import InputError, QueryError
+from ris_ray.core.sql import sql_literal
+from ris_ray.raster.geo import bbox_window, parse_bbox, parse_xy, tile_rings
 from ris_ray.sample import landscape, write_geotiff
-from ris_ray.sql import sql_literal
+from ris_ray.search.filters import SearchFilter
 
 
 def test_parsing() -> None:
@@ -106,8 +106,8 @@ def _write_affine(path: Path, transform: tuple[float, ...]) -> Path:
 def test_tile_bounds_and_outline_follow_rotated_and_skewed_grids(
     tmp_path: Path, transform: tuple[float, ...]
 ) -> None:
-    from ris_ray.geo import tile_bounds, tile_corners
-    from ris_ray.tiling import TileSpec, WindowJob, probe, read_tiles
+    from ris_ray.raster.geo import tile_bounds, tile_corners
+    from ris_ray.raster.tiling import TileSpec, WindowJob, probe, read_tiles
 
     a, b, c, d, e, f = transform
     path = str(_write_affine(tmp_path / "grid.tif", transform))

@@ -15,14 +15,15 @@ import lance
 import numpy as np
 import pytest
 
-from ris_ray.config import IngestConfig
-from ris_ray.errors import ModelMismatchError
-from ris_ray.manifest import Manifest
-from ris_ray.pipeline import IngestReport, ingest
-from ris_ray.query import query
+from ris_ray.core.config import IngestConfig
+from ris_ray.core.errors import ModelMismatchError
+from ris_ray.ingest.pipeline import IngestReport, ingest
 from ris_ray.sample import landscape, write_geotiff
-from ris_ray.schema import dataset_params
-from ris_ray.store import compact, version_history
+from ris_ray.search.query import query
+from ris_ray.store.dataset import version_history
+from ris_ray.store.manifest import Manifest
+from ris_ray.store.schema import dataset_params
+from ris_ray.store.tilestore import compact
 
 
 def _run(src: Path, db: Path, **kw: object) -> IngestReport:
@@ -152,8 +153,8 @@ def test_killed_driver_leaves_last_good_version(ray_session: None, tmp_path: Pat
         _capture(src, f"f{i}.tif", 10 + i, width=1024)  # 4 tiles each
     db = tmp_path / "db.lance"
     script = textwrap.dedent(f"""
-        from ris_ray.config import IngestConfig
-        from ris_ray.pipeline import ingest
+        from ris_ray.core.config import IngestConfig
+        from ris_ray.ingest.pipeline import ingest
         ingest(IngestConfig(inputs=({str(src)!r},), db={str(db)!r}, weights="random",
                             progress=False, commit_every_s=0.0, call_tiles=1))
     """)

@@ -8,12 +8,12 @@ import lance
 import numpy as np
 import pytest
 
-from ris_ray.errors import InputError
-from ris_ray.index import build_index, vector_index
-from ris_ray.query import query, search
+from ris_ray.core.errors import InputError
 from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
-from ris_ray.scan import FlatScan
-from ris_ray.schema import fingerprint_type
+from ris_ray.search.index import build_index, vector_index
+from ris_ray.search.query import query, search
+from ris_ray.search.scan import FlatScan
+from ris_ray.store.schema import fingerprint_type
 
 
 def _brute(x: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lance
 
-from ris_ray.inputs import discover
+from ris_ray.ingest.inputs import discover
 
 
 def test_discover_resolves_links_and_deduplicates_inodes(gen_dir: Path, tmp_path: Path) -> None:
@@ -31,8 +31,8 @@ def test_discover_resolves_links_and_deduplicates_inodes(gen_dir: Path, tmp_path
 def test_reingest_through_a_symlinked_path_stores_nothing_twice(
     ray_session: None, gen_dir: Path, tmp_path: Path
 ) -> None:
-    from ris_ray.config import IngestConfig
-    from ris_ray.pipeline import ingest
+    from ris_ray.core.config import IngestConfig
+    from ris_ray.ingest.pipeline import ingest
 
     real = tmp_path / "real"
     shutil.copytree(gen_dir, real)

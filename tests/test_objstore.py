@@ -26,9 +26,8 @@ import rasterio
 from ports import free_port
 from s3_server import TEST_ENV, MotoServer
 
-from ris_ray.errors import LockedError, ObjectNotFoundError, ObjectStoreError, RisError
-from ris_ray.lock import dataset_lock
-from ris_ray.objstore import (
+from ris_ray.core.errors import LockedError, ObjectNotFoundError, ObjectStoreError, RisError
+from ris_ray.core.objstore import (
     S3Settings,
     is_object_uri,
     list_tiffs,
@@ -37,9 +36,10 @@ from ris_ray.objstore import (
     to_url,
     to_vsi,
 )
-from ris_ray.records import TileBatch
+from ris_ray.core.records import TileBatch
 from ris_ray.sample import landscape, write_geotiff
-from ris_ray.storelock import LEASE_S, Holder, _take_over, acquire_lock
+from ris_ray.store.lock import dataset_lock
+from ris_ray.store.storelock import LEASE_S, Holder, _take_over, acquire_lock
 
 SECRET = TEST_ENV["AWS_SECRET_ACCESS_KEY"]
 
@@ -298,7 +298,7 @@ def test_rasterio_reads_vsis3_with_the_derived_options(
 
 
 def test_manifest_keeps_etags_and_reads_old_manifests(tmp_path: Path) -> None:
-    from ris_ray.manifest import SCHEMA, FileRecord, Manifest, manifest_uri
+    from ris_ray.store.manifest import SCHEMA, FileRecord, Manifest, manifest_uri
 
     db = str(tmp_path / "old.lance")
     old_schema = pa.schema([f for f in SCHEMA if f.name != "etag"])
@@ -323,9 +323,10 @@ def test_ris_dataset_and_manifest_on_s3(s3: MotoServer) -> None:
     """store.TileStore (tiles + manifest records in one commit, the dataset
     lock held from open to close), open_dataset/dataset_info/version_history/
     compact on an s3:// --db, configured from AWS_* alone."""
-    from ris_ray.manifest import FileRecord, Manifest
-    from ris_ray.schema import DatasetParams, to_table
-    from ris_ray.store import TileStore, compact, dataset_info, open_dataset, version_history
+    from ris_ray.store.dataset import dataset_info, open_dataset, version_history
+    from ris_ray.store.manifest import FileRecord, Manifest
+    from ris_ray.store.schema import DatasetParams, to_table
+    from ris_ray.store.tilestore import TileStore, compact
 
     bucket = s3.make_bucket("risdb")
     db = f"s3://{bucket}/tiles.lance"
@@ -379,7 +380,7 @@ def _batch(source: str, n: int) -> TileBatch:
 
 
 def test_unreachable_dataset_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ris_ray.store import open_dataset
+    from ris_ray.store.dataset import open_dataset
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ObjectStoreError) as exc:
@@ -389,10 +390,11 @@ def test_unreachable_dataset_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatc
 
 
 def test_vector_index_on_s3(s3: MotoServer) -> None:
-    from ris_ray.index import build_index, refresh_indices, vector_index
-    from ris_ray.manifest import FileRecord
-    from ris_ray.schema import DatasetParams, to_table
-    from ris_ray.store import TileStore, open_dataset
+    from ris_ray.search.index import build_index, refresh_indices, vector_index
+    from ris_ray.store.dataset import open_dataset
+    from ris_ray.store.manifest import FileRecord
+    from ris_ray.store.schema import DatasetParams, to_table
+    from ris_ray.store.tilestore import TileStore
 
     db = f"s3://{s3.make_bucket('indexed')}/tiles.lance"
     params = DatasetParams(256, 256, "random")
@@ -546,7 +548,7 @@ def test_external_cluster_workers_get_the_aws_settings(monkeypatch: pytest.Monke
     """`ris ingest --address` outside a job: ray.init gets the AWS_* as the
     workers' env_vars; none without AWS_*, none inside a job (its runtime_env
     has them, and Ray refuses the same variable twice)."""
-    from ris_ray.pipeline import _aws_runtime_env
+    from ris_ray.ingest.pipeline import _aws_runtime_env
 
     for name in ("AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)

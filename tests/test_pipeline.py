@@ -14,12 +14,12 @@ import rasterio.warp
 import rasterio.windows
 from PIL import Image
 
-from ris_ray.actors import EmbedActor
-from ris_ray.config import IngestConfig
-from ris_ray.errors import EmbedderStartError, InputError, ModelMismatchError
-from ris_ray.pipeline import ingest
-from ris_ray.schema import SCHEMA, dataset_params
-from ris_ray.tiling import count_tiles, plan_windows, tile_id
+from ris_ray.core.config import IngestConfig
+from ris_ray.core.errors import EmbedderStartError, InputError, ModelMismatchError
+from ris_ray.ingest.actors import EmbedActor
+from ris_ray.ingest.pipeline import ingest
+from ris_ray.raster.tiling import count_tiles, plan_windows, tile_id
+from ris_ray.store.schema import SCHEMA, dataset_params
 
 # 256-tiles per file, from ../shared/data/SOURCES.md.
 SHARED_TILES = {
@@ -257,7 +257,7 @@ def test_ingest_takes_another_actor_class(ray_session: None, gen_dir: Path, tmp_
 def test_embedder_calls_are_filled_up_to_tiles_per_call(
     ray_session: None, gen_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ris_ray import pipeline
+    from ris_ray.ingest import pipeline
 
     calls: list[tuple[int, int]] = []  # (windows, tiles) of each embedder call
 

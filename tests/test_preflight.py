@@ -15,7 +15,7 @@ import lance
 import pytest
 from cli_run import run
 
-from ris_ray.lock import LocalLock, lock_path
+from ris_ray.store.lock import LocalLock, lock_path
 
 BIN = Path(sys.executable).parent
 
@@ -83,9 +83,7 @@ def test_a_held_lock_refuses_with_the_holder_and_a_dead_holder_does_not_block(
             LocalLock(db, wait_s=0.3).__enter__()
     assert not lock_path(db).exists()  # released and removed
     # A holder killed with SIGKILL leaves no lock in the way.
-    code_s = (
-        f"from ris_ray.lock import LocalLock; LocalLock({db!r}).__enter__(); print(1, flush=True);"
-    )
+    code_s = f"from ris_ray.store.lock import LocalLock; LocalLock({db!r}).__enter__(); print(1, flush=True);"
     holder = subprocess.Popen(
         [sys.executable, "-c", code_s + "import time; time.sleep(600)"],
         stdout=subprocess.PIPE,

@@ -165,7 +165,7 @@ def test_embedded_ray_listens_on_loopback_only(sampled_ingest: SampledIngest) ->
 
 _DRIVER = """
 import ray
-from ris_ray.pipeline import connect
+from ris_ray.ingest.pipeline import connect
 connect(None)
 ray.get(ray.remote(lambda: 1).remote())
 print("READY", flush=True)

@@ -66,7 +66,7 @@ class Flights:
 
 
 def _column(db: str, name: str = "tile_id") -> list[str]:
-    from ris_ray.lance_io import open_lance
+    from ris_ray.store.lance_io import open_lance
 
     return list(open_lance(db).to_table(columns=[name]).column(name).to_pylist())
 
@@ -85,8 +85,8 @@ def flights(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Flights
        objects was replaced, one deleted and one added: the loser's objects,
        the replaced and the new one are read, the deleted one pruned.
     """
-    from ris_ray.lance_io import open_lance
-    from ris_ray.storelock import LEASE_S, Holder
+    from ris_ray.store.lance_io import open_lance
+    from ris_ray.store.storelock import LEASE_S, Holder
 
     tmp = tmp_path_factory.mktemp("flights")
     bucket = s3.make_bucket("flights")

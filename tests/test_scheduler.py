@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from ris_ray.records import Failure, TileStats
-from ris_ray.scheduler import Embed, Probe, Scheduler, Settled, Tile, Work
-from ris_ray.tiling import BandPlan, RasterInfo, TileSpec, count_tiles
+from ris_ray.core.records import Failure, TileStats
+from ris_ray.ingest.scheduler import Embed, Probe, Scheduler, Settled, Tile, Work
+from ris_ray.raster.tiling import BandPlan, RasterInfo, TileSpec, count_tiles
 
 SPEC = TileSpec(tile=256, stride=256, min_valid=0.5, model="m")
 
@@ -339,17 +339,19 @@ def test_workers_import_neither_the_driver_nor_torch_needlessly() -> None:
     """A tiling worker imports tasks.py (no torch); an embedder worker imports
     actors.py (no driver: pipeline, scheduler; no Lance: it builds Arrow tables)."""
     code = (
-        "import sys, ris_ray.tasks; assert 'torch' not in sys.modules, 'tasks imports torch'\n"
-        "import ris_ray.actors\n"
-        "bad = {'ris_ray.pipeline', 'ris_ray.scheduler', 'lance', 'torch'} & set(sys.modules)\n"
+        "import sys, ris_ray.ingest.tasks\n"
+        "assert 'torch' not in sys.modules, 'tasks imports torch'\n"
+        "import ris_ray.ingest.actors\n"
+        "bad = {'ris_ray.ingest.pipeline', 'ris_ray.ingest.scheduler', 'lance', 'torch'}\n"
+        "bad &= set(sys.modules)\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_a_call_carries_several_forward_passes() -> None:
-    from ris_ray.config import CALL_TILES, IngestConfig
-    from ris_ray.errors import InputError
+    from ris_ray.core.config import CALL_TILES, IngestConfig
+    from ris_ray.core.errors import InputError
 
     def cfg(**kw: object) -> IngestConfig:
         return IngestConfig(inputs=("a.tif",), db="d", **kw)  # type: ignore[arg-type]

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import rasterio.warp
 
-from ris_ray.errors import InputError, QueryError
-from ris_ray.export import CRS84, neighbours_csv, neighbours_geojson
-from ris_ray.filters import SearchFilter
-from ris_ray.geo import source_footprints
-from ris_ray.plot import plot_neighbours
-from ris_ray.query import query
-from ris_ray.store import open_dataset
+from ris_ray.core.errors import InputError, QueryError
+from ris_ray.raster.geo import source_footprints
+from ris_ray.search.export import CRS84, neighbours_csv, neighbours_geojson
+from ris_ray.search.filters import SearchFilter
+from ris_ray.search.plot import plot_neighbours
+from ris_ray.search.query import query
+from ris_ray.store.dataset import open_dataset
 
 COLS = ["tile_id", "source", "row", "col", "crs", "minx", "miny", "maxx", "maxy", "lon", "lat"]
 

@@ -28,12 +28,12 @@ from fastapi import FastAPI
 from ports import free_port
 
 from ris_ray.cli import main
-from ris_ray.diff import diff
-from ris_ray.export import neighbours_csv, neighbours_geojson
-from ris_ray.filters import SearchFilter
-from ris_ray.index import build_index
-from ris_ray.query import query
 from ris_ray.sample import synthetic_fingerprints, write_fingerprint_dataset
+from ris_ray.search.diff import diff
+from ris_ray.search.export import neighbours_csv, neighbours_geojson
+from ris_ray.search.filters import SearchFilter
+from ris_ray.search.index import build_index
+from ris_ray.search.query import query
 from ris_ray.web import create_app
 from ris_ray.web.server import check_bind, is_loopback
 

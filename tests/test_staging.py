@@ -1,4 +1,4 @@
-"""Staged rows (ris_ray.staging) and the rows an embedder encodes (schema.encode_rows)."""
+"""Staged rows (ris_ray.store.staging) and the rows an embedder encodes (schema.encode_rows)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ris_ray.records import TileBatch
-from ris_ray.schema import DatasetParams, encode_rows, schema_for, to_table
-from ris_ray.staging import Staging
+from ris_ray.core.records import TileBatch
+from ris_ray.store.schema import DatasetParams, encode_rows, schema_for, to_table
+from ris_ray.store.staging import Staging
 
 PARAMS = DatasetParams(256, 256, "m")
 
@@ -77,7 +77,7 @@ def test_encoding_rows_does_not_import_pandas(tmp_path: Path) -> None:
 
     code = (
         "import sys; sys.path.insert(0, 'tests'); from test_staging import _batch, PARAMS;"
-        "from ris_ray.schema import encode_rows; encode_rows(_batch('a', 4), PARAMS);"
+        "from ris_ray.store.schema import encode_rows; encode_rows(_batch('a', 4), PARAMS);"
         "print('pandas' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -132,7 +132,7 @@ def test_past_the_budget_the_largest_source_spills_and_reads_back_alike(tmp_path
 
 
 def test_writer_refuses_rows_encoded_in_another_schema(tmp_path: Path) -> None:
-    from ris_ray.store import TileWriter
+    from ris_ray.store.writer import TileWriter
 
     writer = TileWriter(str(tmp_path / "db.lance"), PARAMS, fingerprint="float16")
     try:
@@ -150,7 +150,7 @@ def test_a_file_spilled_to_disk_is_committed_whole(tmp_path: Path) -> None:
     """Past the budget, staged rows go to disk and still reach Lance in one commit."""
     import lance
 
-    from ris_ray.store import TileWriter
+    from ris_ray.store.writer import TileWriter
 
     writer = TileWriter(str(tmp_path / "db.lance"), PARAMS, stage_dir=str(tmp_path))
     writer.staging.budget = 1  # every file spills

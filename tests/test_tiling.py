@@ -12,10 +12,9 @@ import rasterio.warp
 import rasterio.windows
 from rasterio.enums import ColorInterp
 
-from ris_ray.errors import RasterReadError, UnsupportedRasterError
-from ris_ray.records import TileBatch, TileStats
-from ris_ray.sample import landscape
-from ris_ray.tiling import (
+from ris_ray.core.errors import RasterReadError, UnsupportedRasterError
+from ris_ray.core.records import TileBatch, TileStats
+from ris_ray.raster.tiling import (
     TileSpec,
     WindowJob,
     count_tiles,
@@ -28,6 +27,7 @@ from ris_ray.tiling import (
     tile_offsets,
     to_rgb8,
 )
+from ris_ray.sample import landscape
 
 SPEC = TileSpec(tile=256, stride=256, min_valid=0.5, model="m")
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from ris_ray.sample import landscape, write_geotiff
-from ris_ray.tiling import (
+from ris_ray.raster.tiling import (
     TileSpec,
     WindowJob,
     band_planes,
@@ -21,6 +20,7 @@ from ris_ray.tiling import (
     tile_valid_counts,
     to_rgb8,
 )
+from ris_ray.sample import landscape, write_geotiff
 
 
 @pytest.mark.parametrize(("tile", "stride"), [(16, 16), (16, 8), (16, 12), (16, 7), (16, 32)])
@@ -138,8 +138,8 @@ def test_fill_rule_uses_the_dtype_maximum(tmp_path: Path) -> None:
 
 
 def test_thumbnail_size_option_is_checked() -> None:
-    from ris_ray.config import IngestConfig
-    from ris_ray.errors import InputError
+    from ris_ray.core.config import IngestConfig
+    from ris_ray.core.errors import InputError
 
     assert IngestConfig(inputs=("a.tif",), db="d", thumbnail_size=0).thumbnail_size == 0
     assert IngestConfig(inputs=("a.tif",), db="d").thumbnail_size == 64

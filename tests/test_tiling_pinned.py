@@ -9,7 +9,7 @@ tiles are kept, their valid fractions or their pixels fails here.
 A tile id hashes the file's full path, which differs from one checkout to
 the next, so the pinned id digest is over ids made from the bare file name
 at each kept tile's origin; each batch's own ids are checked against
-:func:`~ris_ray.tiling.tile_id` of the real path at those origins.
+:func:`~ris_ray.raster.tiling.tile_id` of the real path at those origins.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ris_ray.tiling import TileSpec, plan_windows, probe, read_tiles, tile_id
+from ris_ray.raster.tiling import TileSpec, plan_windows, probe, read_tiles, tile_id
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

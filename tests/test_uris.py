@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ris_ray.uris import is_remote, local_path
+from ris_ray.core.uris import is_remote, local_path
 
 
 @pytest.mark.parametrize(

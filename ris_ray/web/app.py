@@ -44,20 +44,20 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from ris_ray.config import METRICS
-from ris_ray.errors import InputError, QueryError, RisError
-from ris_ray.export import (
+from ris_ray.core.config import METRICS
+from ris_ray.core.errors import InputError, QueryError, RisError
+from ris_ray.raster.geo import parse_bbox, parse_xy, ring_to_geometry, source_footprints
+from ris_ray.search.export import (
     changes_csv,
     changes_geojson,
     feature_collection,
     neighbours_csv,
     neighbours_geojson,
 )
-from ris_ray.filters import SearchFilter, check_tile_id
-from ris_ray.geo import parse_bbox, parse_xy, ring_to_geometry, source_footprints
-from ris_ray.query import DEFAULT_ALPHA
-from ris_ray.query import query as run_query
-from ris_ray.schema import dataset_params
+from ris_ray.search.filters import SearchFilter, check_tile_id
+from ris_ray.search.query import DEFAULT_ALPHA
+from ris_ray.search.query import query as run_query
+from ris_ray.store.schema import dataset_params
 from ris_ray.web.session import Session, Snapshot
 
 __all__ = ["STATIC", "TOKEN_COOKIE", "check_token", "create_app"]
@@ -297,7 +297,7 @@ def _query_routes(app: FastAPI, session: Session) -> None:
         top: Annotated[int, Query(ge=1, le=1_000_000)] = 10,
         format: Format = "json",
     ) -> Response:
-        from ris_ray.diff import diff as run_diff
+        from ris_ray.search.diff import diff as run_diff
 
         result = run_diff(session.uri, before, after, metric=metric)
         if format == "geojson":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from ris_ray.errors import InputError
+from ris_ray.core.errors import InputError
 
 __all__ = ["TOKEN_ENV", "check_bind", "is_loopback", "serve"]
 

@@ -3,20 +3,20 @@
 A :class:`Snapshot` is one dataset version held open: the Lance dataset,
 the result metadata (tile id, source, row/col, lon/lat, bounds; no
 thumbnails) as an Arrow table, ``tile_id -> row`` positions, and every
-fingerprint in a :class:`ris_ray.scan.FlatScan` (loaded at once when the
+fingerprint in a :class:`ris_ray.search.scan.FlatScan` (loaded at once when the
 dataset has no l2 index, else on the first query that needs it). It is a
-:class:`ris_ray.query.QueryBackend`, so :func:`ris_ray.query.query` answers
+:class:`ris_ray.search.query.QueryBackend`, so :func:`ris_ray.search.query.query` answers
 through it with the CLI's own logic (validation, positives/negatives,
 ``mean(pos) - alpha * mean(neg)``, filters, result records):
 
 - stored tiles are looked up in memory instead of a filtered scan;
 - ranking: when the dataset has an IVF_PQ index for the metric (and the
-  query is not ``exact``), Lance's ANN search (:func:`ris_ray.query.search`)
+  query is not ``exact``), Lance's ANN search (:func:`ris_ray.search.query.search`)
   as in the CLI, asked for ``k + len(exclude)`` rows and the query's own
   tiles dropped afterwards (no ``tile_id NOT IN`` prefilter, which scans the
   id column); otherwise the exact in-memory scan, with the filters applied
   as a boolean row mask (:func:`filter_mask`, the numpy twin of
-  :meth:`ris_ray.filters.SearchFilter.to_sql`).
+  :meth:`ris_ray.search.filters.SearchFilter.to_sql`).
 
 :class:`Session` hands out the current snapshot and, at most once per
 ``check_every`` seconds, asks Lance for the latest version; a newer one is
@@ -36,14 +36,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ris_ray.config import METRICS
-from ris_ray.filters import SearchFilter, check_tile_id, match_sources
-from ris_ray.index import vector_index
-from ris_ray.query import Neighbour, check_search, neighbour, search
-from ris_ray.records import TILE_REF_FIELDS
-from ris_ray.scan import FlatScan
-from ris_ray.store import lance_dataset, open_dataset
-from ris_ray.uris import local_path
+from ris_ray.core.config import METRICS
+from ris_ray.core.records import TILE_REF_FIELDS
+from ris_ray.core.uris import local_path
+from ris_ray.search.filters import SearchFilter, check_tile_id, match_sources
+from ris_ray.search.index import vector_index
+from ris_ray.search.query import Neighbour, check_search, neighbour, search
+from ris_ray.search.scan import FlatScan
+from ris_ray.store.dataset import lance_dataset, open_dataset
 
 __all__ = ["Session", "Snapshot", "filter_mask"]
 

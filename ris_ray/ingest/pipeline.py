@@ -1,0 +1,713 @@
+"""The ingest job: files -> windows -> tiles -> fingerprints -> Lance.
+
+Streaming design on Ray core, bounded at every stage:
+
+1. ``probe_task`` (CPU task per file, or per few files when there are many:
+   :func:`probe_files`; :mod:`ris_ray.ingest.tasks`) reads the header
+   and, for non-uint8 data, a decimated sample for the stretch.
+2. ``tile_task`` (CPU task per window, or per few small windows up to
+   :data:`TASK_TILES` tiles: small files) opens the file itself, reads only
+   its windows and cuts each into a :class:`~ris_ray.core.records.TileBatch`.
+3. :class:`~ris_ray.ingest.actors.EmbedActor` (one per GPU, ``num_gpus=1``; one CPU
+   actor without GPUs) turns a batch into rows in the store schema, one
+   Arrow IPC message per window (:class:`~ris_ray.store.schema.EncodedRows`).
+   Pixel batches go from tiling task to actor through the object store; the
+   driver only sees these small messages.
+4. The :class:`~ris_ray.store.tilestore.TileStore` stages the messages as they arrive,
+   undecoded, and commits whole files, with their manifest records, every
+   ``commit_every_s`` seconds and at the end.
+
+What runs next, and what each result means, is the Ray-free
+:class:`~ris_ray.ingest.scheduler.Scheduler` (planning, backpressure, per-file
+state); this module is the thin Ray loop around it: submit the work it asks
+for, ``ray.wait``, feed each outcome back as one event. Failures are per
+window and come back as :class:`~ris_ray.core.records.Failure` values; Ray retries
+tasks and restarts actors on worker crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+
+from ris_ray.core.config import IngestConfig
+from ris_ray.core.errors import EmbedderStartError, InputError, RasterReadError, RisError
+from ris_ray.core.objstore import ObjectInfo, S3Settings, to_url
+from ris_ray.core.records import Failure, FileIdent
+from ris_ray.core.uris import is_remote
+from ris_ray.ingest import preflight, raylocal
+from ris_ray.ingest.actors import EmbedActor
+from ris_ray.ingest.inputs import discover_objects
+from ris_ray.ingest.scheduler import Embed, FileReport, Probe, Scheduler, Tile, Work
+from ris_ray.ingest.tasks import TASK_RETRIES, error_text, probe_task, tile_windows
+from ris_ray.model.embed import Embedder, default_num_threads
+from ris_ray.model.weights import ResolvedWeights, resolve_weights
+from ris_ray.raster.dataset import display_path, file_identity
+from ris_ray.raster.tiling import TileSpec
+from ris_ray.store.manifest import FileRecord
+from ris_ray.store.schema import DatasetParams
+from ris_ray.store.tilestore import TileStore
+
+__all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest", "probe_files"]
+
+log = logging.getLogger(__name__)
+
+
+ACTOR_RESTARTS = 3
+EMBED_INFLIGHT_PER_ACTOR = 2
+#: Most files one probe task reads the headers of (many small files: fewer driver calls).
+PROBE_FILES = 16
+#: Share of the cluster's object store that tiles cut while the embedders
+#: start may fill (read-ahead, :class:`~ris_ray.ingest.scheduler.Scheduler`).
+STARTUP_STORE_SHARE = 0.25
+#: Most planned tiles one tiling task cuts when its windows are small (small
+#: files: ~16 tiles each); a window of more is a task of its own. Ray's own
+#: work per task (about 1 ms of driver CPU) then spreads over more tiles.
+TASK_TILES = 64
+#: Longest a cut window waits for others to fill an embedder call
+#: (:attr:`~ris_ray.core.config.IngestConfig.tiles_per_call` tiles). The wait costs
+#: no throughput: calls that fill go out at once, and a window waits only
+#: while the embedders have free slots, i.e. keep up with tiling.
+EMBED_HOLD_S = 0.25
+
+
+# ---------------------------------------------------------------- reports
+
+
+@dataclass
+class IngestReport:
+    """Summary of one ``ingest`` run (also written as JSON by the CLI)."""
+
+    db: str
+    model: str
+    weights: str
+    device: str
+    files: list[FileReport] = field(default_factory=list)
+    wall_s: float = 0.0
+    version: int | None = None
+    commits: int = 0
+    missing: list[str] = field(default_factory=list)
+    pruned_files: int = 0
+    pruned_tiles: int = 0
+    ray_gcs_address: str | None = None
+    committed: bool = True  # False: --strict saw a failed file and published nothing
+    steady_tiles_per_s: float = 0.0  # from the embedders' start to the last embedded batch
+
+    @property
+    def tiles_written(self) -> int:
+        return sum(f.tiles_written for f in self.files)
+
+    @property
+    def tiles_low_valid(self) -> int:
+        return sum(f.tiles_low_valid for f in self.files)
+
+    @property
+    def tiles_empty(self) -> int:
+        return sum(f.tiles_empty for f in self.files)
+
+    @property
+    def files_failed(self) -> list[FileReport]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def files_read(self) -> list[FileReport]:
+        """Files this run opened (everything but ``unchanged``)."""
+        return [f for f in self.files if f.status != "unchanged"]
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.tiles_written / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(
+            tiles_written=self.tiles_written,
+            files_read=len(self.files_read),
+            tiles_low_valid=self.tiles_low_valid,
+            tiles_empty=self.tiles_empty,
+            files_failed=len(self.files_failed),
+            tiles_per_s=round(self.tiles_per_s, 2),
+        )
+        return d
+
+
+# ---------------------------------------------------------------- Ray parts
+
+
+def connect(address: str | None = None) -> bool:
+    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set (the workers get this
+    process's ``AWS_*`` settings, :func:`_aws_runtime_env`), else start a fresh
+    embedded local instance on loopback (:func:`ris_ray.ingest.raylocal.start`).
+    Returns True when this call started Ray (the caller calls :func:`disconnect`)."""
+    return raylocal.start(address, join_options=_aws_runtime_env())
+
+
+def disconnect() -> None:
+    """Shut down the Ray that :func:`connect` started."""
+    raylocal.stop()
+
+
+def _aws_runtime_env() -> dict[str, Any]:
+    """``runtime_env`` giving the workers of an external cluster this process's
+    ``AWS_*`` settings; nothing when there are none, or inside a Ray job (whose
+    ``runtime_env`` provides them; Ray refuses the same variable twice)."""
+    env = S3Settings.from_env().worker_env()
+    if not env or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        return {}
+    return {"runtime_env": {"env_vars": env}}
+
+
+def _wait_for_gpus(wanted: int, timeout_s: float, say: Callable[[str], None]) -> int:
+    """Ask the autoscaler for ``wanted`` GPUs and wait up to ``timeout_s`` for them.
+
+    A fixed pool sized after the wait avoids the known Ray Data behaviour where
+    an autoscaling GPU actor pool stays at one actor while nodes boot.
+    Returns the number of GPUs present at the end.
+    """
+    from ray.autoscaler.sdk import request_resources
+
+    have = int(ray.cluster_resources().get("GPU", 0))
+    if have >= wanted:
+        return have
+    request_resources(bundles=[{"GPU": 1}] * wanted)
+    say(f"waiting up to {timeout_s:.0f} s for {wanted} GPUs (have {have})")
+    deadline = time.monotonic() + timeout_s
+    while have < wanted and time.monotonic() < deadline:
+        time.sleep(5.0)
+        have = int(ray.cluster_resources().get("GPU", 0))
+    return have
+
+
+def _cuda_gpus(cfg: IngestConfig, gpus: int, say: Callable[[str], None]) -> int:
+    """The GPUs for ``--device cuda`` (``gpus``: those Ray has now); at least one.
+
+    On a cluster an autoscaler may add some: wait for them (:func:`_wait_for_gpus`).
+    Nothing can add a GPU to the embedded Ray: none there fails at once.
+    """
+    if raylocal.embedded():
+        if gpus == 0:
+            raise InputError(
+                "--device cuda: Ray finds no GPU on this machine (CUDA_VISIBLE_DEVICES="
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --device cpu, or "
+                "--address a Ray cluster with GPU nodes"
+            )
+        return gpus
+    gpus = _wait_for_gpus(cfg.num_embedders or max(gpus, 1), cfg.gpu_wait_s, say)
+    if gpus == 0:
+        raise InputError(
+            f"--device cuda: no GPU joined the cluster within {cfg.gpu_wait_s:.0f} s; "
+            "check the GPU node type / quotas, or use --device cpu"
+        )
+    return gpus
+
+
+def _make_actors(
+    cfg: IngestConfig,
+    weights: ResolvedWeights,
+    params: DatasetParams,
+    fingerprint: str,
+    say: Callable[[str], None],
+    actor_cls: type[EmbedActor] = EmbedActor,
+) -> list[Any]:
+    """One embedder per GPU (``num_gpus=1`` each), or one CPU embedder without GPUs.
+
+    ``--device cuda`` takes the GPUs of :func:`_cuda_gpus` (``--embedders N``
+    on a cluster: it asks the autoscaler for N and waits ``cfg.gpu_wait_s``).
+    """
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if cfg.device == "cuda":
+        gpus = _cuda_gpus(cfg, gpus, say)
+    use_gpu = gpus > 0 and cfg.device != "cpu"
+    n = min(cfg.num_embedders or gpus, gpus) if use_gpu else (cfg.num_embedders or 1)
+    device = "cuda" if use_gpu else "cpu"
+    threads = 1 if use_gpu else default_num_threads()
+    cls = ray.remote(actor_cls).options(
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=1,
+        max_restarts=ACTOR_RESTARTS,
+        max_task_retries=TASK_RETRIES,
+    )
+    return [
+        cls.remote(
+            weights,
+            params,
+            device,
+            cfg.precision,
+            cfg.batch_size,
+            threads,
+            fingerprint,
+            cfg.thumbnail_size,
+        )
+        for _ in range(n)
+    ]
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _Progress:
+    """Rich progress on stderr (tiles embedded of planned, files, tiles/s), or nothing."""
+
+    def __init__(self, enabled: bool, n_files: int) -> None:
+        self.enabled = enabled
+        self.n_files = n_files
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._p = Progress(
+            TextColumn("[bold]ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tiles  {task.fields[files]}  {task.fields[rate]}"),
+            TimeElapsedColumn(),
+            transient=False,
+        )
+        self._task = self._p.add_task("tiles", total=None, files="", rate="")
+        self._p.start()
+
+    def update(self, tiles_done: int, tiles_planned: int, files_done: int, t0: float) -> None:
+        if not self.enabled:
+            return
+        rate = tiles_done / max(time.monotonic() - t0, 1e-9)
+        self._p.update(
+            self._task,
+            completed=tiles_done,
+            total=max(tiles_planned, 1),
+            files=f"files {files_done}/{self.n_files}",
+            rate=f"{rate:.1f} tiles/s",
+        )
+
+    def stop(self) -> None:
+        if self.enabled:
+            self._p.stop()
+
+
+def _stat(path: str, objects: dict[str, ObjectInfo]) -> FileIdent | None:
+    """The identity of ``path``: a store object's from the listing in ``objects``
+    (size, last-modified, ETag; no request), else :func:`file_identity` (local
+    stat, or one HEAD); ``None`` when it has none or cannot be read."""
+    info = objects.get(path)
+    if info is not None:
+        return FileIdent(info.size, info.last_modified_ns, info.etag)
+    try:
+        return file_identity(path)
+    except RasterReadError:
+        return None
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+Ident = FileIdent | None
+
+
+def ingest(
+    cfg: IngestConfig,
+    *,
+    on_event: Callable[[str], None] | None = None,
+    actor_cls: type[EmbedActor] = EmbedActor,
+) -> IngestReport:
+    """Run the ingest job described by ``cfg`` and return its report.
+
+    First, before Ray starts or a pixel is read: :func:`ris_ray.ingest.preflight.check_db`
+    (``--db`` writable); then :func:`_ingest`, whose
+    :meth:`~ris_ray.store.tilestore.TileStore.for_ingest` takes the dataset's writer lock
+    (:mod:`ris_ray.store.lock`, waiting up to ``cfg.lock_wait_s``) before it looks at
+    the dataset and holds it until the store is closed. A disk that fills up
+    mid-run ends in :class:`~ris_ray.ingest.preflight.StorageFullError` (exit 2) with
+    the last committed version intact.
+
+    ``actor_cls`` is the embedder actor class (library use only, no CLI
+    option): a subclass of :class:`~ris_ray.ingest.actors.EmbedActor` with the same
+    constructor, e.g. the benchmark's zero-cost embedder that measures the
+    plumbing ceiling through the same output path.
+    """
+    preflight.check_db(cfg.db)
+    try:
+        return _ingest(cfg, on_event=on_event, actor_cls=actor_cls)
+    except Exception as exc:
+        if isinstance(exc, RisError) or not preflight.is_disk_full(exc):
+            raise
+        raise preflight.StorageFullError(
+            f"--db {cfg.db}: no space left on the device while writing; the last "
+            f"committed version ({_last_version(cfg.db)}) is intact; free space and "
+            "re-run (only uncommitted files are redone)"
+        ) from None
+
+
+def _last_version(db: str) -> int | None:
+    try:
+        return TileStore(db).version
+    except (RisError, OSError, ValueError):
+        return None
+
+
+def _ingest(
+    cfg: IngestConfig,
+    *,
+    on_event: Callable[[str], None] | None,
+    actor_cls: type[EmbedActor],
+) -> IngestReport:
+    """The ingest run proper (see :func:`ingest`).
+
+    Incremental: files already in the dataset's manifest with the same size
+    and modification time (store objects: size and ETag, from the listing)
+    are not read again; new, changed and previously
+    failed files are. With ``cfg.rebuild`` everything is re-read and the
+    dataset is replaced in one commit; with ``cfg.prune`` tiles of manifest
+    files under the inputs that no longer exist are deleted.
+
+    Connects to Ray (embedded unless ``cfg.address``/``RAY_ADDRESS``) only when
+    there is work. Per-file failures are recorded in the report, not raised;
+    configuration problems (missing input, unusable weights, incompatible
+    dataset) raise :class:`~ris_ray.core.errors.RisError` before any pixel is read.
+    """
+    say = on_event or (lambda msg: None)
+    t0 = time.monotonic()
+    paths, objects = discover_objects(cfg.inputs)
+    weights = resolve_weights(cfg.weights)
+    params = DatasetParams(cfg.tile_size, cfg.step, weights.model_id)
+    store = TileStore.for_ingest(  # the writer lock, then the params check
+        cfg.db, params, rebuild=cfg.rebuild, lock_wait_s=cfg.lock_wait_s
+    )
+    try:
+        report = IngestReport(
+            db=store.uri, model=weights.model_id, weights=weights.description, device="-"
+        )
+        idents = {p: _stat(p, objects) for p in paths}  # the one stat of each file this run
+        todo = _changed(cfg, paths, idents, store, report, say)
+        if todo:
+            # Build the model once here so missing weights fail before Ray starts work.
+            Embedder(weights, device="cpu", precision="fp32").check(cfg.tile_size)
+            say(f"weights: {weights.description}")
+            started = connect(cfg.address)
+            try:
+                _run(cfg, todo, idents, weights, params, store, report, say, t0, actor_cls)
+            finally:
+                if started:
+                    disconnect()
+        _maintain(cfg, store, report, say)
+        report.version = store.version
+    finally:
+        store.close()
+    report.wall_s = time.monotonic() - t0
+    return report
+
+
+def _changed(
+    cfg: IngestConfig,
+    paths: list[str],
+    idents: dict[str, Ident],
+    store: TileStore,
+    report: IngestReport,
+    say: Callable[[str], None],
+) -> list[str]:
+    """The files to read (new, changed or failed before); unchanged ones go in
+    the report, and manifest files under the inputs that are gone in ``report.missing``."""
+    known = store.known_files()
+    todo: list[str] = []
+    for path in paths:
+        ident = idents[path]
+        rec = known.get(display_path(path))
+        if (
+            rec is not None
+            and ident is not None
+            and rec.status != "failed"
+            and rec.same_file(*ident)
+        ):
+            report.files.append(FileReport(display_path(path), "unchanged"))
+        else:
+            todo.append(path)
+    shown = {display_path(p) for p in paths}
+    roots = [to_url(i) if is_remote(i) else os.path.realpath(i) for i in cfg.inputs]  # as stored
+    report.missing = sorted(p for p in known if _under(p, roots) and p not in shown)
+    gone = report.missing
+    say(
+        f"{len(todo)} new or changed files, {len(paths) - len(todo)} unchanged"
+        + (f", {len(gone)} gone" if gone else "")
+    )
+    return todo
+
+
+def _maintain(
+    cfg: IngestConfig, store: TileStore, report: IngestReport, say: Callable[[str], None]
+) -> None:
+    """After the run: prune files that are gone, compact, refresh indices."""
+    gone = report.missing
+    if cfg.prune and gone:
+        report.pruned_tiles = store.prune(gone)
+        report.pruned_files = len(gone)
+        say(f"pruned {len(gone)} files that no longer exist")
+    if report.commits and cfg.compact_fragments:
+        store.compact(above=cfg.compact_fragments)
+    if report.commits or report.pruned_files:
+        store.refresh_indices()
+
+
+def _run(
+    cfg: IngestConfig,
+    paths: list[str],
+    idents: dict[str, Ident],
+    weights: ResolvedWeights,
+    params: DatasetParams,
+    store: TileStore,
+    report: IngestReport,
+    say: Callable[[str], None],
+    t0: float,
+    actor_cls: type[EmbedActor] = EmbedActor,
+) -> None:
+    """Read, embed and store ``paths`` on Ray (connected) with ``actor_cls`` embedders."""
+    spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id)
+    actors = _make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
+    report.ray_gcs_address = ray.get_runtime_context().gcs_address
+    say(f"embedders: {len(actors)} starting; files to read: {len(paths)}")
+    resources = ray.cluster_resources()
+    cpus = max(1, int(resources.get("CPU", 1)))
+    store_bytes = resources.get("object_store_memory", 0.0)
+    sched = Scheduler(
+        paths,
+        spec,
+        min_valid=cfg.min_valid,
+        window_px=cfg.window_px,
+        max_inflight=cfg.max_tasks_in_flight or max(4, 2 * cpus),
+        n_embedders=len(actors),
+        embed_slots=EMBED_INFLIGHT_PER_ACTOR,
+        probe_files=probe_files(len(paths), cpus),
+        embed_tiles=cfg.tiles_per_call,
+        hold_s=EMBED_HOLD_S,
+        task_tiles=TASK_TILES,
+        ready=False,
+        startup_tiles=int(STARTUP_STORE_SHARE * store_bytes / (3 * cfg.tile_size**2)),
+    )
+    report.files.extend(sched.reports)
+    real = {display_path(p): p for p in paths}
+
+    def record(shown: str, version: int | None) -> FileRecord:
+        return _record(sched.files[real[shown]].report, version, idents[real[shown]])
+
+    def ready(device: str) -> None:
+        report.device = device
+        say(f"embedders: {len(actors)} x {device}")
+
+    loop = _RayLoop(cfg, sched, actors, spec, store, record, ready, idents)
+    progress = _Progress(cfg.progress, len(paths))
+    try:
+        loop.run(progress, t0)
+        if cfg.strict and any(f.status == "failed" for f in sched.reports):
+            report.committed = False  # --strict: a failed file means nothing is published
+        elif store.rebuild:
+            store.commit_rebuild(record, [display_path(p) for p in paths])
+        else:
+            loop.publish()
+    finally:
+        progress.stop()
+        for actor in actors:
+            ray.kill(actor)
+    report.commits = store.commits
+    report.steady_tiles_per_s = loop.steady.rate
+
+
+class _RayLoop:
+    """Submit what the scheduler asks for, ``ray.wait``, feed each outcome back.
+
+    Tiling starts at once, while the embedder actors start (torch import,
+    model load, CUDA init take seconds): the first actor's ``device()`` is
+    waited on with the rest; its answer makes the scheduler send batches to
+    the embedders (until then tiling reads ahead) and goes to ``on_ready``.
+    An actor that fails to start raises here, as ``ray.get`` does.
+    """
+
+    def __init__(
+        self,
+        cfg: IngestConfig,
+        sched: Scheduler,
+        actors: list[Any],
+        spec: TileSpec,
+        store: TileStore,
+        record: Callable[[str, int | None], FileRecord],
+        on_ready: Callable[[str], None],
+        idents: dict[str, Ident],
+    ) -> None:
+        self.cfg, self.sched, self.actors, self.spec = cfg, sched, actors, spec
+        self.store, self.record, self.idents = store, record, idents
+        self.on_ready = on_ready
+        self.starting: Any | None = actors[0].device.remote()  # None once answered
+        self.refs: dict[Any, Work] = {}
+        self.batches: dict[int, list[Any]] = {}  # tile ticket -> its windows' batch refs
+        self.unstaged: list[str] = []  # settled files with nothing to publish
+        self.last_commit = time.monotonic()
+        self.steady = _SteadyRate()
+
+    def run(self, progress: _Progress, t0: float) -> None:
+        sched = self.sched
+        while not sched.done:
+            for work in sched.next_work():
+                self.refs[self._submit(work)] = work
+            waiting = list(self.refs) + ([self.starting] if self.starting is not None else [])
+            deadline = sched.next_deadline()
+            timeout = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            ready = _ready(waiting, max(timeout, 0.0))
+            if self.starting is not None and self.starting in ready:
+                self._started(self.starting)
+            done = [ref for ref in ready if ref in self.refs]
+            for ref, value in zip(done, _outcomes(done), strict=True):
+                self._feed(self.refs.pop(ref), value)
+                self._stage()
+                if self._commit_due():
+                    self.publish()
+            progress.update(sched.tiles_done, sched.tiles_planned, sched.files_done, t0)
+        if self.starting is not None and ray.wait([self.starting], timeout=0)[0]:
+            self._started(self.starting)  # answered with the last batch (no wait if still starting)
+
+    def _started(self, ref: Any) -> None:
+        """The first actor answered ``device()`` (``ref``); :class:`EmbedderStartError`
+        when it could not start (its constructor raised, on every restart)."""
+        self.starting = None
+        try:
+            device = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+            cause = lines[-1] if lines else type(exc).__name__
+            raise EmbedderStartError(
+                f"the embedder actor could not start ({cause}); "
+                "its traceback is above: check --device, --precision and the GPU's free memory"
+            ) from None
+        self.sched.embedders_ready()
+        self.steady.start()
+        self.on_ready(device)
+
+    def _submit(self, work: Work) -> Any:
+        if isinstance(work, Probe):
+            idents = [self.idents.get(path) for path in work.paths]
+            return probe_task.remote(list(work.paths), self.cfg.bands, idents)
+        if isinstance(work, Tile):
+            windows = [(w.info, w.job) for w in work.windows]
+            stats_ref, self.batches[work.ticket] = tile_windows(windows, self.spec)
+            return stats_ref
+        return self.actors[work.actor].embed.remote(*(part.batch for part in work.parts))
+
+    def _feed(self, work: Work, value: Any) -> None:
+        batches = self.batches.pop(work.ticket, [])
+        if isinstance(value, Failure):
+            self.sched.failed(work.ticket, value)
+        elif isinstance(work, Probe):
+            self.sched.probed(work.ticket, value)
+        elif isinstance(work, Tile):
+            self.sched.tiled(work.ticket, value, batches)
+        else:
+            assert isinstance(work, Embed)
+            for part, encoded in zip(work.parts, value, strict=True):
+                self.store.add_encoded(display_path(part.path), encoded)
+            rows = [encoded.rows for encoded in value]
+            self.steady.mark(sum(rows))
+            self.sched.embedded(work.ticket, rows)
+
+    def _stage(self) -> None:
+        for settled in self.sched.take_settled():
+            if settled.staged:
+                self.store.finish(display_path(settled.path))
+            else:
+                self.unstaged.append(display_path(settled.path))  # keep earlier tiles
+
+    def _commit_due(self) -> bool:
+        return (
+            not (self.cfg.strict or self.store.rebuild)
+            and bool(self.store.pending or self.unstaged)
+            and time.monotonic() - self.last_commit >= self.cfg.commit_every_s
+        )
+
+    def publish(self) -> None:
+        self.store.commit(self.record, self.unstaged)
+        self.unstaged = []
+        self.last_commit = time.monotonic()
+
+
+def _record(f: FileReport, version: int | None, ident: Ident) -> FileRecord:
+    size, mtime, etag = ident or FileIdent(-1, -1)
+    return FileRecord(
+        path=f.path,
+        size=size,
+        mtime_ns=mtime,
+        status=f.status,
+        tiles=f.tiles_written,
+        tiles_low_valid=f.tiles_low_valid,
+        reason=f.reason,
+        dataset_version=version,
+        etag=etag,
+    )
+
+
+class _SteadyRate:
+    """Tiles/s from the moment the embedders take work (:meth:`start`) to the
+    last embedded batch: the pipeline's throughput once it runs, without Ray
+    start-up and model loading (every embedded tile counts: no call goes out
+    before the start, and one call of a small run still gives a rate)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.last = 0.0
+        self.tiles = 0
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def mark(self, rows: int) -> None:
+        self.tiles += rows
+        self.last = time.monotonic()
+
+    @property
+    def rate(self) -> float:
+        span = self.last - (self.started or self.last)
+        return self.tiles / span if span > 0 else 0.0
+
+
+def probe_files(n_files: int, cpus: int) -> int:
+    """Files per probe task: enough for two tasks per CPU, at most :data:`PROBE_FILES`."""
+    return max(1, min(PROBE_FILES, n_files // (2 * cpus)))
+
+
+def _ready(refs: list[Any], timeout: float) -> list[Any]:
+    """The refs of ``refs`` that are ready: waits up to ``timeout`` s for one,
+    then takes every other one already done (one loop turn for all of them)."""
+    if not refs:
+        time.sleep(timeout)
+        return []
+    ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+    if ready and rest:
+        ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+    return ready
+
+
+def _outcomes(refs: list[Any]) -> list[Any]:
+    """:func:`_outcome` of each ref; one ``ray.get`` for all when none failed."""
+    try:
+        return list(ray.get(refs)) if refs else []
+    except Exception:
+        return [_outcome(ref) for ref in refs]
+
+
+def _outcome(ref: Any) -> Any:
+    """``ray.get``, with task and actor crashes returned as a :class:`Failure`."""
+    try:
+        return ray.get(ref)
+    except (
+        ray.exceptions.RayTaskError,
+        ray.exceptions.RayActorError,
+        ray.exceptions.WorkerCrashedError,
+        ray.exceptions.ObjectLostError,
+    ) as exc:
+        return Failure(error_text(exc), kind="crash")

@@ -1,0 +1,95 @@
+"""The Ray tasks that read rasters: probing files and cutting windows into tiles.
+
+They live apart from :mod:`ris_ray.ingest.pipeline` so that a tiling worker imports
+only rasterio, numpy and Pillow (unpickling a task imports its module; the
+pipeline module would pull in torch, about 0.5 GB per worker for nothing).
+Application errors come back as :class:`~ris_ray.core.records.Failure` values, so
+a bad file never fails the run; worker crashes are retried by Ray
+(``max_retries``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import ray
+
+from ris_ray.core.errors import RisError
+from ris_ray.core.records import Failure, FileIdent, TileBatch, TileStats
+from ris_ray.raster.dataset import display_path
+from ris_ray.raster.tiling import RasterInfo, TileSpec, WindowJob, probe, read_tiles
+
+__all__ = ["TASK_RETRIES", "error_text", "probe_task", "tile_task", "tile_windows"]
+
+TASK_RETRIES = 3
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for a failure: our own message as is (also when a Ray task or
+    actor raised it), else the exception type and its first line."""
+    cause = getattr(exc, "cause", None)  # RayTaskError wraps the task's exception
+    if isinstance(cause, RisError):
+        return str(cause)
+    if isinstance(exc, RisError):
+        return str(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def probe_task(
+    paths: list[str], bands: tuple[int, ...] | None, idents: list[FileIdent | None]
+) -> list[RasterInfo | Failure]:
+    """Probe files, one result each (``idents``: their identities where the caller
+    has them: no second stat or HEAD); an unusable file comes back as a
+    :class:`Failure` naming it. Several small files per task spare the driver
+    a Ray call each."""
+    return [_probe_one(path, bands, ident) for path, ident in zip(paths, idents, strict=True)]
+
+
+def _probe_one(
+    path: str, bands: tuple[int, ...] | None, ident: FileIdent | None
+) -> RasterInfo | Failure:
+    try:
+        return probe(path, bands, ident=ident)
+    except Exception as exc:
+        shown = display_path(path)
+        text = error_text(exc)
+        return Failure(text if shown in str(exc) else f"{shown}: {text}")
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def tile_task(windows: list[tuple[RasterInfo, WindowJob]], spec: TileSpec) -> tuple[Any, ...]:
+    """Cut the tiles of ``windows`` (one, or several small ones), one after the
+    other. Returns ``(stats, batch_1, ..., batch_k)``: ``stats[i]`` for window
+    ``i`` (a :class:`Failure` when it could not be read), ``batch_i`` its tiles
+    (None if empty or failed), each its own Ray object, so an embedder call
+    takes the windows it wants. Submit it with ``num_returns=k + 1``
+    (:func:`tile_windows`)."""
+    stats: list[TileStats | Failure] = []
+    batches: list[TileBatch | None] = []
+    for info, job in windows:
+        try:
+            batch, window_stats = read_tiles(info, job, spec)
+        except Exception as exc:
+            stats.append(Failure(error_text(exc)))
+            batches.append(None)
+            continue
+        stats.append(window_stats)
+        batches.append(batch if window_stats.n_tiles else None)
+    return (stats, *batches)
+
+
+@functools.cache
+def _tile_task_for(k: int) -> Any:
+    return tile_task.options(num_returns=k + 1)
+
+
+def tile_windows(
+    windows: list[tuple[RasterInfo, WindowJob]], spec: TileSpec
+) -> tuple[Any, list[Any]]:
+    """Submit :func:`tile_task` for ``windows``: the ref of its stats and the
+    refs of its ``len(windows)`` batches."""
+    refs = _tile_task_for(len(windows)).remote(windows, spec)
+    return refs[0], list(refs[1:])
