@@ -217,6 +217,16 @@ class Embedder:
         """
         return self.embed_and_shrink(pixels, 0)[0]
 
+    def forward_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` uint8 tiles on the embedder's device -> ``(N, 512)``
+        float32 fingerprints, there: ``model((x - mean) / std)`` in the model's
+        dtype and channels_last (the device part of :meth:`embed_and_shrink`;
+        ``benchmarks/gpu.py`` times it alone)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = ((x.float() - self._mean) * self._inv_std).to(self.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x).float()
+
     def embed_and_shrink(
         self, pixels: np.ndarray | Sequence[np.ndarray], size: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -255,10 +265,7 @@ class Embedder:
                 elif size:
                     bands = part if band_first else part.transpose(0, 3, 1, 2)
                     small[start : start + len(part)] = thumbnail.shrink(bands, size)
-                x = x.contiguous(memory_format=torch.channels_last)
-                x = ((x.float() - self._mean) * self._inv_std).to(self.dtype)
-                x = x.contiguous(memory_format=torch.channels_last)
-                feats = self.model(x).float()
+                feats = self.forward_uint8(x)
                 out[start : start + feats.shape[0]] = feats.cpu().numpy()
                 start += len(part)
         finite = np.isfinite(out).all(axis=1)
