@@ -30,7 +30,12 @@ def main() -> None:
     os.chdir(tree)  # Ray workers import from the driver's working directory first
     sys.path[:0] = [str(tree), str(tree / "benchmarks")]
     import run  # the tree's own benchmarks/run.py
-    from plumbing import bench_plumbing, synthetic_ortho
+    from plumbing import bench_plumbing
+
+    try:
+        from bench_common import synthetic_ortho
+    except ImportError:  # a tree from before the benchmarks' split
+        from plumbing import synthetic_ortho  # type: ignore[attr-defined,no-redef]
 
     import ris_ray
 

@@ -20,19 +20,10 @@ from PIL import Image
 from rasterio.windows import Window
 
 from ris_ray.core.records import TileBatch, TileStats
+from ris_ray.raster.bands import band_planes, to_rgb8
 from ris_ray.raster.dataset import display_path, gdal_reason, open_raster
-from ris_ray.raster.tiling import (
-    RasterInfo,
-    TileSpec,
-    WindowJob,
-    _geo_columns,
-    _read_window,
-    band_planes,
-    cut_tiles,
-    tile_id,
-    tile_valid_counts,
-    to_rgb8,
-)
+from ris_ray.raster.reading import RasterInfo, _geo_columns, _read_window
+from ris_ray.raster.tiling import TileSpec, WindowJob, cut_tiles, tile_id, tile_valid_counts
 
 __all__ = ["legacy_read_tiles", "tiler_read_tiles", "tiler_thumbnails"]
 

@@ -44,7 +44,8 @@ from ris_ray.core.config import FINGERPRINT_DIM
 from ris_ray.ingest.actors import EmbedActor
 from ris_ray.model import thumbnail
 from ris_ray.model.weights import ResolvedWeights
-from ris_ray.raster.tiling import TileSpec, plan_windows, probe, read_tiles
+from ris_ray.raster.reading import probe, read_tiles
+from ris_ray.raster.tiling import TileSpec, plan_windows
 from ris_ray.store.schema import DatasetParams
 
 __all__ = ["ConstantEmbedActor", "ZeroCostEmbedActor", "bench_plumbing", "shipped_bytes"]
@@ -144,7 +145,7 @@ def _tiling_alone(src: Path, spec: TileSpec, inflight: int) -> dict[str, float]:
     import ray
 
     from ris_ray.ingest.pipeline import TASK_TILES
-    from ris_ray.ingest.scheduler import take_group
+    from ris_ray.ingest.planning import take_group
     from ris_ray.ingest.tasks import probe_task, tile_windows
 
     hold = ray.remote(num_cpus=1)(_Hold).remote()  # the embedder's slot, idle
@@ -273,35 +274,6 @@ def _wait_actor_gone(timeout: float = 15.0) -> None:
         if not any("EmbedActor" in n for n in names):
             return
         time.sleep(0.1)
-
-
-def synthetic_ortho(path: Path, size: int = 8192) -> Path:
-    """A ``size`` x ``size`` RGB GeoTIFF like a drone ortho (512 px tiles,
-    JPEG in YCbCr): 2048 px windows of 64 tiles each, unlike the small shared
-    files (~16 tiles per window)."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    from ris_ray.sample import landscape
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 3,
-        "dtype": "uint8",
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000.0, 5000000.0, 0.1, 0.1),
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        "compress": "JPEG",
-        "photometric": "YCBCR",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(landscape(size, size, seed=3))
-    return path
 
 
 class _Hold:

@@ -126,3 +126,15 @@ def s3() -> Iterator[MotoServer]:
             else:
                 os.environ[key] = value
         server.stop()
+
+
+def float16_bound(db: Path, tile_id: str) -> float:
+    """How far a fresh float32 fingerprint of a tile's own pixels may lie from
+    its stored float16 copy: rounding moves each component by at most 2^-11 of
+    it, so ``|x - q| <= 2^-11 |x|`` (~0.012 with random weights, where
+    ``|x|`` is ~25; a fixed 1e-3 held only where the query was rounded too)."""
+    import lance
+
+    t = lance.dataset(str(db)).to_table(columns=["fingerprint"], filter=f"tile_id = '{tile_id}'")
+    stored = np.asarray(t.column("fingerprint")[0].as_py(), np.float64)
+    return float(2.0**-11 * np.linalg.norm(stored) * 1.001)

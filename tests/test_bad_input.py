@@ -18,7 +18,7 @@ from ris_ray.cli import main
 from ris_ray.core.config import IngestConfig
 from ris_ray.core.errors import RasterReadError
 from ris_ray.ingest.pipeline import IngestReport, ingest
-from ris_ray.raster.tiling import probe
+from ris_ray.raster.reading import probe
 from ris_ray.sample import landscape, write_geotiff
 
 NON_UTF8 = os.fsdecode(b"caf\xe9 scene.tif")  # Latin-1 byte in a file name
@@ -205,12 +205,12 @@ def test_probe_takes_the_identity_the_driver_has(
     """Given the file's identity (ingest's driver has it from the listing or its
     own stat), the probe looks nothing up: no second HEAD per store object."""
     from ris_ray.core.records import FileIdent
-    from ris_ray.raster import tiling
+    from ris_ray.raster import reading
 
     path = str(write_geotiff(tmp_path / "a.tif", landscape(256, 256, 1)))
     looked: list[str] = []
-    real = tiling.file_identity
-    monkeypatch.setattr(tiling, "file_identity", lambda p: looked.append(p) or real(p))
+    real = reading.file_identity
+    monkeypatch.setattr(reading, "file_identity", lambda p: looked.append(p) or real(p))
     info = probe(path, ident=FileIdent(123, 456, "etag"))
     assert (info.size_bytes, info.mtime_ns, looked) == (123, 456, [])
     assert probe(path).size_bytes == os.path.getsize(path) and looked == [path]

@@ -198,3 +198,46 @@ def test_ray_job_submit_reads_and_writes_s3(
     assert set(status.values()) == {"unchanged"} and report["tiles_written"] == 2
     assert report["ray_gcs_address"].rsplit(":", 1)[1] == str(gcs_port)
     assert lance.dataset(db, storage_options=storage_options(db)).count_rows() == 9
+
+
+@pytest.mark.cluster
+def test_ris_ingest_address_puts_no_secret_in_rays_files(
+    s3: MotoServer, ray_head: tuple[str, dict[str, str], int], gen_dir: Path, tmp_path: Path
+) -> None:
+    """`ris ingest s3://... --address <ray start head>`: the workers read S3 with
+    the settings passed as task arguments, and no file of the head's Ray temp
+    dir (runtime_env_agent.log included) nor the run's output holds the secret."""
+    import psutil
+
+    from ris_ray.core.objstore import S3Settings
+    from ris_ray.store.lance_io import storage_options
+
+    _address, env, gcs_port = ray_head
+    temp = next(
+        part.split("=", 1)[1]
+        for p in psutil.process_iter(["cmdline"])
+        if f"--port={gcs_port}" in (p.info["cmdline"] or [])
+        for part in p.info["cmdline"]
+        if part.startswith("--temp-dir=")
+    )
+    bucket = s3.make_bucket("nosecret")
+    for tif in sorted(gen_dir.iterdir()):
+        s3.upload(tif, bucket, f"caps/{tif.name}")
+    db = f"s3://{bucket}/tiles.lance"
+    run = subprocess.run(
+        [str(BIN / "ris"), "ingest", f"s3://{bucket}/caps/", "--db", db, "--weights", "random",
+         "--address", f"127.0.0.1:{gcs_port}"],
+        env={**env, **S3Settings.from_env().worker_env()}, capture_output=True, text=True,
+        timeout=400,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert lance.dataset(db, storage_options=storage_options(db)).count_rows() == 7
+    secret = S3Settings.from_env().secret_access_key
+    assert secret
+    holding = [
+        str(f)
+        for f in Path(temp).rglob("*")
+        if f.is_file() and not f.is_symlink() and secret.encode() in f.read_bytes()
+    ]
+    assert holding == [], holding
+    assert secret not in run.stdout + run.stderr

@@ -107,7 +107,8 @@ def test_tile_bounds_and_outline_follow_rotated_and_skewed_grids(
     tmp_path: Path, transform: tuple[float, ...]
 ) -> None:
     from ris_ray.raster.geo import tile_bounds, tile_corners
-    from ris_ray.raster.tiling import TileSpec, WindowJob, probe, read_tiles
+    from ris_ray.raster.reading import probe, read_tiles
+    from ris_ray.raster.tiling import TileSpec, WindowJob
 
     a, b, c, d, e, f = transform
     path = str(_write_affine(tmp_path / "grid.tif", transform))

@@ -544,32 +544,30 @@ def test_two_takers_of_one_stale_lock_cannot_both_win(s3: MotoServer) -> None:
     assert _body(s3, bucket, key)["host"] == "host-x"
 
 
-def test_external_cluster_workers_get_the_aws_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`ris ingest --address` outside a job: ray.init gets the AWS_* as the
-    workers' env_vars; none without AWS_*, none inside a job (its runtime_env
-    has them, and Ray refuses the same variable twice)."""
-    from ris_ray.ingest.pipeline import _aws_runtime_env
+def test_external_cluster_workers_get_the_aws_settings_as_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ris ingest --address` outside a job: ray.init gets no runtime_env (Ray's
+    agent logs its env_vars in clear); the tasks get the settings as an
+    argument, and a worker without AWS_* installs them into its environment."""
+    from ris_ray.core.objstore import worker_settings
+    from ris_ray.ingest import cluster, raylocal
 
     for name in ("AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-xyz")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
-    assert _aws_runtime_env() == {
-        "runtime_env": {
-            "env_vars": {
-                "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
-                "AWS_SECRET_ACCESS_KEY": "secret",
-                "AWS_REGION": "eu-west-1",
-                "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
-            }
-        }
-    }
-    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
-    assert _aws_runtime_env() == {}
-    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(raylocal, "start", lambda address, **kw: seen.update(kw) or False)
+    cluster.connect("127.0.0.1:1")
+    assert "secret-xyz" not in repr(seen) and "runtime_env" not in repr(seen)
+    settings = worker_settings()
+    assert settings is not None and "secret-xyz" not in repr(settings)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name)
-    assert _aws_runtime_env() == {}
+    assert worker_settings() is None
+    settings.install()  # what a task does with its argument, in the worker
+    assert S3Settings.from_env() == settings
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "secret-xyz"

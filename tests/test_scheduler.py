@@ -11,7 +11,9 @@ import pytest
 
 from ris_ray.core.records import Failure, TileStats
 from ris_ray.ingest.scheduler import Embed, Probe, Scheduler, Settled, Tile, Work
-from ris_ray.raster.tiling import BandPlan, RasterInfo, TileSpec, count_tiles
+from ris_ray.raster.bands import BandPlan
+from ris_ray.raster.reading import RasterInfo
+from ris_ray.raster.tiling import TileSpec, count_tiles
 
 SPEC = TileSpec(tile=256, stride=256, min_valid=0.5, model="m")
 

@@ -14,18 +14,15 @@ from rasterio.enums import ColorInterp
 
 from ris_ray.core.errors import RasterReadError, UnsupportedRasterError
 from ris_ray.core.records import TileBatch, TileStats
+from ris_ray.raster.bands import select_bands, to_rgb8
+from ris_ray.raster.reading import probe, read_patch, read_tiles
 from ris_ray.raster.tiling import (
     TileSpec,
     WindowJob,
     count_tiles,
     plan_windows,
-    probe,
-    read_patch,
-    read_tiles,
-    select_bands,
     tile_id,
     tile_offsets,
-    to_rgb8,
 )
 from ris_ray.sample import landscape
 

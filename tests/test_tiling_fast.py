@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from ris_ray.raster.tiling import (
-    TileSpec,
-    WindowJob,
-    band_planes,
-    count_tiles,
-    cut_tiles,
-    probe,
-    read_tiles,
-    tile_valid_counts,
-    to_rgb8,
-)
+from ris_ray.raster.bands import band_planes, to_rgb8
+from ris_ray.raster.reading import probe, read_tiles
+from ris_ray.raster.tiling import TileSpec, WindowJob, count_tiles, cut_tiles, tile_valid_counts
 from ris_ray.sample import landscape, write_geotiff
 
 

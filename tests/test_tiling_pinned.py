@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ris_ray.raster.tiling import TileSpec, plan_windows, probe, read_tiles, tile_id
+from ris_ray.raster.reading import probe, read_tiles
+from ris_ray.raster.tiling import TileSpec, plan_windows, tile_id
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

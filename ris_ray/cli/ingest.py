@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ris_ray.cli.app import EXIT_PARTIAL, DbOpt, LockWaitOpt, app, err, out
 from ris_ray.core.errors import InputError
-from ris_ray.core.uris import is_remote
+from ris_ray.core.location import Location
 
 __all__ = ["ingest", "print_ingest"]
 
@@ -112,7 +112,7 @@ def ingest(
         strict=strict,
         lock_wait_s=lock_wait,
     )
-    report = _report_path(db, report)
+    report = _report_path(cfg.location, report)
     result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
     if report is not None:
         try:
@@ -134,13 +134,13 @@ def ingest(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _report_path(db: str, report: Path | None) -> Path | None:
+def _report_path(db: Location, report: Path | None) -> Path | None:
     """The report file (``DB.report.json`` beside a local dataset by default), with
     ``--db`` and it checked writable before any work (see :mod:`ris_ray.ingest.preflight`)."""
     from ris_ray.ingest.preflight import check_db, check_report
 
-    if report is None and not is_remote(db):
-        report = Path(f"{db.rstrip('/')}.report.json")
+    if report is None and db.is_local:
+        report = Path(f"{str(db).rstrip('/')}.report.json")
     check_db(db)  # pipeline.ingest checks it too; first here so --db is named first
     if report is not None:
         check_report(report)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from ris_ray.core.errors import InputError
+from ris_ray.core.location import Location
 
 __all__ = [
     "FINGERPRINT_DIM",
@@ -88,7 +89,7 @@ class IngestConfig:
     """
 
     inputs: tuple[str, ...]
-    db: str
+    db: str | Location  # parsed once, on construction: always a Location after it
     tile_size: int = 256
     stride: int | None = None
     min_valid: float = 0.5
@@ -113,6 +114,7 @@ class IngestConfig:
     call_tiles: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "db", Location.parse(self.db))
         check_device(self.device)
         check_precision(self.precision)
         if not self.inputs:
@@ -147,6 +149,11 @@ class IngestConfig:
             ("--lock-wait", self.lock_wait_s),
         ):
             check_seconds(option, value)
+
+    @property
+    def location(self) -> Location:
+        """Where the dataset is (``db``, parsed once on construction)."""
+        return Location.parse(self.db)
 
     @property
     def tiles_per_call(self) -> int:

@@ -4,7 +4,8 @@ One configuration drives everything remote: the standard ``AWS_*``
 environment variables a user already has (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` or
 ``AWS_DEFAULT_REGION``, and ``AWS_ENDPOINT_URL`` for S3-compatible stores)
-become one frozen :class:`S3Settings`, from which come
+become one frozen :class:`~ris_ray.core.s3settings.S3Settings` (re-exported
+here), from which come
 
 - :meth:`S3Settings.gdal_options`: GDAL config options for ``/vsis3/`` reads
   (``AWS_S3_ENDPOINT=host:port``, ``AWS_HTTPS=NO`` for ``http://``,
@@ -12,8 +13,10 @@ become one frozen :class:`S3Settings`, from which come
   credentials themselves from the environment, as rasterio insists;
 - :meth:`S3Settings.lance_storage_options`: Lance ``storage_options``
   (``endpoint``, ``allow_http``, ``region``, credentials);
-- :meth:`S3Settings.worker_env`: the ``AWS_*`` variables to hand to Ray
-  workers (job ``runtime_env``).
+- :meth:`S3Settings.worker_env`: the ``AWS_*`` variables a Ray job's
+  ``runtime_env`` may give (``jobs/``); an ingest passes the settings to its
+  tasks as an argument instead (:func:`install` in the worker), so the secret
+  never reaches Ray's logs (Ray's runtime-env agent logs its ``env_vars``).
 
 Listing and HEAD go through ``obstore`` (the Python face of the Rust
 ``object_store`` crate Lance itself uses): :func:`list_tiffs` and
@@ -32,24 +35,21 @@ object-store dataset: :mod:`ris_ray.store.storelock`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from ris_ray.core.errors import ObjectNotFoundError, ObjectStoreError
-from ris_ray.core.uris import is_remote
-
-if TYPE_CHECKING:
-    from obstore.store import ClientConfig, RetryConfig, S3Config
+from ris_ray.core.location import Location
+from ris_ray.core.s3settings import S3Settings, install, worker_settings
 
 __all__ = [
     "ObjectInfo",
     "S3Settings",
     "classify_error",
     "describe_error",
+    "install",
     "is_object_uri",
     "list_tiffs",
     "prefix_size",
@@ -57,182 +57,41 @@ __all__ = [
     "stat",
     "to_url",
     "to_vsi",
+    "worker_settings",
 ]
 
-#: URI scheme <-> GDAL virtual file system prefix.
-_VSI = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}
 _TIFF_SUFFIXES = (".tif", ".tiff")
-#: Environment variables :meth:`S3Settings.worker_env` forwards.
-_AWS_VARS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-)
+# --- URIs (kept for callers outside ris_ray; ris_ray itself carries a Location) ----------
 
 
-# --- URIs ---------------------------------------------------------------------------------
-
-
-def split_uri(uri: str) -> tuple[str, str, str]:
+def split_uri(uri: str | Location) -> tuple[str, str, str]:
     """``(scheme, bucket, key)`` of ``s3://bucket/key`` or ``/vsis3/bucket/key``.
 
     Raises :class:`ObjectStoreError` for anything that is not an object URI.
     """
-    for scheme, prefix in _VSI.items():
-        if uri.startswith(prefix):
-            bucket, _, key = uri[len(prefix) :].partition("/")
-            return scheme, bucket, key
-        if uri.startswith(f"{scheme}://"):
-            bucket, _, key = uri[len(scheme) + 3 :].partition("/")
-            return scheme, bucket, key
-    raise ObjectStoreError(f"{uri}: not an object-store URI (use s3://bucket/key or /vsis3/...)")
-
-
-def is_object_uri(uri: str) -> bool:
-    """True for ``s3://``, ``gs://``, ``az://`` URIs and their ``/vsi...`` forms."""
-    if not is_remote(uri):
-        return False
-    return any(uri.startswith((f"{s}://", p)) for s, p in _VSI.items())
-
-
-def to_vsi(uri: str) -> str:
-    """``s3://b/k`` -> ``/vsis3/b/k`` (what GDAL opens); other paths pass unchanged."""
-    if not is_object_uri(uri):
-        return uri
-    scheme, bucket, key = split_uri(uri)
-    return f"{_VSI[scheme]}{bucket}/{key}"
-
-
-def to_url(uri: str) -> str:
-    """``/vsis3/b/k`` -> ``s3://b/k`` (what Lance and obstore open); others unchanged."""
-    if not is_object_uri(uri):
-        return uri
-    scheme, bucket, key = split_uri(uri)
-    return f"{scheme}://{bucket}/{key}"
-
-
-# --- settings -----------------------------------------------------------------------------
-
-
-def _first(env: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        value = env.get(name, "").strip()
-        if value:
-            return value
-    return None
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """S3 settings from the standard ``AWS_*`` variables (secrets kept out of repr)."""
-
-    endpoint: str | None = None
-    region: str | None = None
-    access_key_id: str | None = field(default=None, repr=False)
-    secret_access_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> S3Settings:
-        """Read ``AWS_*`` from ``env`` (default: the process environment).
-
-        ``AWS_ENDPOINT_URL_S3`` wins over ``AWS_ENDPOINT_URL`` (as in the AWS
-        CLI); ``AWS_REGION`` over ``AWS_DEFAULT_REGION``. An endpoint must be
-        an ``http://`` or ``https://`` URL.
-        """
-        env = os.environ if env is None else env
-        endpoint = _first(env, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-        if endpoint is not None:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ObjectStoreError(
-                    f"AWS_ENDPOINT_URL={endpoint}: not an http(s) URL "
-                    "(set it like http://127.0.0.1:9000 or https://s3.example.com)"
-                )
-            endpoint = endpoint.rstrip("/")
-        return cls(
-            endpoint=endpoint,
-            region=_first(env, "AWS_REGION", "AWS_DEFAULT_REGION"),
-            access_key_id=_first(env, "AWS_ACCESS_KEY_ID"),
-            secret_access_key=_first(env, "AWS_SECRET_ACCESS_KEY"),
-            session_token=_first(env, "AWS_SESSION_TOKEN"),
+    loc = Location.parse(uri)
+    if not loc.is_object:
+        raise ObjectStoreError(
+            f"{uri}: not an object-store URI (use s3://bucket/key or /vsis3/...)"
         )
+    return loc.scheme, loc.bucket, loc.key
 
-    @property
-    def allow_http(self) -> bool:
-        """Plain-HTTP endpoint (a local S3-compatible server)."""
-        return self.endpoint is not None and self.endpoint.startswith("http://")
 
-    def gdal_options(self) -> dict[str, str]:
-        """GDAL config options for ``/vsis3/`` (pass to ``rasterio.Env``).
+def is_object_uri(uri: str | Location) -> bool:
+    """True for ``s3://``, ``gs://``, ``az://`` URIs and their ``/vsi...`` forms."""
+    return Location.parse(uri).is_object
 
-        Credentials are not among them: rasterio refuses them as options and
-        GDAL reads ``AWS_ACCESS_KEY_ID`` etc. from the environment itself.
-        """
-        opts: dict[str, str] = {}
-        if self.region:
-            opts["AWS_REGION"] = self.region
-        if self.endpoint:
-            opts["AWS_S3_ENDPOINT"] = urlsplit(self.endpoint).netloc
-            opts["AWS_HTTPS"] = "NO" if self.allow_http else "YES"
-            opts["AWS_VIRTUAL_HOSTING"] = "FALSE"
-        return opts
 
-    def lance_storage_options(self) -> dict[str, str]:
-        """Lance ``storage_options`` for ``s3://`` datasets (secrets included: never log it)."""
-        opts: dict[str, str] = {}
-        if self.endpoint:
-            opts["endpoint"] = self.endpoint
-            opts["allow_http"] = "true" if self.allow_http else "false"
-        if self.region:
-            opts["region"] = self.region
-        if self.access_key_id:
-            opts["access_key_id"] = self.access_key_id
-        if self.secret_access_key:
-            opts["secret_access_key"] = self.secret_access_key
-        if self.session_token:
-            opts["session_token"] = self.session_token
-        return opts
+def to_vsi(uri: str | Location) -> str:
+    """``s3://b/k`` -> ``/vsis3/b/k`` (what GDAL opens); other paths pass unchanged."""
+    loc = Location.parse(uri)
+    return loc.vsi if loc.is_object else str(uri)
 
-    def worker_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The ``AWS_*`` variables (set in ``env``) to give Ray workers' ``env_vars``."""
-        env = os.environ if env is None else env
-        return {name: env[name] for name in _AWS_VARS if env.get(name)}
 
-    def redact(self, text: str) -> str:
-        """``text`` with the secret key and session token replaced by ``***``."""
-        for secret in (self.secret_access_key, self.session_token, self.access_key_id):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
-
-    def object_store(self, scheme: str, bucket: str) -> Any:
-        """An obstore store for ``bucket`` (S3 from these settings; ``gs``/``az``
-        from their own environment variables)."""
-        from obstore.store import S3Store, from_url
-
-        retry: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=10)}
-        client: ClientConfig = {
-            "allow_http": self.allow_http,
-            "connect_timeout": timedelta(seconds=5),
-            "timeout": timedelta(seconds=60),
-        }
-        if scheme != "s3":
-            return from_url(f"{scheme}://{bucket}", client_options=client, retry_config=retry)
-        config: S3Config = {"region": self.region or "us-east-1"}
-        if self.endpoint:
-            config["endpoint"] = self.endpoint
-        if self.access_key_id:
-            config["access_key_id"] = self.access_key_id
-        if self.secret_access_key:
-            config["secret_access_key"] = self.secret_access_key
-        if self.session_token:
-            config["session_token"] = self.session_token
-        return S3Store(bucket, config=config, client_options=client, retry_config=retry)
+def to_url(uri: str | Location) -> str:
+    """``/vsis3/b/k`` -> ``s3://b/k`` (what Lance and obstore open); others unchanged."""
+    loc = Location.parse(uri)
+    return loc.url if loc.is_object else str(uri)
 
 
 # --- listing and identity -----------------------------------------------------------------
@@ -271,60 +130,138 @@ def _info(scheme: str, bucket: str, meta: Mapping[str, Any]) -> ObjectInfo:
     )
 
 
-def list_tiffs(uri: str, settings: S3Settings | None = None) -> list[ObjectInfo]:
+def _where(uri: str | Location, settings: S3Settings | None) -> Location:
+    loc = Location.parse(uri, settings)
+    if not loc.is_object:
+        raise ObjectStoreError(
+            f"{uri}: not an object-store URI (use s3://bucket/key or /vsis3/...)"
+        )
+    return loc
+
+
+def _is_marker(loc: Location, meta: Mapping[str, Any]) -> bool:
+    """A folder marker (a 0-byte key ending in ``/``, listed without its ``/``):
+    an empty object whose own name does not answer a HEAD."""
+    import obstore
+
+    if int(meta["size"]) != 0:
+        return False
+    try:
+        obstore.head(loc.store, str(meta["path"]))
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def _all_objects(loc: Location) -> list[ObjectInfo]:
+    """Every object under ``loc``'s prefix, folder markers left out. A key that
+    obstore cannot name (``c//a.tif``, ``c/./a.tif``, legal in S3) makes its
+    listing fail; the prefix is then listed by :mod:`botocore`, if installed."""
+    import obstore
+    from obstore.exceptions import InvalidPathError
+
+    found: list[ObjectInfo] = []
+    try:
+        for chunk in obstore.list(loc.store, prefix=loc.prefix):
+            found.extend(
+                _info(loc.scheme, loc.bucket, meta) for meta in chunk if not _is_marker(loc, meta)
+            )
+    except InvalidPathError:
+        if not loc.is_s3:
+            raise
+        return _list_with_botocore(loc)
+    return found
+
+
+def _list_with_botocore(loc: Location) -> list[ObjectInfo]:
+    """The S3 listing of ``loc``'s prefix through botocore (keys as S3 has them)."""
+    try:
+        import boto3  # type: ignore[import-untyped]
+    except ImportError:
+        raise ObjectStoreError(
+            f"{loc.url}: a key under this prefix has an empty or '.' path segment "
+            "(like a//b.tif); install boto3 to list such keys, or rename them"
+        ) from None
+    st = loc.settings
+    client = boto3.client(
+        "s3",
+        endpoint_url=st.endpoint,
+        region_name=st.region or "us-east-1",
+        aws_access_key_id=st.access_key_id,
+        aws_secret_access_key=st.secret_access_key,
+        aws_session_token=st.session_token,
+    )
+    found: list[ObjectInfo] = []
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=loc.bucket, Prefix=loc.prefix or ""
+    )
+    for page in pages:
+        for obj in page.get("Contents", []):
+            key = str(obj["Key"])
+            if key.endswith("/"):
+                continue  # a folder marker
+            meta = {"path": key, "size": obj["Size"], "e_tag": obj.get("ETag")}
+            found.append(
+                _info(loc.scheme, loc.bucket, meta | {"last_modified": obj.get("LastModified")})
+            )
+    return found
+
+
+def list_tiffs(uri: str | Location, settings: S3Settings | None = None) -> list[ObjectInfo]:
     """Objects under the prefix ``uri`` whose names end in ``.tif``/``.tiff`` (any case).
 
     Recursive, sorted by URI. ``s3://b/p`` and ``s3://b/p/`` both list under
-    ``p/`` (a prefix names a folder, not a key stem). Raises
+    ``p/`` (a prefix names a folder, not a key stem); ``s3://b`` lists the
+    bucket. Folder markers (``p/x.tif/``) are no objects. Raises
     :class:`ObjectStoreError` naming ``uri`` when the listing fails.
     """
-    import obstore
-
-    settings = settings or S3Settings.from_env()
-    scheme, bucket, key = split_uri(uri)
-    prefix = key.rstrip("/") + "/" if key.strip("/") else None
-    store = settings.object_store(scheme, bucket)
-    found: list[ObjectInfo] = []
+    loc = _where(uri, settings)
     try:
-        for chunk in obstore.list(store, prefix=prefix):
-            found.extend(
-                _info(scheme, bucket, meta)
-                for meta in chunk
-                if str(meta["path"]).lower().endswith(_TIFF_SUFFIXES)
-            )
+        found = [o for o in _all_objects(loc) if o.uri.lower().endswith(_TIFF_SUFFIXES)]
+    except ObjectStoreError:
+        raise
     except Exception as exc:
-        raise describe_error(exc, uri, settings) from None
+        raise describe_error(exc, loc, loc.settings) from None
     return sorted(found, key=lambda o: o.uri)
 
 
-def prefix_size(uri: str, settings: S3Settings | None = None) -> int:
+def prefix_size(uri: str | Location, settings: S3Settings | None = None) -> int:
     """Total bytes of every object under the prefix ``uri`` (one LIST per 1000 objects)."""
-    import obstore
-
-    settings = settings or S3Settings.from_env()
-    scheme, bucket, key = split_uri(uri)
-    prefix = key.rstrip("/") + "/" if key.strip("/") else None
+    loc = _where(uri, settings)
     try:
-        return sum(
-            int(meta["size"])
-            for chunk in obstore.list(settings.object_store(scheme, bucket), prefix=prefix)
-            for meta in chunk
-        )
+        return sum(o.size for o in _all_objects(loc))
+    except ObjectStoreError:
+        raise
     except Exception as exc:
-        raise describe_error(exc, uri, settings) from None
+        raise describe_error(exc, loc, loc.settings) from None
 
 
-def stat(uri: str, settings: S3Settings | None = None) -> ObjectInfo:
+def stat(uri: str | Location, settings: S3Settings | None = None) -> ObjectInfo:
     """HEAD one object: its :class:`ObjectInfo`, or :class:`ObjectStoreError` naming it."""
     import obstore
 
-    settings = settings or S3Settings.from_env()
-    scheme, bucket, key = split_uri(uri)
+    loc = _where(uri, settings)
     try:
-        meta = obstore.head(settings.object_store(scheme, bucket), key)
+        meta = obstore.head(loc.store, loc.key)
     except Exception as exc:
-        raise describe_error(exc, uri, settings) from None
-    return _info(scheme, bucket, meta)
+        raise describe_error(_why_refused(loc, exc), loc, loc.settings) from None
+    return _info(loc.scheme, loc.bucket, meta)
+
+
+def _why_refused(loc: Location, exc: Exception) -> Exception:
+    """The error that says why a HEAD was refused: a 403 to a HEAD has no body,
+    so wrong credentials and a missing grant look alike; a one-byte GET's
+    answer names the S3 error code (``SignatureDoesNotMatch``, ``AccessDenied``)."""
+    import obstore
+
+    cause = classify_error(exc)
+    if cause is None or cause[0] != "access denied":
+        return exc
+    try:
+        obstore.get(loc.store, loc.key, options={"range": (0, 1)})
+    except Exception as get_exc:
+        return get_exc
+    return exc
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -345,6 +282,11 @@ _CAUSES: tuple[tuple[tuple[str, ...], str, str], ...] = (
         ("AccessDenied", "403 Forbidden", "PermissionDenied", "Unauthenticated"),
         "access denied",
         "grant these credentials s3:ListBucket/s3:GetObject (and s3:PutObject for --db)",
+    ),
+    (
+        ("InvalidPath", "Could not parse path"),
+        "key has an empty or '.' path segment",
+        "name its prefix instead (listings read such keys), or rename it",
     ),
     (
         ("NoSuchKey", "not found", "NotFound"),
@@ -370,7 +312,9 @@ def classify_error(exc: BaseException) -> tuple[str, str] | None:
     return None
 
 
-def describe_error(exc: BaseException, uri: str, settings: S3Settings | None = None) -> Exception:
+def describe_error(
+    exc: BaseException, uri: str | Location, settings: S3Settings | None = None
+) -> Exception:
     """A one-line :class:`ObjectStoreError` for a client error on ``uri``.
 
     Classified from the error's type and text (S3 error codes, HTTP status,
@@ -381,7 +325,7 @@ def describe_error(exc: BaseException, uri: str, settings: S3Settings | None = N
     where = ""
     if settings is not None and settings.endpoint:
         where = f" at {settings.endpoint}"
-    message = f"{to_url(uri)}: {cause}{where}; {fix}"
+    message = f"{Location.parse(uri).url}: {cause}{where}; {fix}"
     if settings is not None:
         message = settings.redact(message)
     if cause == "no such object":

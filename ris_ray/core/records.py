@@ -1,7 +1,7 @@
 """Typed records that travel between stages (numpy only: no Ray, torch or Lance).
 
 - :class:`TileBatch`: the tiles one window yields, columnar, from
-  :func:`ris_ray.raster.tiling.read_tiles` through the embedder actor to the writer;
+  :func:`ris_ray.raster.reading.read_tiles` through the embedder actor to the writer;
 - :class:`TileStats`: the window's counts, returned *beside* the batch;
 - :class:`Failure`: every kind of task outcome that went wrong (an unusable
   file, an unreadable window, a crashed worker) as one value;

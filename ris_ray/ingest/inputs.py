@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ris_ray.core.errors import InputError
-from ris_ray.core.objstore import ObjectInfo, is_object_uri, list_tiffs, stat, to_url
-from ris_ray.core.uris import is_remote
+from ris_ray.core.location import Location
+from ris_ray.core.objstore import ObjectInfo, list_tiffs, stat
 
-__all__ = ["TIFF_SUFFIXES", "discover", "discover_objects", "identity"]
+__all__ = ["TIFF_SUFFIXES", "Scope", "discover", "discover_objects", "identity", "scopes"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -19,33 +20,70 @@ def _is_tiff(name: str) -> bool:
     return name.lower().endswith(TIFF_SUFFIXES)
 
 
-def _objects(item: str) -> list[ObjectInfo]:
+def _names_one_object(loc: Location) -> bool:
+    """An object input that names one object: a key ending in .tif/.tiff (not ``/``)."""
+    return not loc.names_prefix and _is_tiff(loc.key)
+
+
+def _objects(loc: Location) -> list[ObjectInfo]:
     """The objects an object-store input names: one object (a key ending in
-    .tif/.tiff, HEAD), else every TIFF under it as a prefix (listing); a
-    prefix without TIFFs and without a trailing ``/`` is tried as one object."""
-    if _is_tiff(item) and not item.endswith("/"):
-        return [stat(item)]
-    found = list_tiffs(item)
-    if found or item.endswith("/"):
+    .tif/.tiff, HEAD), else every TIFF under it as a prefix (listing; the
+    bucket root for ``s3://bucket``); a prefix without TIFFs and without a
+    trailing ``/`` is tried as one object."""
+    if _names_one_object(loc):
+        return [stat(loc)]
+    found = list_tiffs(loc)
+    if found or loc.names_prefix:
         return found
-    return [stat(item)]
+    return [stat(loc)]
 
 
-def discover_objects(inputs: Iterable[str]) -> tuple[list[str], dict[str, ObjectInfo]]:
+@dataclass(frozen=True)
+class Scope:
+    """What one input covers, in stored form: ``url`` itself, and everything
+    under ``url/`` when ``tree`` (a directory or a prefix). A run's ``--prune``
+    and its "missing" report look only inside its inputs' scopes."""
+
+    url: str
+    tree: bool
+
+    def covers(self, stored: str) -> bool:
+        return stored == self.url or (self.tree and stored.startswith(self.url.rstrip("/") + "/"))
+
+
+def scopes(inputs: Iterable[str | Location]) -> list[Scope]:
+    """The :class:`Scope` of each input: an object input that names one object
+    (``s3://b/cap/k.tif``) covers that object only, not ``cap/k.tif/inner.tif``."""
+    out: list[Scope] = []
+    for item in inputs:
+        loc = Location.parse(item)
+        if loc.is_object:
+            out.append(Scope(loc.url, tree=not _names_one_object(loc)))
+        elif loc.is_remote:
+            out.append(Scope(loc.url, tree=False))
+        else:
+            out.append(Scope(os.path.realpath(loc.url), tree=True))
+    return out
+
+
+def discover_objects(
+    inputs: Iterable[str | Location],
+) -> tuple[list[str], dict[str, ObjectInfo]]:
     """:func:`discover`, plus the identity (size, ETag, last-modified) of every
     object-store input it found, keyed by its ``s3://`` URI."""
     found: list[str] = []
     objects: dict[str, ObjectInfo] = {}
     for item in inputs:
-        if is_object_uri(item):
-            for info in _objects(item):
+        loc = Location.parse(item)
+        if loc.is_object:
+            for info in _objects(loc):
                 objects[info.uri] = info
                 found.append(info.uri)
             continue
-        if is_remote(item):
-            found.append(item)
+        if loc.is_remote:
+            found.append(loc.url)
             continue
-        path = Path(item)
+        path = Path(str(item))
         if path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs.sort()
@@ -55,12 +93,16 @@ def discover_objects(inputs: Iterable[str]) -> tuple[list[str], dict[str, Object
         else:
             raise InputError(f"{item}: no such file or directory")
     out: dict[object, str] = {}
-    for key, stored in sorted((identity(p) for p in found), key=lambda kp: kp[1]):
+    for key, stored in sorted((_identity(p, objects) for p in found), key=lambda kp: kp[1]):
         out.setdefault(key, stored)
     return sorted(out.values()), objects
 
 
-def discover(inputs: Iterable[str]) -> list[str]:
+def _identity(path: str, objects: dict[str, ObjectInfo]) -> tuple[object, str]:
+    return (path, path) if path in objects else identity(path)
+
+
+def discover(inputs: Iterable[str | Location]) -> list[str]:
     """Expand files, directories and object-store prefixes into a sorted,
     de-duplicated list of TIFF paths.
 
@@ -90,9 +132,9 @@ def identity(path: str) -> tuple[object, str]:
     real path)``; for a remote URI its canonical form (``s3://bucket/key`` for
     ``/vsis3/`` too, else the URI); for an unresolvable local path (broken
     symlink) the link's own path in its real directory."""
-    if is_remote(path):
-        url = to_url(path)
-        return url, url
+    loc = Location.parse(path)
+    if loc.is_remote:
+        return loc.url, loc.url
     real = os.path.realpath(path)
     try:
         st = os.stat(real)

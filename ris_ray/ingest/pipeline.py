@@ -22,31 +22,35 @@ What runs next, and what each result means, is the Ray-free
 state); this module is the thin Ray loop around it: submit the work it asks
 for, ``ray.wait``, feed each outcome back as one event. Failures are per
 window and come back as :class:`~ris_ray.core.records.Failure` values; Ray retries
-tasks and restarts actors on worker crashes.
+tasks and restarts actors on worker crashes. Connecting to Ray and starting
+the embedders is :mod:`~ris_ray.ingest.cluster`; the run's report, progress
+and manifest records are :mod:`~ris_ray.ingest.report`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray
 
 from ris_ray.core.config import IngestConfig
-from ris_ray.core.errors import EmbedderStartError, InputError, RasterReadError, RisError
-from ris_ray.core.objstore import ObjectInfo, S3Settings, to_url
+from ris_ray.core.errors import EmbedderStartError, RasterReadError, RisError
+from ris_ray.core.location import Location
+from ris_ray.core.objstore import ObjectInfo, worker_settings
 from ris_ray.core.records import Failure, FileIdent
-from ris_ray.core.uris import is_remote
-from ris_ray.ingest import preflight, raylocal
+from ris_ray.ingest import preflight
 from ris_ray.ingest.actors import EmbedActor
-from ris_ray.ingest.inputs import discover_objects
-from ris_ray.ingest.scheduler import Embed, FileReport, Probe, Scheduler, Tile, Work
-from ris_ray.ingest.tasks import TASK_RETRIES, error_text, probe_task, tile_windows
-from ris_ray.model.embed import Embedder, default_num_threads
+from ris_ray.ingest.cluster import connect, disconnect, make_actors
+from ris_ray.ingest.files import FileReport
+from ris_ray.ingest.inputs import discover_objects, scopes
+from ris_ray.ingest.planning import Embed, Probe, Tile, Work
+from ris_ray.ingest.report import IngestReport, Progress, SteadyRate, file_record
+from ris_ray.ingest.scheduler import Scheduler
+from ris_ray.ingest.tasks import error_text, probe_task, tile_windows
+from ris_ray.model.embed import Embedder
 from ris_ray.model.weights import ResolvedWeights, resolve_weights
 from ris_ray.raster.dataset import display_path, file_identity
 from ris_ray.raster.tiling import TileSpec
@@ -59,12 +63,11 @@ __all__ = ["FileReport", "IngestReport", "connect", "disconnect", "ingest", "pro
 log = logging.getLogger(__name__)
 
 
-ACTOR_RESTARTS = 3
 EMBED_INFLIGHT_PER_ACTOR = 2
 #: Most files one probe task reads the headers of (many small files: fewer driver calls).
 PROBE_FILES = 16
 #: Share of the cluster's object store that tiles cut while the embedders
-#: start may fill (read-ahead, :class:`~ris_ray.ingest.scheduler.Scheduler`).
+#: start may fill (read-ahead, :mod:`~ris_ray.ingest.backpressure`).
 STARTUP_STORE_SHARE = 0.25
 #: Most planned tiles one tiling task cuts when its windows are small (small
 #: files: ~16 tiles each); a window of more is a task of its own. Ray's own
@@ -77,222 +80,7 @@ TASK_TILES = 64
 EMBED_HOLD_S = 0.25
 
 
-# ---------------------------------------------------------------- reports
-
-
-@dataclass
-class IngestReport:
-    """Summary of one ``ingest`` run (also written as JSON by the CLI)."""
-
-    db: str
-    model: str
-    weights: str
-    device: str
-    files: list[FileReport] = field(default_factory=list)
-    wall_s: float = 0.0
-    version: int | None = None
-    commits: int = 0
-    missing: list[str] = field(default_factory=list)
-    pruned_files: int = 0
-    pruned_tiles: int = 0
-    ray_gcs_address: str | None = None
-    committed: bool = True  # False: --strict saw a failed file and published nothing
-    steady_tiles_per_s: float = 0.0  # from the embedders' start to the last embedded batch
-
-    @property
-    def tiles_written(self) -> int:
-        return sum(f.tiles_written for f in self.files)
-
-    @property
-    def tiles_low_valid(self) -> int:
-        return sum(f.tiles_low_valid for f in self.files)
-
-    @property
-    def tiles_empty(self) -> int:
-        return sum(f.tiles_empty for f in self.files)
-
-    @property
-    def files_failed(self) -> list[FileReport]:
-        return [f for f in self.files if f.status == "failed"]
-
-    @property
-    def files_read(self) -> list[FileReport]:
-        """Files this run opened (everything but ``unchanged``)."""
-        return [f for f in self.files if f.status != "unchanged"]
-
-    @property
-    def tiles_per_s(self) -> float:
-        return self.tiles_written / self.wall_s if self.wall_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(
-            tiles_written=self.tiles_written,
-            files_read=len(self.files_read),
-            tiles_low_valid=self.tiles_low_valid,
-            tiles_empty=self.tiles_empty,
-            files_failed=len(self.files_failed),
-            tiles_per_s=round(self.tiles_per_s, 2),
-        )
-        return d
-
-
-# ---------------------------------------------------------------- Ray parts
-
-
-def connect(address: str | None = None) -> bool:
-    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set (the workers get this
-    process's ``AWS_*`` settings, :func:`_aws_runtime_env`), else start a fresh
-    embedded local instance on loopback (:func:`ris_ray.ingest.raylocal.start`).
-    Returns True when this call started Ray (the caller calls :func:`disconnect`)."""
-    return raylocal.start(address, join_options=_aws_runtime_env())
-
-
-def disconnect() -> None:
-    """Shut down the Ray that :func:`connect` started."""
-    raylocal.stop()
-
-
-def _aws_runtime_env() -> dict[str, Any]:
-    """``runtime_env`` giving the workers of an external cluster this process's
-    ``AWS_*`` settings; nothing when there are none, or inside a Ray job (whose
-    ``runtime_env`` provides them; Ray refuses the same variable twice)."""
-    env = S3Settings.from_env().worker_env()
-    if not env or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
-        return {}
-    return {"runtime_env": {"env_vars": env}}
-
-
-def _wait_for_gpus(wanted: int, timeout_s: float, say: Callable[[str], None]) -> int:
-    """Ask the autoscaler for ``wanted`` GPUs and wait up to ``timeout_s`` for them.
-
-    A fixed pool sized after the wait avoids the known Ray Data behaviour where
-    an autoscaling GPU actor pool stays at one actor while nodes boot.
-    Returns the number of GPUs present at the end.
-    """
-    from ray.autoscaler.sdk import request_resources
-
-    have = int(ray.cluster_resources().get("GPU", 0))
-    if have >= wanted:
-        return have
-    request_resources(bundles=[{"GPU": 1}] * wanted)
-    say(f"waiting up to {timeout_s:.0f} s for {wanted} GPUs (have {have})")
-    deadline = time.monotonic() + timeout_s
-    while have < wanted and time.monotonic() < deadline:
-        time.sleep(5.0)
-        have = int(ray.cluster_resources().get("GPU", 0))
-    return have
-
-
-def _cuda_gpus(cfg: IngestConfig, gpus: int, say: Callable[[str], None]) -> int:
-    """The GPUs for ``--device cuda`` (``gpus``: those Ray has now); at least one.
-
-    On a cluster an autoscaler may add some: wait for them (:func:`_wait_for_gpus`).
-    Nothing can add a GPU to the embedded Ray: none there fails at once.
-    """
-    if raylocal.embedded():
-        if gpus == 0:
-            raise InputError(
-                "--device cuda: Ray finds no GPU on this machine (CUDA_VISIBLE_DEVICES="
-                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --device cpu, or "
-                "--address a Ray cluster with GPU nodes"
-            )
-        return gpus
-    gpus = _wait_for_gpus(cfg.num_embedders or max(gpus, 1), cfg.gpu_wait_s, say)
-    if gpus == 0:
-        raise InputError(
-            f"--device cuda: no GPU joined the cluster within {cfg.gpu_wait_s:.0f} s; "
-            "check the GPU node type / quotas, or use --device cpu"
-        )
-    return gpus
-
-
-def _make_actors(
-    cfg: IngestConfig,
-    weights: ResolvedWeights,
-    params: DatasetParams,
-    fingerprint: str,
-    say: Callable[[str], None],
-    actor_cls: type[EmbedActor] = EmbedActor,
-) -> list[Any]:
-    """One embedder per GPU (``num_gpus=1`` each), or one CPU embedder without GPUs.
-
-    ``--device cuda`` takes the GPUs of :func:`_cuda_gpus` (``--embedders N``
-    on a cluster: it asks the autoscaler for N and waits ``cfg.gpu_wait_s``).
-    """
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if cfg.device == "cuda":
-        gpus = _cuda_gpus(cfg, gpus, say)
-    use_gpu = gpus > 0 and cfg.device != "cpu"
-    n = min(cfg.num_embedders or gpus, gpus) if use_gpu else (cfg.num_embedders or 1)
-    device = "cuda" if use_gpu else "cpu"
-    threads = 1 if use_gpu else default_num_threads()
-    cls = ray.remote(actor_cls).options(
-        num_gpus=1 if use_gpu else 0,
-        num_cpus=1,
-        max_restarts=ACTOR_RESTARTS,
-        max_task_retries=TASK_RETRIES,
-    )
-    return [
-        cls.remote(
-            weights,
-            params,
-            device,
-            cfg.precision,
-            cfg.batch_size,
-            threads,
-            fingerprint,
-            cfg.thumbnail_size,
-        )
-        for _ in range(n)
-    ]
-
-
 # ---------------------------------------------------------------- the run
-
-
-class _Progress:
-    """Rich progress on stderr (tiles embedded of planned, files, tiles/s), or nothing."""
-
-    def __init__(self, enabled: bool, n_files: int) -> None:
-        self.enabled = enabled
-        self.n_files = n_files
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self._p = Progress(
-            TextColumn("[bold]ingest"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("tiles  {task.fields[files]}  {task.fields[rate]}"),
-            TimeElapsedColumn(),
-            transient=False,
-        )
-        self._task = self._p.add_task("tiles", total=None, files="", rate="")
-        self._p.start()
-
-    def update(self, tiles_done: int, tiles_planned: int, files_done: int, t0: float) -> None:
-        if not self.enabled:
-            return
-        rate = tiles_done / max(time.monotonic() - t0, 1e-9)
-        self._p.update(
-            self._task,
-            completed=tiles_done,
-            total=max(tiles_planned, 1),
-            files=f"files {files_done}/{self.n_files}",
-            rate=f"{rate:.1f} tiles/s",
-        )
-
-    def stop(self) -> None:
-        if self.enabled:
-            self._p.stop()
 
 
 def _stat(path: str, objects: dict[str, ObjectInfo]) -> FileIdent | None:
@@ -306,10 +94,6 @@ def _stat(path: str, objects: dict[str, ObjectInfo]) -> FileIdent | None:
         return file_identity(path)
     except RasterReadError:
         return None
-
-
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 Ident = FileIdent | None
@@ -349,7 +133,7 @@ def ingest(
         ) from None
 
 
-def _last_version(db: str) -> int | None:
+def _last_version(db: str | Location) -> int | None:
     try:
         return TileStore(db).version
     except (RisError, OSError, ValueError):
@@ -433,8 +217,10 @@ def _changed(
         else:
             todo.append(path)
     shown = {display_path(p) for p in paths}
-    roots = [to_url(i) if is_remote(i) else os.path.realpath(i) for i in cfg.inputs]  # as stored
-    report.missing = sorted(p for p in known if _under(p, roots) and p not in shown)
+    covered = scopes(cfg.inputs)  # as stored; an input naming one object covers it only
+    report.missing = sorted(
+        p for p in known if p not in shown and any(s.covers(p) for s in covered)
+    )
     gone = report.missing
     say(
         f"{len(todo)} new or changed files, {len(paths) - len(todo)} unchanged"
@@ -472,7 +258,7 @@ def _run(
 ) -> None:
     """Read, embed and store ``paths`` on Ray (connected) with ``actor_cls`` embedders."""
     spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id)
-    actors = _make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
+    actors = make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
     report.ray_gcs_address = ray.get_runtime_context().gcs_address
     say(f"embedders: {len(actors)} starting; files to read: {len(paths)}")
     resources = ray.cluster_resources()
@@ -497,14 +283,14 @@ def _run(
     real = {display_path(p): p for p in paths}
 
     def record(shown: str, version: int | None) -> FileRecord:
-        return _record(sched.files[real[shown]].report, version, idents[real[shown]])
+        return file_record(sched.files[real[shown]].report, version, idents[real[shown]])
 
     def ready(device: str) -> None:
         report.device = device
         say(f"embedders: {len(actors)} x {device}")
 
     loop = _RayLoop(cfg, sched, actors, spec, store, record, ready, idents)
-    progress = _Progress(cfg.progress, len(paths))
+    progress = Progress(cfg.progress, len(paths))
     try:
         loop.run(progress, t0)
         if cfg.strict and any(f.status == "failed" for f in sched.reports):
@@ -545,14 +331,15 @@ class _RayLoop:
         self.cfg, self.sched, self.actors, self.spec = cfg, sched, actors, spec
         self.store, self.record, self.idents = store, record, idents
         self.on_ready = on_ready
+        self.settings = worker_settings()  # to the tasks as an argument: never in Ray's logs
         self.starting: Any | None = actors[0].device.remote()  # None once answered
         self.refs: dict[Any, Work] = {}
         self.batches: dict[int, list[Any]] = {}  # tile ticket -> its windows' batch refs
         self.unstaged: list[str] = []  # settled files with nothing to publish
         self.last_commit = time.monotonic()
-        self.steady = _SteadyRate()
+        self.steady = SteadyRate()
 
-    def run(self, progress: _Progress, t0: float) -> None:
+    def run(self, progress: Progress, t0: float) -> None:
         sched = self.sched
         while not sched.done:
             for work in sched.next_work():
@@ -593,10 +380,11 @@ class _RayLoop:
     def _submit(self, work: Work) -> Any:
         if isinstance(work, Probe):
             idents = [self.idents.get(path) for path in work.paths]
-            return probe_task.remote(list(work.paths), self.cfg.bands, idents)
+            probe: Any = probe_task  # Ray's stubs type 3 parameters at most
+            return probe.remote(list(work.paths), self.cfg.bands, idents, self.settings)
         if isinstance(work, Tile):
             windows = [(w.info, w.job) for w in work.windows]
-            stats_ref, self.batches[work.ticket] = tile_windows(windows, self.spec)
+            stats_ref, self.batches[work.ticket] = tile_windows(windows, self.spec, self.settings)
             return stats_ref
         return self.actors[work.actor].embed.remote(*(part.batch for part in work.parts))
 
@@ -634,45 +422,6 @@ class _RayLoop:
         self.store.commit(self.record, self.unstaged)
         self.unstaged = []
         self.last_commit = time.monotonic()
-
-
-def _record(f: FileReport, version: int | None, ident: Ident) -> FileRecord:
-    size, mtime, etag = ident or FileIdent(-1, -1)
-    return FileRecord(
-        path=f.path,
-        size=size,
-        mtime_ns=mtime,
-        status=f.status,
-        tiles=f.tiles_written,
-        tiles_low_valid=f.tiles_low_valid,
-        reason=f.reason,
-        dataset_version=version,
-        etag=etag,
-    )
-
-
-class _SteadyRate:
-    """Tiles/s from the moment the embedders take work (:meth:`start`) to the
-    last embedded batch: the pipeline's throughput once it runs, without Ray
-    start-up and model loading (every embedded tile counts: no call goes out
-    before the start, and one call of a small run still gives a rate)."""
-
-    def __init__(self) -> None:
-        self.started: float | None = None
-        self.last = 0.0
-        self.tiles = 0
-
-    def start(self) -> None:
-        self.started = time.monotonic()
-
-    def mark(self, rows: int) -> None:
-        self.tiles += rows
-        self.last = time.monotonic()
-
-    @property
-    def rate(self) -> float:
-        span = self.last - (self.started or self.last)
-        return self.tiles / span if span > 0 else 0.0
 
 
 def probe_files(n_files: int, cpus: int) -> int:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ris_ray.core.errors import InputError, RisError
-from ris_ray.core.uris import is_remote
+from ris_ray.core.location import Location
 
 __all__ = ["StorageFullError", "check_db", "check_report", "is_disk_full", "nearest_dir"]
 
@@ -49,12 +49,12 @@ def _writable_dir(d: Path, what: str) -> None:
     os.unlink(name)
 
 
-def check_db(db: str) -> None:
+def check_db(db: str | Location) -> None:
     """``--db`` is a directory we can write in, or can be created (its nearest
     existing ancestor is a writable directory). Remote URIs pass."""
-    if is_remote(db):
+    if Location.parse(db).is_remote:
         return
-    path = Path(db)
+    path = Path(str(db))
     if path.exists() and not path.is_dir():
         raise InputError(f"--db {db}: is a file, not a dataset directory; choose another --db")
     _writable_dir(nearest_dir(path), f"--db {db}")

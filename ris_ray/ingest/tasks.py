@@ -16,9 +16,11 @@ from typing import Any
 import ray
 
 from ris_ray.core.errors import RisError
+from ris_ray.core.objstore import S3Settings, install
 from ris_ray.core.records import Failure, FileIdent, TileBatch, TileStats
 from ris_ray.raster.dataset import display_path
-from ris_ray.raster.tiling import RasterInfo, TileSpec, WindowJob, probe, read_tiles
+from ris_ray.raster.reading import RasterInfo, probe, read_tiles
+from ris_ray.raster.tiling import TileSpec, WindowJob
 
 __all__ = ["TASK_RETRIES", "error_text", "probe_task", "tile_task", "tile_windows"]
 
@@ -39,12 +41,17 @@ def error_text(exc: BaseException) -> str:
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
 def probe_task(
-    paths: list[str], bands: tuple[int, ...] | None, idents: list[FileIdent | None]
+    paths: list[str],
+    bands: tuple[int, ...] | None,
+    idents: list[FileIdent | None],
+    settings: S3Settings | None = None,
 ) -> list[RasterInfo | Failure]:
     """Probe files, one result each (``idents``: their identities where the caller
     has them: no second stat or HEAD); an unusable file comes back as a
     :class:`Failure` naming it. Several small files per task spare the driver
-    a Ray call each."""
+    a Ray call each. ``settings``: the driver's object-store settings (an
+    argument, not ``runtime_env`` variables, which Ray logs in clear)."""
+    install(settings)
     return [_probe_one(path, bands, ident) for path, ident in zip(paths, idents, strict=True)]
 
 
@@ -60,13 +67,18 @@ def _probe_one(
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def tile_task(windows: list[tuple[RasterInfo, WindowJob]], spec: TileSpec) -> tuple[Any, ...]:
+def tile_task(
+    windows: list[tuple[RasterInfo, WindowJob]],
+    spec: TileSpec,
+    settings: S3Settings | None = None,
+) -> tuple[Any, ...]:
     """Cut the tiles of ``windows`` (one, or several small ones), one after the
     other. Returns ``(stats, batch_1, ..., batch_k)``: ``stats[i]`` for window
     ``i`` (a :class:`Failure` when it could not be read), ``batch_i`` its tiles
     (None if empty or failed), each its own Ray object, so an embedder call
     takes the windows it wants. Submit it with ``num_returns=k + 1``
-    (:func:`tile_windows`)."""
+    (:func:`tile_windows`); ``settings`` as for :func:`probe_task`."""
+    install(settings)
     stats: list[TileStats | Failure] = []
     batches: list[TileBatch | None] = []
     for info, job in windows:
@@ -87,9 +99,11 @@ def _tile_task_for(k: int) -> Any:
 
 
 def tile_windows(
-    windows: list[tuple[RasterInfo, WindowJob]], spec: TileSpec
+    windows: list[tuple[RasterInfo, WindowJob]],
+    spec: TileSpec,
+    settings: S3Settings | None = None,
 ) -> tuple[Any, list[Any]]:
     """Submit :func:`tile_task` for ``windows``: the ref of its stats and the
     refs of its ``len(windows)`` batches."""
-    refs = _tile_task_for(len(windows)).remote(windows, spec)
+    refs = _tile_task_for(len(windows)).remote(windows, spec, settings)
     return refs[0], list(refs[1:])

@@ -225,7 +225,8 @@ class Embedder:
         x = x.contiguous(memory_format=torch.channels_last)
         x = ((x.float() - self._mean) * self._inv_std).to(self.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).float()
+        out: torch.Tensor = self.model(x).float()
+        return out
 
     def embed_and_shrink(
         self, pixels: np.ndarray | Sequence[np.ndarray], size: int

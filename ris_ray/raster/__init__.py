@@ -1,6 +1,8 @@
 """Rasters: opening a GeoTIFF (:mod:`~ris_ray.raster.dataset`), places and CRS
-transforms (:mod:`~ris_ray.raster.geo`), and the pure window and tile
-arithmetic with the windowed reads built on it (:mod:`~ris_ray.raster.tiling`).
+transforms (:mod:`~ris_ray.raster.geo`), the pure window and tile arithmetic
+(:mod:`~ris_ray.raster.tiling`), band choice and pixel conversion
+(:mod:`~ris_ray.raster.bands`) and the windowed reads built on them
+(:mod:`~ris_ray.raster.reading`).
 
 May import: :mod:`ris_ray.core`; rasterio, numpy. No Ray, torch or Lance.
 """

@@ -21,10 +21,9 @@ import rasterio
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 
 from ris_ray.core.errors import ObjectStoreError, RasterReadError
-from ris_ray.core.objstore import S3Settings, is_object_uri, to_vsi
+from ris_ray.core.location import Location
 from ris_ray.core.objstore import stat as stat_object
 from ris_ray.core.records import FileIdent
-from ris_ray.core.uris import is_remote
 
 __all__ = [
     "GDAL_ENV",
@@ -62,48 +61,43 @@ def gdal_reason(exc: BaseException) -> str:
     return messages[-1] if messages else type(exc).__name__
 
 
-def file_identity(path: str) -> FileIdent | None:
+def file_identity(path: str | Location) -> FileIdent | None:
     """The identity of a source file: ``(size, mtime_ns, None)`` of a local
     file, ``(size, last_modified_ns, etag)`` of a store object (one HEAD);
     ``None`` for other remote paths (``/vsicurl/``, ``https://``: nothing to
     compare, they are read on every run). Raises :class:`RasterReadError`
     naming the file when it is missing or unreachable."""
-    if is_object_uri(path):
+    loc = Location.parse(path)
+    if loc.is_object:
         try:
-            obj = stat_object(path)
+            obj = stat_object(loc)
         except ObjectStoreError as exc:
             raise RasterReadError(str(exc)) from None
         return FileIdent(obj.size, obj.last_modified_ns, obj.etag)
-    if is_remote(path):
+    if loc.is_remote:
         return None
     try:
-        st = os.stat(path)
+        st = os.stat(str(path))
     except OSError as exc:
-        raise RasterReadError(f"{display_path(path)}: {exc.strerror or exc}") from None
+        raise RasterReadError(f"{display_path(str(path))}: {exc.strerror or exc}") from None
     return FileIdent(st.st_size, st.st_mtime_ns)
 
 
-def _remote_options() -> dict[str, str]:
-    """GDAL options for ``/vsis3/`` from ``AWS_*`` (endpoint, https, region)."""
-    try:
-        return S3Settings.from_env().gdal_options()
-    except ObjectStoreError:  # a bad AWS_ENDPOINT_URL is reported by the listing, not here
-        return {}
-
-
 @contextlib.contextmanager
-def gdal_env() -> Iterator[None]:
-    """Our GDAL settings (plus ``/vsis3/`` options from ``AWS_*``), minus the
-    rasterio warnings we handle ourselves (missing georeferencing becomes null
-    columns; nodata beside alpha is fine)."""
-    with rasterio.Env(**GDAL_ENV, **_remote_options()), warnings.catch_warnings():
+def gdal_env(location: Location | None = None) -> Iterator[None]:
+    """Our GDAL settings (plus the ``/vsis3/`` options of ``location``, see
+    :attr:`Location.gdal_options`), minus the rasterio warnings we handle
+    ourselves (missing georeferencing becomes null columns; nodata beside
+    alpha is fine)."""
+    remote = location.gdal_options if location is not None else {}
+    with rasterio.Env(**GDAL_ENV, **remote), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         warnings.simplefilter("ignore", NodataShadowWarning)
         yield
 
 
 @contextlib.contextmanager
-def open_raster(path: str) -> Iterator[Any]:
+def open_raster(path: str | Location) -> Iterator[Any]:
     """Open ``path`` with rasterio, raising :class:`RasterReadError` naming it.
 
     GDAL takes UTF-8 paths only; a local file whose name is not valid UTF-8
@@ -112,7 +106,9 @@ def open_raster(path: str) -> Iterator[Any]:
     settings.
     """
     fd = None
-    target = to_vsi(path)  # s3://b/k -> /vsis3/b/k (rasterio would want boto3 for s3://)
+    loc = Location.parse(path)
+    path = str(path)
+    target = loc.vsi if loc.is_remote else path  # s3://b/k -> /vsis3/b/k (not boto3's s3://)
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
@@ -122,7 +118,7 @@ def open_raster(path: str) -> Iterator[Any]:
             raise RasterReadError(f"{display_path(path)}: {exc.strerror or exc}") from None
         target = f"/proc/self/fd/{fd}"
     try:
-        with gdal_env():
+        with gdal_env(loc):
             try:
                 src = rasterio.open(target)
             except rasterio.RasterioIOError as exc:

@@ -24,9 +24,9 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 
 from ris_ray.core.errors import InputError
+from ris_ray.core.location import Location
 from ris_ray.core.records import BOUNDS_FIELDS
 from ris_ray.core.sql import sql_in, sql_literal
-from ris_ray.core.uris import is_remote
 from ris_ray.raster.dataset import open_raster
 
 __all__ = [
@@ -169,10 +169,11 @@ def tile_bounds(
 def _source_transform(source: str) -> tuple[float, ...] | None:
     """The geotransform of a local, readable ``source``; ``None`` otherwise
     (remote sources are not opened just to draw an outline)."""
-    if is_remote(source):
+    where = Location.parse(source)
+    if where.is_remote:
         return None
     try:
-        with open_raster(source) as src:
+        with open_raster(where) as src:
             return tuple(src.transform)[:6]
     except (OSError, RasterioError):
         return None

@@ -21,7 +21,6 @@ there for low validity) are counted, not compared.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from ris_ray.core.config import check_metric
 from ris_ray.core.errors import InputError, QueryError
+from ris_ray.core.location import Location
 from ris_ray.core.records import BOUNDS_FIELDS, TILE_REF_FIELDS
 from ris_ray.core.sql import sql_literal
 from ris_ray.raster.geo import transform_points
@@ -112,9 +112,10 @@ class DiffResult:
 
 def resolve_source(ds: Any, text: str, option: str) -> str:
     """The one source of ``ds`` that ``text`` names: the exact stored path, the
-    path made absolute, or a glob matching the full path or file name."""
+    path made absolute (``/vsis3/b/k`` as the ``s3://b/k`` ingest stores), or a
+    glob matching the full path or file name."""
     known = dataset_sources(ds)
-    for candidate in (text, os.path.abspath(text)):
+    for candidate in (text, Location.parse(text).url):
         if candidate in known:
             return candidate
     hits = match_sources(known, text)

@@ -8,7 +8,6 @@ Each becomes a :class:`Part` (its vector and the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from ris_ray.core.errors import QueryError
+from ris_ray.core.location import Location
 from ris_ray.core.sql import sql_in
-from ris_ray.core.uris import is_remote
 from ris_ray.raster.geo import fmt_coords, tiles_at
-from ris_ray.raster.tiling import read_crop
+from ris_ray.raster.reading import read_crop
 from ris_ray.search.filters import check_tile_id
 from ris_ray.search.results import RESULT_COLUMNS, QueryBackend, QueryMember, QueryTile
 from ris_ray.store.schema import dataset_params
@@ -125,7 +124,7 @@ def image_part(
 
     embedder = Embedder(weights_for_model(params.model, weights_path), device=device)
     vector = embedder.embed(pixels[None])[0]
-    source = image if is_remote(image) else os.path.abspath(image)
+    source = Location.parse(image).url  # as ingest stores it (absolute, s3://)
     member = QueryMember(
         role="positive",
         label=label,

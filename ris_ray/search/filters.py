@@ -21,12 +21,13 @@ from pathlib import PurePath
 from typing import Any
 
 from ris_ray.core.errors import InputError, QueryError
+from ris_ray.core.location import Location
 from ris_ray.core.sql import sql_in
 from ris_ray.raster.geo import fmt_coords
 
 __all__ = ["TILE_ID", "SearchFilter", "check_tile_id", "dataset_sources", "match_sources"]
 
-TILE_ID = re.compile(r"^[0-9a-f]{20}$")
+TILE_ID = re.compile(r"^[0-9a-f]{20}\Z")  # \Z: "$" would accept a trailing newline
 
 
 def check_tile_id(tile_id: str, option: str = "--tile-id") -> str:
@@ -42,7 +43,10 @@ def dataset_sources(ds: Any) -> list[str]:
 
 
 def match_sources(sources: Sequence[str], pattern: str) -> list[str]:
-    """Sources whose full path or file name matches the glob ``pattern``."""
+    """Sources whose full path or file name matches the glob ``pattern``
+    (``/vsis3/b/k`` names the ``s3://b/k`` that ingest stores)."""
+    where = Location.parse(pattern)
+    pattern = where.url if where.is_object else pattern
     return [
         s
         for s in sources

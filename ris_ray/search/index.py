@@ -16,7 +16,7 @@ from typing import Any
 
 from ris_ray.core.config import FINGERPRINT_DIM, check_metric
 from ris_ray.core.errors import InputError
-from ris_ray.core.uris import local_path
+from ris_ray.core.location import Location
 from ris_ray.store.dataset import open_dataset
 from ris_ray.store.tilestore import TileStore
 
@@ -45,7 +45,7 @@ def vector_index(ds: Any, metric: str) -> str | None:
 
 
 def build_index(
-    db: str,
+    db: str | Location,
     *,
     metric: str = "l2",
     partitions: int | None = None,
@@ -59,9 +59,10 @@ def build_index(
     at most 4096) and 64 sub-vectors of 8 dimensions each (64 bytes per tile).
     """
     check_metric(metric)
-    open_dataset(local_path(db))  # a missing or foreign dataset fails before the lock
-    with TileStore.for_writing(db, lock_wait_s=lock_wait_s):  # one writer (ris_ray.store.lock)
-        return _build(db, open_dataset(local_path(db)), metric, partitions, sub_vectors)
+    loc = Location.parse(db)
+    open_dataset(loc)  # a missing or foreign dataset fails before the lock
+    with TileStore.for_writing(loc, lock_wait_s=lock_wait_s):  # one writer (ris_ray.store.lock)
+        return _build(str(db), open_dataset(loc), metric, partitions, sub_vectors)
 
 
 def _build(

@@ -15,8 +15,8 @@ from typing import Any, Final
 
 from ris_ray.core.config import FINGERPRINT_DIM
 from ris_ray.core.errors import DatasetError, ObjectStoreError
-from ris_ray.core.objstore import is_object_uri, prefix_size
-from ris_ray.core.uris import is_remote, local_path
+from ris_ray.core.location import Location
+from ris_ray.core.objstore import prefix_size
 from ris_ray.store.lance_io import open_lance
 from ris_ray.store.schema import dataset_params, fingerprint_type
 
@@ -42,26 +42,28 @@ __all__ = [
 LANCE_FILE_FORMAT: Final = "2.0"
 
 
-def dataset_exists(uri: str) -> bool:
+def dataset_exists(uri: str | Location) -> bool:
     """True when a Lance dataset is at ``uri`` (a store failure raises)."""
-    if is_remote(uri):
+    loc = Location.parse(uri)
+    if loc.is_remote:
         try:
-            open_lance(uri)
+            open_lance(loc)
         except ObjectStoreError:
             raise
         except (ValueError, OSError):
             return False
         return True
-    return (Path(uri) / "_versions").is_dir()
+    return (Path(loc.url) / "_versions").is_dir()
 
 
-def lance_dataset(uri: str) -> Any:
+def lance_dataset(uri: str | Location) -> Any:
     """The Lance dataset at ``uri`` (latest version), without ris_ray checks."""
     return open_lance(uri)
 
 
-def open_dataset(uri: str, version: int | None = None) -> Any:
+def open_dataset(uri: str | Location, version: int | None = None) -> Any:
     """Open a ris_ray Lance dataset, or raise :class:`DatasetError` saying why not."""
+    uri = Location.parse(uri)
     if not dataset_exists(uri):
         raise DatasetError(
             f"{uri}: no Lance dataset here (create one with `ris ingest ... --db {uri}`)"
@@ -79,19 +81,21 @@ def open_dataset(uri: str, version: int | None = None) -> Any:
     return ds
 
 
-def dataset_size_bytes(uri: str) -> int:
+def dataset_size_bytes(uri: str | Location) -> int:
     """Bytes under a dataset: its directory, or its prefix in an object store
     (0 for other remote URIs)."""
-    if is_object_uri(uri):
-        return prefix_size(uri)
-    if is_remote(uri):
+    loc = Location.parse(uri)
+    if loc.is_object:
+        return prefix_size(loc)
+    if loc.is_remote:
         return 0
-    return sum(p.stat().st_size for p in Path(uri).rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in Path(loc.url).rglob("*") if p.is_file())
 
 
-def dataset_info(uri: str) -> dict[str, Any]:
+def dataset_info(uri: str | Location) -> dict[str, Any]:
     """Facts about a dataset for ``ris info``."""
-    ds = open_dataset(local_path(uri))
+    loc = Location.parse(uri)
+    ds = open_dataset(loc)
     params = dataset_params(ds)
     sources = ds.to_table(columns=["source"]).column("source").unique()
     return {
@@ -107,16 +111,16 @@ def dataset_info(uri: str) -> dict[str, Any]:
         "fragments": len(ds.get_fragments()),
         "lance_format": ds.data_storage_version,
         "pylance": lance.__version__,
-        "size_bytes": dataset_size_bytes(local_path(uri)),
+        "size_bytes": dataset_size_bytes(loc),
     }
 
 
-def version_history(uri: str) -> list[dict[str, Any]]:
+def version_history(uri: str | Location) -> list[dict[str, Any]]:
     """Every retained version: number, UTC time, rows, the change in rows and
     the Lance operation that made it (``Overwrite`` create/rebuild, ``Append``
     new files, ``Update`` replaced files, ``Delete`` prune, ``Rewrite``
     compaction)."""
-    ds = open_dataset(local_path(uri))
+    ds = open_dataset(Location.parse(uri))
     out: list[dict[str, Any]] = []
     previous = 0
     for v in ds.versions():

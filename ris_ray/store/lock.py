@@ -32,14 +32,15 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from ris_ray.core.errors import LockedError
-from ris_ray.core.objstore import is_object_uri, to_url
-from ris_ray.core.uris import is_remote
-from ris_ray.store.storelock import LOCK_NAME, StoreLock, acquire_lock
+from ris_ray.core.location import Location
+from ris_ray.store.storelock import LOCK_NAME, StoreLock, acquire_lock, stale_in
 
 __all__ = ["LeaseLock", "LocalLock", "NoLock", "dataset_lock", "lock_path"]
 
@@ -49,16 +50,16 @@ POLL_S = 0.25
 LEASE_POLL_S = 2.0
 
 
-def lock_path(db: str) -> Path:
+def lock_path(db: str | Location) -> Path:
     """``DB.lock`` beside a local dataset directory."""
-    return Path(f"{os.path.abspath(db).rstrip('/')}.lock")
+    return Path(f"{Location.parse(db).url.rstrip('/')}.lock")
 
 
 class LocalLock:
     """An exclusive ``flock`` on :func:`lock_path` (see the module docstring)."""
 
-    def __init__(self, db: str, wait_s: float = 0.0) -> None:
-        self.db = db
+    def __init__(self, db: str | Location, wait_s: float = 0.0) -> None:
+        self.db = str(db)
         self.path = lock_path(db)
         self.wait_s = wait_s
         self._fd: int | None = None
@@ -119,21 +120,31 @@ class LeaseLock:
     ``DB/_ris_ingest.lock``), retried every :data:`LEASE_POLL_S` s for up to
     ``wait_s`` while another run holds it."""
 
-    def __init__(self, db: str, wait_s: float = 0.0) -> None:
-        self.uri = f"{to_url(db).rstrip('/')}/{LOCK_NAME}"
+    def __init__(
+        self, db: str | Location, wait_s: float = 0.0, say: Callable[[str], None] | None = None
+    ) -> None:
+        self.location = Location.parse(db).join(LOCK_NAME)
+        self.uri = self.location.url
         self.wait_s = wait_s
+        self.say = say or _stderr
         self._lease: StoreLock | None = None
 
     def __enter__(self) -> StoreLock:
         deadline = time.monotonic() + self.wait_s
+        told = False
         while True:
             try:
-                self._lease = acquire_lock(self.uri)
+                self._lease = acquire_lock(self.location)
                 return self._lease
-            except LockedError:
+            except LockedError as exc:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
+                if not told:  # once, at once: who holds it, and when it goes stale
+                    told = True
+                    self.say(
+                        f"{exc.args[0].split(';')[0]}; waiting up to {left:.0f} s{stale_in(exc)}"
+                    )
                 time.sleep(min(LEASE_POLL_S, left))
 
     def __exit__(
@@ -156,10 +167,15 @@ class NoLock:
         return None
 
 
-def dataset_lock(db: str, wait_s: float = 0.0) -> LocalLock | LeaseLock | NoLock:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def dataset_lock(db: str | Location, wait_s: float = 0.0) -> LocalLock | LeaseLock | NoLock:
     """The writer lock for ``db``, taken on ``with`` (waiting up to ``wait_s``
     seconds, then :class:`~ris_ray.core.errors.LockedError`): a :class:`LocalLock`
     for local paths, a :class:`LeaseLock` for object-store URIs, else :class:`NoLock`."""
-    if is_object_uri(db):
-        return LeaseLock(db, wait_s)
-    return NoLock() if is_remote(db) else LocalLock(db, wait_s)
+    loc = Location.parse(db)
+    if loc.is_object:
+        return LeaseLock(loc, wait_s)
+    return NoLock() if loc.is_remote else LocalLock(loc, wait_s)

@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from ris_ray.core.errors import ObjectStoreError
+from ris_ray.core.location import Location
 from ris_ray.core.sql import sql_in
 from ris_ray.store.lance_io import open_lance, write_lance
 
@@ -57,8 +58,8 @@ SCHEMA = pa.schema(
 )
 
 
-def manifest_uri(db: str) -> str:
-    return f"{db.rstrip('/')}/{MANIFEST_NAME}"
+def manifest_uri(db: str | Location) -> str:
+    return Location.parse(db).join(MANIFEST_NAME).url
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,13 @@ class FileRecord:
 class Manifest:
     """Read and update the manifest of the dataset at ``db``."""
 
-    def __init__(self, db: str) -> None:
-        self.uri = manifest_uri(db)
+    def __init__(self, db: str | Location) -> None:
+        self.location = Location.parse(db).join(MANIFEST_NAME)
+        self.uri = self.location.url
 
     def _dataset(self) -> Any | None:
         try:
-            return open_lance(self.uri)
+            return open_lance(self.location)
         except ObjectStoreError:
             raise
         except (ValueError, OSError):
@@ -111,12 +113,12 @@ class Manifest:
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         ds = self._dataset()
         if ds is None:
-            write_lance(table, self.uri, schema=SCHEMA)
+            write_lance(table, self.location, schema=SCHEMA)
             return
         missing = [f for f in SCHEMA if f.name not in ds.schema.names]
         if missing:  # a manifest from before these columns: add them (all null)
             ds.add_columns(missing)
-            ds = open_lance(self.uri)
+            ds = open_lance(self.location)
         (
             ds.merge_insert("path")
             .when_matched_update_all()
@@ -127,7 +129,7 @@ class Manifest:
     def replace_all(self, records: Iterable[FileRecord]) -> None:
         rows = [asdict(r) for r in records]
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        write_lance(table, self.uri, schema=SCHEMA, mode="overwrite")
+        write_lance(table, self.location, schema=SCHEMA, mode="overwrite")
 
     def delete(self, paths: Iterable[str]) -> None:
         paths = list(paths)

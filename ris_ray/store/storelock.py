@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -39,7 +40,8 @@ from types import TracebackType
 from typing import Any
 
 from ris_ray.core.errors import LockedError
-from ris_ray.core.objstore import S3Settings, describe_error, split_uri, to_url
+from ris_ray.core.location import Location
+from ris_ray.core.objstore import S3Settings, describe_error
 
 __all__ = [
     "LEASE_S",
@@ -48,6 +50,7 @@ __all__ = [
     "Holder",
     "StoreLock",
     "acquire_lock",
+    "stale_in",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,10 +128,11 @@ class StoreLock:
     Usable as a context manager.
     """
 
-    def __init__(self, uri: str, settings: S3Settings, holder: Holder, etag: str | None) -> None:
-        self.uri = uri
+    def __init__(self, where: str | Location, holder: Holder, etag: str | None) -> None:
+        self.location = Location.parse(where)
+        self.uri = self.location.url
         self.holder = holder
-        self._settings = settings
+        self._settings = self.location.settings
         self._etag = etag
         self._held = True
         self._mutex = threading.Lock()
@@ -142,8 +146,7 @@ class StoreLock:
         return self._held
 
     def _store_key(self) -> tuple[Any, str]:
-        scheme, bucket, key = split_uri(self.uri)
-        return self._settings.object_store(scheme, bucket), key
+        return self.location.store, self.location.key
 
     def _keep(self) -> None:
         while not self._stop.wait(REFRESH_S):
@@ -178,8 +181,11 @@ class StoreLock:
             return True
 
     def release(self) -> None:
-        import obstore
-
+        """Delete the lock if it is still ours: first a PUT conditional on our
+        last ETag (a lock another run took over fails it, and stays); the lock
+        is then fresh, so no one takes it over before the delete. A lost lease
+        is said once (a warning); a store error raises, unless another error is
+        already on its way out (then it is logged: the first error is the news)."""
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
@@ -187,11 +193,35 @@ class StoreLock:
             if not self._held:
                 return
             self._held = False
-            store, key = self._store_key()
             try:
-                obstore.delete(store, key)
+                self._delete_if_ours()
             except Exception as exc:
-                raise describe_error(exc, self.uri, self._settings) from None
+                error = describe_error(exc, self.location, self._settings)
+                if sys.exc_info()[1] is None:
+                    raise error from None
+                log.warning("%s (while releasing the lock after an earlier error)", error)
+
+    def _delete_if_ours(self) -> None:
+        import obstore
+        from obstore.exceptions import NotFoundError, NotSupportedError, PreconditionError
+
+        store, key = self._store_key()
+        body = replace(self.holder, refreshed=time.time()).to_bytes()
+        try:
+            obstore.put(store, key, body, mode={"e_tag": self._etag})
+        except (PreconditionError, NotFoundError):
+            log.warning(
+                "%s: another run took this lock over while this run held it (it was not "
+                "refreshed for %.0f s); that run's lock was left in place",
+                self.uri,
+                LEASE_S,
+            )
+            return
+        except NotSupportedError:  # no conditional update here: compare, then delete
+            if obstore.head(store, key).get("e_tag") != self._etag:
+                log.warning("%s: another run took this lock over; left it in place", self.uri)
+                return
+        obstore.delete(store, key)
 
     def __enter__(self) -> StoreLock:
         return self
@@ -222,20 +252,32 @@ def _locked(store: Any, key: str, uri: str, now: float) -> LockedError:
     """The one-line error for a lock held by a live run (named if readable)."""
     import obstore
 
+    stale_s: float | None = None
     try:
         got = obstore.get(store, key)
         other = Holder.parse(bytes(got.bytes()), got.meta["last_modified"].timestamp())
         who = other.describe(now)
+        stale_s = max(0.0, other.refreshed + LEASE_S - now)
     except Exception:
         who = "another run"
-    return LockedError(
+    error = LockedError(
         f"{uri}: held by {who}; wait for that run to finish (a lock not refreshed "
         f"for {LEASE_S:.0f} s is taken over by the next run)"
     )
+    error.stale_in_s = stale_s  # type: ignore[attr-defined]
+    return error
+
+
+def stale_in(error: LockedError) -> str:
+    """``"; stale in N s ..."`` for a refusal of :func:`_locked` (empty when unknown)."""
+    stale_s = getattr(error, "stale_in_s", None)
+    if stale_s is None:
+        return ""
+    return f"; it goes stale in {stale_s:.0f} s if its holder stops refreshing it"
 
 
 def acquire_lock(
-    uri: str, holder: Holder | None = None, settings: S3Settings | None = None
+    uri: str | Location, holder: Holder | None = None, settings: S3Settings | None = None
 ) -> StoreLock:
     """Create the lock object ``uri`` for ``holder`` (default: this process),
     or take it over when the lock there is stale (:meth:`Holder.stale`).
@@ -243,18 +285,15 @@ def acquire_lock(
     Raises :class:`~ris_ray.core.errors.LockedError` naming the lock, its holder and
     the fix while a live run holds it.
     """
-    settings = settings or S3Settings.from_env()
+    loc = Location.parse(uri, settings)
     holder = holder or Holder.me()
-    uri = to_url(uri)
-    scheme, bucket, key = split_uri(uri)
-    store = settings.object_store(scheme, bucket)
     try:
-        etag = _acquire(store, key, uri, holder)
+        etag = _acquire(loc.store, loc.key, loc.url, holder)
     except LockedError:
         raise
     except Exception as exc:
-        raise describe_error(exc, uri, settings) from None
-    return StoreLock(uri, settings, holder, etag)
+        raise describe_error(exc, loc, loc.settings) from None
+    return StoreLock(loc, holder, etag)
 
 
 def _acquire(store: Any, key: str, uri: str, holder: Holder) -> str | None:

@@ -18,8 +18,8 @@ from datetime import timedelta
 
 import pyarrow as pa
 
+from ris_ray.core.location import Location
 from ris_ray.core.sql import sql_in
-from ris_ray.core.uris import local_path
 from ris_ray.store.dataset import dataset_exists, lance_dataset, open_dataset
 from ris_ray.store.lock import dataset_lock
 from ris_ray.store.manifest import FileRecord, Manifest
@@ -33,12 +33,15 @@ from ris_ray.store.writer import TileWriter
 __all__ = ["TileStore", "compact"]
 
 
-def compact(uri: str, *, keep_days: float = 7.0, lock_wait_s: float = 0.0) -> dict[str, int]:
+def compact(
+    uri: str | Location, *, keep_days: float = 7.0, lock_wait_s: float = 0.0
+) -> dict[str, int]:
     """Compact fragments (dataset and manifest) and clean up old versions, holding
     the writer lock (a running ingest makes this wait up to ``lock_wait_s``, then
     refuse, naming it)."""
-    open_dataset(local_path(uri))  # a missing or foreign dataset fails before the lock
-    with TileStore.for_writing(uri, lock_wait_s=lock_wait_s) as store:
+    loc = Location.parse(uri)
+    open_dataset(loc)  # a missing or foreign dataset fails before the lock
+    with TileStore.for_writing(loc, lock_wait_s=lock_wait_s) as store:
         return store.compact(keep_days=keep_days)
 
 
@@ -53,27 +56,28 @@ class TileStore:
     the manifest table; nothing else writes either table.
     """
 
-    def __init__(self, uri: str) -> None:
-        self.uri = local_path(uri)
-        self.manifest = Manifest(self.uri)
+    def __init__(self, uri: str | Location) -> None:
+        self.location = Location.parse(uri)
+        self.uri = self.location.url
+        self.manifest = Manifest(self.location)
         self._writer: TileWriter | None = None
         self._held = contextlib.ExitStack()  # the writer lock, while held
 
     @classmethod
-    def for_writing(cls, uri: str, *, lock_wait_s: float = 0.0) -> TileStore:
+    def for_writing(cls, uri: str | Location, *, lock_wait_s: float = 0.0) -> TileStore:
         """A store holding the dataset's writer lock (:func:`ris_ray.store.lock.dataset_lock`:
         a local lock file or an object-store lease, waiting up to ``lock_wait_s``)
         until :meth:`close`: ingest, compact and index builds take it; readers
         (``TileStore(uri)``, ``ris serve``) never do. Raises
         :class:`~ris_ray.core.errors.LockedError` naming the holder."""
         store = cls(uri)
-        store._held.enter_context(dataset_lock(uri, lock_wait_s))
+        store._held.enter_context(dataset_lock(store.location, lock_wait_s))
         return store
 
     @classmethod
     def for_ingest(
         cls,
-        uri: str,
+        uri: str | Location,
         params: DatasetParams,
         *,
         rebuild: bool = False,
@@ -87,7 +91,9 @@ class TileStore:
         (see :attr:`fingerprint`)."""
         store = cls.for_writing(uri, lock_wait_s=lock_wait_s)
         try:
-            store._writer = TileWriter(store.uri, params, rebuild=rebuild, fingerprint=fingerprint)
+            store._writer = TileWriter(
+                store.location, params, rebuild=rebuild, fingerprint=fingerprint
+            )
         except BaseException:
             store.close()
             raise
@@ -155,17 +161,17 @@ class TileStore:
     def prune(self, gone: Sequence[str]) -> int:
         """Delete the tiles and manifest rows of files that no longer exist;
         returns the number of tiles deleted."""
-        ds = open_dataset(self.uri)
+        ds = open_dataset(self.location)
         before = ds.count_rows()
         ds.delete(sql_in("source", list(gone)))
         self.manifest.delete(gone)
-        return int(before - lance_dataset(self.uri).count_rows())
+        return int(before - lance_dataset(self.location).count_rows())
 
     def compact(self, *, above: int = 0, keep_days: float | None = None) -> dict[str, int]:
         """Compact the dataset and its manifest when the dataset has more than
         ``above`` fragments; with ``keep_days``, also remove versions older than
         that. Returns fragment counts before/after and what cleanup removed."""
-        ds = open_dataset(self.uri)
+        ds = open_dataset(self.location)
         before = len(ds.get_fragments())
         out = {"fragments_before": before, "versions_removed": 0, "bytes_removed": 0}
         if before > above:
@@ -173,17 +179,17 @@ class TileStore:
             self.manifest.compact()
         if keep_days is not None:
             older = timedelta(days=keep_days)
-            stats = lance_dataset(self.uri).cleanup_old_versions(older_than=older)
+            stats = lance_dataset(self.location).cleanup_old_versions(older_than=older)
             self.manifest.cleanup(older)
             out.update(
                 versions_removed=int(stats.old_versions), bytes_removed=int(stats.bytes_removed)
             )
-        out["fragments_after"] = len(lance_dataset(self.uri).get_fragments())
+        out["fragments_after"] = len(lance_dataset(self.location).get_fragments())
         return out
 
     def refresh_indices(self) -> bool:
         """Fold rows added since the last build into the dataset's indexes, if any."""
-        ds = open_dataset(self.uri)
+        ds = open_dataset(self.location)
         if not ds.describe_indices():
             return False
         ds.optimize.optimize_indices()
@@ -192,7 +198,7 @@ class TileStore:
     @property
     def version(self) -> int | None:
         """The dataset's latest version (``None``: no dataset yet)."""
-        return int(lance_dataset(self.uri).version) if dataset_exists(self.uri) else None
+        return int(lance_dataset(self.location).version) if dataset_exists(self.location) else None
 
     def close(self) -> None:
         """Remove the staging area (tiles not committed are dropped), then release

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from ris_ray.core.errors import ModelMismatchError
+from ris_ray.core.location import Location
 from ris_ray.core.sql import sql_in
 from ris_ray.store.dataset import LANCE_FILE_FORMAT, dataset_exists, open_dataset
 from ris_ray.store.lance_io import open_lance, write_lance
@@ -56,14 +58,15 @@ class TileWriter:
 
     def __init__(
         self,
-        uri: str,
+        uri: str | Location,
         params: DatasetParams,
         *,
         rebuild: bool = False,
         stage_dir: str | None = None,
         fingerprint: str = FINGERPRINT_TYPES[0],
     ) -> None:
-        self.uri = uri
+        self.location = Location.parse(uri)
+        self.uri = str(self.location)
         self.params = params
         self.rebuild = rebuild
         self._ready: list[str] = []
@@ -74,10 +77,10 @@ class TileWriter:
         #: else the dataset's own (float32 for datasets written before float16).
         self.fingerprint = fingerprint
         fingerprint_dtype(fingerprint)  # checks the name
-        if dataset_exists(uri):
-            ds = open_dataset(uri)
+        if dataset_exists(self.location):
+            ds = open_dataset(self.location)
             if not rebuild:
-                params.check_same(dataset_params(ds), uri)
+                params.check_same(dataset_params(ds), self.uri)
                 self.fingerprint = fingerprint_type(ds)
             self._version = ds.version
         self.schema = schema_for(params, self.fingerprint)
@@ -151,7 +154,7 @@ class TileWriter:
         rows = self.staging.rows(sources)
         ds = write_lance(
             self.staging.reader(sources),
-            self.uri,
+            self.location,
             schema=self.schema,
             mode="overwrite",
             data_storage_version=LANCE_FILE_FORMAT,
@@ -164,20 +167,25 @@ class TileWriter:
         if self._version is None:
             if rows == 0:
                 return None
-            ds = write_lance(
-                self.staging.reader(sources),
-                self.uri,
-                schema=self.schema,
-                data_storage_version=LANCE_FILE_FORMAT,
-            )
+            try:
+                ds = write_lance(
+                    self.staging.reader(sources),
+                    self.location,
+                    schema=self.schema,
+                    data_storage_version=LANCE_FILE_FORMAT,
+                )
+            except (OSError, ValueError) as exc:
+                if "already exists" not in str(exc):
+                    raise
+                return self._lost_create_race(sources)
         else:
-            ds = open_lance(self.uri)
+            ds = open_lance(self.location)
             present = ds.count_rows(filter=sql_in("source", sources))
             if present == 0 and rows == 0:
                 return None
             if present == 0:
                 ds = write_lance(
-                    self.staging.reader(sources), self.uri, schema=self.schema, mode="append"
+                    self.staging.reader(sources), self.location, schema=self.schema, mode="append"
                 )
             elif rows == 0:
                 ds.delete(sql_in("source", sources))
@@ -189,9 +197,22 @@ class TileWriter:
                     .when_not_matched_by_source_delete(sql_in("source", sources))
                     .execute(self.staging.reader(sources))
                 )
-            ds = open_lance(self.uri)
+            ds = open_lance(self.location)
         self._after_commit(sources, rows, int(ds.version))
         return self._version
+
+    def _lost_create_race(self, sources: list[str]) -> int | None:
+        """Another writer created the dataset between our check and our create
+        (one without the lock): check its parameters, then publish as an append."""
+        ds = open_dataset(self.location)
+        self.params.check_same(dataset_params(ds), self.uri)
+        if fingerprint_type(ds) != self.fingerprint:
+            raise ModelMismatchError(
+                f"{self.uri}: created meanwhile by another writer with {fingerprint_type(ds)} "
+                f"fingerprints; re-run to append to it"
+            )
+        self._version = ds.version
+        return self._publish(sources)
 
     def _after_commit(self, sources: list[str], rows: int, version: int) -> None:
         for s in sources:

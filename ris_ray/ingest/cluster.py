@@ -1,0 +1,125 @@
+"""Ray for an ingest run: connecting (embedded or a cluster), waiting for GPUs
+an autoscaler adds, and starting the embedder actors (:func:`make_actors`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from ris_ray.core.config import IngestConfig
+from ris_ray.core.errors import InputError
+from ris_ray.ingest import raylocal
+from ris_ray.ingest.actors import EmbedActor
+from ris_ray.ingest.tasks import TASK_RETRIES
+from ris_ray.model.embed import default_num_threads
+from ris_ray.model.weights import ResolvedWeights
+from ris_ray.store.schema import DatasetParams
+
+__all__ = ["ACTOR_RESTARTS", "connect", "disconnect", "make_actors"]
+
+ACTOR_RESTARTS = 3
+
+
+def connect(address: str | None = None) -> bool:
+    """Connect to Ray: ``address`` or ``RAY_ADDRESS`` if set, else start a fresh
+    embedded local instance on loopback (:func:`ris_ray.ingest.raylocal.start`).
+    The workers get this process's ``AWS_*`` settings as task arguments
+    (:func:`ris_ray.core.objstore.worker_settings`), never as ``runtime_env``
+    variables: Ray's runtime-env agent writes those to its log in clear.
+    Returns True when this call started Ray (the caller calls :func:`disconnect`)."""
+    return raylocal.start(address)
+
+
+def disconnect() -> None:
+    """Shut down the Ray that :func:`connect` started."""
+    raylocal.stop()
+
+
+def _wait_for_gpus(wanted: int, timeout_s: float, say: Callable[[str], None]) -> int:
+    """Ask the autoscaler for ``wanted`` GPUs and wait up to ``timeout_s`` for them.
+
+    A fixed pool sized after the wait avoids the known Ray Data behaviour where
+    an autoscaling GPU actor pool stays at one actor while nodes boot.
+    Returns the number of GPUs present at the end.
+    """
+    from ray.autoscaler.sdk import request_resources
+
+    have = int(ray.cluster_resources().get("GPU", 0))
+    if have >= wanted:
+        return have
+    request_resources(bundles=[{"GPU": 1}] * wanted)
+    say(f"waiting up to {timeout_s:.0f} s for {wanted} GPUs (have {have})")
+    deadline = time.monotonic() + timeout_s
+    while have < wanted and time.monotonic() < deadline:
+        time.sleep(5.0)
+        have = int(ray.cluster_resources().get("GPU", 0))
+    return have
+
+
+def _cuda_gpus(cfg: IngestConfig, gpus: int, say: Callable[[str], None]) -> int:
+    """The GPUs for ``--device cuda`` (``gpus``: those Ray has now); at least one.
+
+    On a cluster an autoscaler may add some: wait for them (:func:`_wait_for_gpus`).
+    Nothing can add a GPU to the embedded Ray: none there fails at once.
+    """
+    if raylocal.embedded():
+        if gpus == 0:
+            raise InputError(
+                "--device cuda: Ray finds no GPU on this machine (CUDA_VISIBLE_DEVICES="
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --device cpu, or "
+                "--address a Ray cluster with GPU nodes"
+            )
+        return gpus
+    gpus = _wait_for_gpus(cfg.num_embedders or max(gpus, 1), cfg.gpu_wait_s, say)
+    if gpus == 0:
+        raise InputError(
+            f"--device cuda: no GPU joined the cluster within {cfg.gpu_wait_s:.0f} s; "
+            "check the GPU node type / quotas, or use --device cpu"
+        )
+    return gpus
+
+
+def make_actors(
+    cfg: IngestConfig,
+    weights: ResolvedWeights,
+    params: DatasetParams,
+    fingerprint: str,
+    say: Callable[[str], None],
+    actor_cls: type[EmbedActor] = EmbedActor,
+) -> list[Any]:
+    """One embedder per GPU (``num_gpus=1`` each), or one CPU embedder without GPUs.
+
+    ``--device cuda`` takes the GPUs of :func:`_cuda_gpus` (``--embedders N``
+    on a cluster: it asks the autoscaler for N and waits ``cfg.gpu_wait_s``).
+    """
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if cfg.device == "cuda":
+        gpus = _cuda_gpus(cfg, gpus, say)
+    use_gpu = gpus > 0 and cfg.device != "cpu"
+    n = min(cfg.num_embedders or gpus, gpus) if use_gpu else (cfg.num_embedders or 1)
+    device = "cuda" if use_gpu else "cpu"
+    threads = 1 if use_gpu else default_num_threads()
+    cls = ray.remote(actor_cls).options(
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=1,
+        max_restarts=ACTOR_RESTARTS,
+        max_task_retries=TASK_RETRIES,
+    )
+    return [
+        cls.remote(
+            weights,
+            params,
+            device,
+            cfg.precision,
+            cfg.batch_size,
+            threads,
+            fingerprint,
+            cfg.thumbnail_size,
+        )
+        for _ in range(n)
+    ]
