@@ -83,7 +83,10 @@ def test_a_held_lock_refuses_with_the_holder_and_a_dead_holder_does_not_block(
             LocalLock(db, wait_s=0.3).__enter__()
     assert not lock_path(db).exists()  # released and removed
     # A holder killed with SIGKILL leaves no lock in the way.
-    code_s = f"from ris_ray.store.lock import LocalLock; LocalLock({db!r}).__enter__(); print(1, flush=True);"
+    code_s = (
+        f"from ris_ray.store.lock import LocalLock; LocalLock({db!r}).__enter__(); "
+        "print(1, flush=True);"
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", code_s + "import time; time.sleep(600)"],
         stdout=subprocess.PIPE,
@@ -111,7 +114,7 @@ def test_compact_and_index_take_the_lock_serve_does_not(
             line = _one_error_line(err)
             assert code == 1 and "is writing it" in line and f"pid {os.getpid()}" in line, argv
         # A reader never waits for the writer lock: ris serve opens and answers.
-        with TestClient(create_app(db)) as client:
+        with TestClient(create_app(db), base_url="http://127.0.0.1") as client:
             info = client.get("/api/info")
             assert info.status_code == 200 and info.json()["rows"] == 7, info.text
     assert not lock_path(db).exists()

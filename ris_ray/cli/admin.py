@@ -174,6 +174,13 @@ def serve(
             help="Require this token on every request (Authorization: Bearer, or ?token=).",
         ),
     ] = None,
+    basemap: Annotated[
+        str | None,
+        typer.Option(
+            help="XYZ tile URL template drawn under the data, e.g. "
+            "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, works offline)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the map and a JSON API over the dataset (read-only; Ctrl-C stops)."""
     from ris_ray.web.server import check_bind
@@ -185,5 +192,6 @@ def serve(
         host=host,
         port=port,
         token=token,
+        basemap=basemap,
         announce=lambda url: err.print(f"serving {db} at {url} (API: {url}docs)", markup=False),
     )

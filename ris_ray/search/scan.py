@@ -72,7 +72,8 @@ class FlatScan:
         """Load every fingerprint (and tile id) of a Lance dataset."""
         t = ds.to_table(columns=["tile_id", "fingerprint"])
         fp = t.column("fingerprint").combine_chunks()
-        x = fp.values.to_numpy(zero_copy_only=False).reshape(len(fp), -1)
+        dim = t.schema.field("fingerprint").type.list_size  # explicit: 0 rows reshape too
+        x = fp.values.to_numpy(zero_copy_only=False).reshape(len(fp), dim)
         return cls(x, t.column("tile_id").to_pylist())
 
     def search(

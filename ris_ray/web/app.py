@@ -32,17 +32,16 @@ authenticate without putting it in every URL.
 
 from __future__ import annotations
 
-import hmac
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from ris_ray.core.config import METRICS
 from ris_ray.core.errors import InputError, QueryError, RisError
@@ -58,42 +57,25 @@ from ris_ray.search.filters import SearchFilter, check_tile_id
 from ris_ray.search.query import DEFAULT_ALPHA
 from ris_ray.search.query import query as run_query
 from ris_ray.store.schema import dataset_params
-from ris_ray.web.session import Session, Snapshot
+from ris_ray.web.guard import (
+    LOOPBACK_NAMES,
+    TOKEN_COOKIE,
+    basemap_origin,
+    check_token,
+    guard_middleware,
+    host_name,
+    one_line,
+)
+from ris_ray.web.session import DatasetUnavailable, Session, Snapshot, filter_mask
 
 __all__ = ["STATIC", "TOKEN_COOKIE", "check_token", "create_app"]
 
 STATIC = Path(__file__).with_name("static")
-TOKEN_COOKIE = "ris_token"
+#: Most tiles one /api/tiles answer holds (the page asks for this many).
+TILE_CAP = 2000
+IMMUTABLE = "public, max-age=31536000, immutable"
 _TILE_PROPS = ("tile_id", "source", "row", "col", "lon", "lat")
 Format = Literal["json", "geojson", "csv"]
-
-
-def check_token(request: Request, token: str) -> bool:
-    """True when ``request`` carries ``token`` (header, ``?token=`` or cookie);
-    compared in constant time."""
-    auth = request.headers.get("authorization", "")
-    given = [
-        auth[7:] if auth[:7].lower() == "bearer " else "",
-        request.query_params.get("token", ""),
-        request.cookies.get(TOKEN_COOKIE, ""),
-    ]
-    return any(g and hmac.compare_digest(g.encode(), token.encode()) for g in given)
-
-
-def _token_middleware(token: str) -> type[BaseHTTPMiddleware]:
-    class TokenMiddleware(BaseHTTPMiddleware):
-        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-            if not check_token(request, token):
-                return JSONResponse(
-                    {"detail": "missing or wrong token: send Authorization: Bearer <token>"},
-                    status_code=401,
-                )
-            response = await call_next(request)
-            if request.url.path == "/" and "token" in request.query_params:
-                response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-            return response
-
-    return TokenMiddleware
 
 
 def _download(text: str, media: str, name: str) -> Response:
@@ -129,18 +111,36 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(RisError)
     async def ris_error(request: Request, exc: RisError) -> JSONResponse:
         status = 404 if isinstance(exc, QueryError) else 400
-        return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=status)
+        if isinstance(exc, DatasetUnavailable):
+            status = 503
+        return JSONResponse({"detail": one_line(str(exc))}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
-        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, 422)
+        return JSONResponse({"detail": one_line(f"{where}: {first.get('msg', 'invalid')}")}, 422)
+
+    @app.exception_handler(OSError)
+    async def unreadable(request: Request, exc: OSError) -> JSONResponse:
+        # Lance's reads of a dataset changed under the server (answer() retried once)
+        return JSONResponse({"detail": one_line(f"dataset unreadable now: {exc}; retry")}, 503)
 
 
-def create_app(db: str, token: str | None = None, *, check_every: float = 1.0) -> FastAPI:
+def create_app(
+    db: str,
+    token: str | None = None,
+    *,
+    check_every: float = 1.0,
+    host: str = "127.0.0.1",
+    basemap: str | None = None,
+) -> FastAPI:
     """The app over the dataset at ``db`` (opened now: a :class:`RisError` if
-    it cannot be). ``token``: require it on every request (see module doc)."""
+    it cannot be). ``token``: require it on every request (see module doc);
+    ``host``: the bound address, allowed in ``Host`` besides loopback names;
+    ``basemap``: an XYZ URL template drawn under the tiles (its origin is
+    allowed in the page's image policy)."""
+    origin = basemap_origin(basemap) if basemap else None
     session = Session(db, check_every=check_every)
     app = FastAPIOffline(  # /docs and /redoc with their scripts served here, not from a CDN
         title="ris serve",
@@ -150,9 +150,10 @@ def create_app(db: str, token: str | None = None, *, check_every: float = 1.0) -
         redoc_url=None,  # ReDoc fetches its logo from its CDN: /docs only
     )
     app.state.session = session
+    app.state.basemap = basemap
     _errors(app)
-    if token:
-        app.add_middleware(_token_middleware(token))
+    hosts = LOOPBACK_NAMES | {host_name(host)}
+    app.add_middleware(guard_middleware(token or None, hosts, origin))
     import xstatic.pkg.leaflet as leaflet
 
     app.mount("/static/leaflet", StaticFiles(directory=leaflet.BASE_DIR), name="leaflet")
@@ -171,39 +172,78 @@ def create_app(db: str, token: str | None = None, *, check_every: float = 1.0) -
     return app
 
 
+def _info(app: FastAPI, snap: Snapshot) -> dict[str, Any]:
+    params = dataset_params(snap.ds)
+    return {
+        "uri": str(snap.ds.uri),
+        "version": snap.version,
+        "tag": snap.tag,  # thumbnail URLs carry it: /api/thumbnail/ID?v=TAG
+        "rows": snap.rows,
+        "sources": sorted(snap.sources),
+        "model": params.model,
+        "tile_size": params.tile_size,
+        "stride": params.stride,
+        "indexes": {m: i for m, i in snap.indexes.items() if i},
+        "bounds_wgs84": _bounds(snap),
+        "basemap": app.state.basemap,
+        "tile_cap": TILE_CAP,
+    }
+
+
+def _sources(snap: Snapshot) -> dict[str, Any]:
+    rings = _footprints(snap)
+    counts = snap.meta.group_by("source").aggregate([("tile_id", "count")]).to_pylist()
+    features = [
+        {
+            "type": "Feature",
+            "geometry": ring_to_geometry(rings.get(c["source"])),
+            "properties": {"source": c["source"], "tiles": c["tile_id_count"]},
+        }
+        for c in sorted(counts, key=lambda c: str(c["source"]))
+    ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _tiles(snap: Snapshot, bbox: str | None, ungeoreferenced: bool, limit: int) -> dict[str, Any]:
+    if ungeoreferenced:
+        mask = ~(snap.lon == snap.lon)  # NaN: no georeferencing
+    elif bbox is None:
+        raise InputError("bbox: give W,S,E,N (or ungeoreferenced=true)")
+    else:
+        box = parse_bbox(bbox, "bbox")
+        try:
+            f = SearchFilter(bbox_wgs84=box)
+        except InputError as exc:  # the filter names the CLI's option: name this parameter
+            raise InputError(str(exc).replace("--bbox-wgs84", "bbox", 1)) from None
+        mask = filter_mask(f, snap.sources, snap.codes, snap.lon, snap.lat)
+    hits = mask.nonzero()[0] if mask is not None else np.arange(snap.rows)
+    fc = feature_collection(snap.row_dicts(hits[:limit]), _TILE_PROPS)
+    fc["total"] = len(hits)
+    fc["truncated"] = len(hits) > limit
+    return fc
+
+
+def _thumbnail(snap: Snapshot, tile_id: str, v: str | None) -> Response:
+    check_tile_id(tile_id, "tile_id")
+    if tile_id not in snap.positions:
+        raise QueryError(f"tile_id {tile_id}: not in {snap.ds.uri}")
+    data = snap.thumbnail(tile_id)
+    if data is None:
+        raise QueryError(f"tile_id {tile_id}: has no thumbnail")
+    # ?v=<this version's tag>: the URL names these bytes for good (a new
+    # version has a new tag), so the browser keeps them and never asks again
+    cache = IMMUTABLE if v == snap.tag else "no-cache"
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": cache})
+
+
 def _info_routes(app: FastAPI, session: Session) -> None:
     @app.get("/api/info", summary="Dataset facts")
     def info() -> JSONResponse:
-        snap = session.current()
-        params = dataset_params(snap.ds)
-        return JSONResponse(
-            {
-                "uri": str(snap.ds.uri),
-                "version": snap.version,
-                "rows": snap.rows,
-                "sources": snap.sources,
-                "model": params.model,
-                "tile_size": params.tile_size,
-                "stride": params.stride,
-                "indexes": {m: i for m, i in snap.indexes.items() if i},
-                "bounds_wgs84": _bounds(snap),
-            }
-        )
+        return JSONResponse(session.answer(lambda snap: _info(app, snap)))
 
     @app.get("/api/sources", summary="Source footprints (GeoJSON)")
     def sources() -> JSONResponse:
-        snap = session.current()
-        rings = _footprints(snap)
-        counts = snap.meta.group_by("source").aggregate([("tile_id", "count")]).to_pylist()
-        features = [
-            {
-                "type": "Feature",
-                "geometry": ring_to_geometry(rings.get(c["source"])),
-                "properties": {"source": c["source"], "tiles": c["tile_id_count"]},
-            }
-            for c in sorted(counts, key=lambda c: str(c["source"]))
-        ]
-        return JSONResponse({"type": "FeatureCollection", "features": features})
+        return JSONResponse(session.answer(_sources))
 
     @app.get("/api/tiles", summary="Tiles in a WGS84 box (GeoJSON)")
     def tiles(
@@ -213,33 +253,15 @@ def _info_routes(app: FastAPI, session: Session) -> None:
         ] = False,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     ) -> JSONResponse:
-        snap = session.current()
-        if ungeoreferenced:
-            mask = ~(snap.lon == snap.lon)  # NaN: no georeferencing
-        elif bbox is None:
-            raise InputError("bbox: give W,S,E,N (or ungeoreferenced=true)")
-        else:
-            f = SearchFilter(bbox_wgs84=parse_bbox(bbox, "bbox"))
-            from ris_ray.web.session import filter_mask
-
-            mask = filter_mask(f, snap.sources, snap.codes, snap.lon, snap.lat)
-        hits = mask.nonzero()[0] if mask is not None else []
-        rows = snap.row_dicts(hits[:limit])
-        fc = feature_collection(rows, _TILE_PROPS)
-        fc["total"] = len(hits)
-        fc["truncated"] = len(hits) > limit
-        return JSONResponse(fc)
+        return JSONResponse(session.answer(lambda snap: _tiles(snap, bbox, ungeoreferenced, limit)))
 
     @app.get("/api/thumbnail/{tile_id}", summary="A tile's stored thumbnail (JPEG)")
-    def thumbnail(tile_id: str) -> Response:
-        snap = session.current()
+    def thumbnail(
+        tile_id: str,
+        v: Annotated[str | None, Query(description="The version tag (/api/info): cached")] = None,
+    ) -> Response:
         check_tile_id(tile_id, "tile_id")
-        if tile_id not in snap.positions:
-            raise QueryError(f"tile_id {tile_id}: not in {snap.ds.uri}")
-        data = snap.thumbnail(tile_id)
-        if data is None:
-            raise QueryError(f"tile_id {tile_id}: has no thumbnail")
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=60"})
+        return session.answer(lambda snap: _thumbnail(snap, tile_id, v))
 
 
 def _query_routes(app: FastAPI, session: Session) -> None:
@@ -262,27 +284,30 @@ def _query_routes(app: FastAPI, session: Session) -> None:
         seed: int | None = None,
         format: Format = "json",
     ) -> Response:
-        snap = session.current()
         filters = SearchFilter(
             sources=tuple(source or ()),
             bbox_wgs84=parse_bbox(bbox_wgs84, "bbox_wgs84") if bbox_wgs84 else None,
         )
-        result = run_query(
-            session.uri,
-            tile_id=tile_id,
-            lonlat=parse_xy(lonlat, "lonlat") if lonlat else None,
-            negatives=tuple(negatives or ()),
-            alpha=alpha,
-            seed=seed,
-            k=k,
-            metric=metric,
-            include_self=include_self,
-            filters=filters,
-            exclude_same_source=exclude_same_source,
-            max_distance=max_distance,
-            exact=exact,
-            backend=snap,
-        )
+
+        def ask(snap: Snapshot) -> Any:
+            return run_query(
+                session.uri,
+                tile_id=tile_id,
+                lonlat=parse_xy(lonlat, "lonlat") if lonlat else None,
+                negatives=tuple(negatives or ()),
+                alpha=alpha,
+                seed=seed,
+                k=k,
+                metric=metric,
+                include_self=include_self,
+                filters=filters,
+                exclude_same_source=exclude_same_source,
+                max_distance=max_distance,
+                exact=exact,
+                backend=snap,
+            )
+
+        result = session.answer(ask)
         if format == "geojson":
             return _as_file(neighbours_geojson(result), format, "ris-query.geojson")
         if format == "csv":
@@ -299,7 +324,7 @@ def _query_routes(app: FastAPI, session: Session) -> None:
     ) -> Response:
         from ris_ray.search.diff import diff as run_diff
 
-        result = run_diff(session.uri, before, after, metric=metric)
+        result = session.answer(lambda snap: run_diff(session.uri, before, after, metric=metric))
         if format == "geojson":
             return _as_file(changes_geojson(result, top), format, "ris-diff.geojson")
         if format == "csv":

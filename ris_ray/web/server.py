@@ -41,10 +41,12 @@ def serve(
     port: int = 8000,
     token: str | None = None,
     check_every: float = 1.0,
+    basemap: str | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the map and API for ``db`` until interrupted; ``announce`` gets
-    the URL once the dataset is loaded (the token is never part of it)."""
+    the URL once the dataset is loaded (the token is never part of it);
+    ``basemap``: an XYZ tile URL template drawn under the data."""
     import uvicorn
 
     from ris_ray.web.app import create_app
@@ -56,7 +58,7 @@ def serve(
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
-    app = create_app(db, token=token or None, check_every=check_every)
+    app = create_app(db, token=token or None, check_every=check_every, host=host, basemap=basemap)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")

@@ -26,32 +26,35 @@ with), so a new ingest shows up without a restart.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from ris_ray.core.config import METRICS
+from ris_ray.core.errors import DatasetError, RisError
+from ris_ray.core.location import Location
 from ris_ray.core.records import TILE_REF_FIELDS
-from ris_ray.core.uris import local_path
 from ris_ray.search.filters import SearchFilter, check_tile_id, match_sources
 from ris_ray.search.index import vector_index
 from ris_ray.search.query import Neighbour, check_search, neighbour, search
 from ris_ray.search.scan import FlatScan
 from ris_ray.store.dataset import lance_dataset, open_dataset
 
-__all__ = ["Session", "Snapshot", "filter_mask"]
+__all__ = ["DatasetUnavailable", "Session", "Snapshot", "filter_mask"]
 
 log = logging.getLogger(__name__)
 #: Searches running at once, process-wide: one per core. More requests wait
 #: here rather than all thrashing the cores (throughput holds under load).
 SEARCH_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 2)
 _META_COLUMNS = list(TILE_REF_FIELDS)  # a result row without its thumbnail
+T = TypeVar("T")
 
 
 def filter_mask(
@@ -91,9 +94,13 @@ def filter_mask(
 class Snapshot:
     """One dataset version held open for queries (a :class:`QueryBackend`)."""
 
-    def __init__(self, ds: Any) -> None:
+    def __init__(self, ds: Any, key: tuple[object, ...] = ()) -> None:
         self._ds = ds
         self.version = int(ds.version)
+        #: What identifies this version (see :meth:`Session.identity`); ``tag``:
+        #: a short digest of it, in thumbnail URLs so that they can be cached for good.
+        self.key = key or (self.version,)
+        self.tag = hashlib.sha256(repr(self.key).encode()).hexdigest()[:16]
         self.meta: pa.Table = ds.to_table(columns=_META_COLUMNS).combine_chunks()
         self.rows = self.meta.num_rows
         self.positions = {t: i for i, t in enumerate(self.meta.column("tile_id").to_pylist())}
@@ -207,32 +214,81 @@ class Snapshot:
         return value or None
 
 
+class DatasetUnavailable(DatasetError):
+    """The served dataset is gone or unreadable right now (the API answers 503)."""
+
+
 class Session:
-    """The current :class:`Snapshot` of the dataset at ``uri``, reloaded when a
-    newer version appears (checked at most every ``check_every`` seconds)."""
+    """The current :class:`Snapshot` of the dataset at ``uri``, reloaded when it
+    changes in any way (checked at most every ``check_every`` seconds)."""
 
     def __init__(self, uri: str, *, check_every: float = 1.0) -> None:
-        self.uri = local_path(uri)
+        self.location = Location.parse(uri)
+        self.uri = self.location.url
         self.check_every = check_every
-        self._snapshot = Snapshot(open_dataset(uri))
+        self._snapshot = Snapshot(open_dataset(self.location), self.identity())
+        self._gone: str | None = None
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
-    def latest_version(self) -> int:
-        """The newest committed version (one small read of the dataset's manifest)."""
-        return int(lance_dataset(self.uri).version)
+    def identity(self) -> tuple[object, ...]:
+        """What tells one committed state from another: the version number and,
+        for a local dataset, the inode and change times of its ``_versions``
+        directory (a copy of another dataset with the same version number, a
+        compaction's cleanup or a restore all change them). One manifest read
+        and one ``stat``; remote datasets: the version number only."""
+        key: tuple[object, ...] = (int(lance_dataset(self.location).version),)
+        if self.location.is_local:
+            st = os.stat(os.path.join(self.uri, "_versions"))
+            key += (st.st_ino, st.st_dev, st.st_ctime_ns, st.st_mtime_ns)
+        return key
 
-    def current(self) -> Snapshot:
-        """The snapshot to answer with; loads a newer version first when one is due."""
+    def current(self, *, force: bool = False) -> Snapshot:
+        """The snapshot to answer with; loads the dataset again first when a
+        check is due and it changed. :class:`DatasetUnavailable` while the
+        dataset cannot be read (deleted, moved, half copied)."""
         now = time.monotonic()
-        if now - self._checked < self.check_every or not self._lock.acquire(blocking=False):
-            return self._snapshot
-        try:
-            self._checked = now
-            if self.latest_version() != self._snapshot.version:
-                self._snapshot = Snapshot(open_dataset(self.uri))
-        except (OSError, ValueError) as exc:  # gone or mid-write: keep answering
-            log.warning("%s: keeping version %d (%s)", self.uri, self._snapshot.version, exc)
-        finally:
-            self._lock.release()
+        due = force or now - self._checked >= self.check_every
+        if due and self._lock.acquire(blocking=force):
+            try:
+                self._checked = now
+                key = self.identity()
+                if key != self._snapshot.key:
+                    self._snapshot = Snapshot(open_dataset(self.location), key)
+                    log.warning("%s: now serving version %d", self.uri, self._snapshot.version)
+                self._gone = None
+            except (OSError, ValueError) as exc:
+                self._gone = self._unreadable(exc, "restore it or wait for the write to finish")
+                log.warning("%s", self._gone)
+            finally:
+                self._lock.release()
+        if self._gone:
+            raise DatasetUnavailable(self._gone)
         return self._snapshot
+
+    def answer(self, fn: Callable[[Snapshot], T]) -> T:
+        """``fn(snapshot)``; when it fails reading the dataset (a compaction
+        removed the files of the version held, the dataset was replaced or
+        deleted), check the dataset again at once and retry once with what is
+        there now. :class:`DatasetUnavailable` when that fails too."""
+        try:
+            return fn(self.current())
+        except (OSError, ValueError) as exc:
+            _reraise_input_errors(exc)
+            log.warning("%s: read failed (%s); checking the dataset again", self.uri, exc)
+        snap = self.current(force=True)
+        try:
+            return fn(snap)
+        except (OSError, ValueError) as exc:
+            _reraise_input_errors(exc)
+            raise DatasetUnavailable(self._unreadable(exc, "wait a moment")) from None
+
+    def _unreadable(self, exc: BaseException, fix: str) -> str:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"{self.uri}: the dataset cannot be read now ({first[:160]}); {fix}, then retry"
+
+
+def _reraise_input_errors(exc: BaseException) -> None:
+    """A bad request (a :class:`RisError` other than a dataset's) is not a read failure."""
+    if isinstance(exc, RisError) and not isinstance(exc, DatasetError):
+        raise exc

@@ -1,17 +1,52 @@
 // ris serve: the map page. Plain JS over Leaflet; every element that shows a
 // tile carries data-tile-id. The API is documented at /docs.
+//
+// Text from the data (file names, source paths, error messages) is hostile:
+// it reaches the page only through textContent, attributes set one by one,
+// or DOM nodes handed to Leaflet (a string given to bindTooltip or divIcon
+// would be parsed as HTML). Nothing here assigns innerHTML. The server's
+// Content-Security-Policy allows no inline script besides.
 "use strict";
 
+// ?token= has set the HttpOnly cookie by now: drop it from the address bar
+// and the history (bookmarks, screen shares, Referer are then token-free).
+(() => {
+  const u = new URL(location.href);
+  if (u.searchParams.has("token")) {
+    u.searchParams.delete("token");
+    history.replaceState(null, "", u.pathname + (u.search || "") + u.hash);
+  }
+})();
+
 const $ = (id) => document.getElementById(id);
-const state = { pos: [], neg: [], tiles: new Map(), lastUrl: null };
+const state = { pos: [], neg: [], tiles: new Map(), lastUrl: null, tag: "", cap: 2000 };
 const map = L.map("map", { maxZoom: 24, zoomSnap: 0.25, attributionControl: false });
+// Footprints above the tile images (their outlines and markers stay visible
+// and hoverable); only their strokes and markers take the mouse.
+map.createPane("footprints").style.zIndex = "450";
 const footprints = L.layerGroup().addTo(map);
 const tileLayer = L.layerGroup().addTo(map);
 const resultLayer = L.layerGroup().addTo(map);
 const queryLayer = L.layerGroup().addTo(map);
 let diffLayer = null;
 
-const thumb = (id) => `/api/thumbnail/${id}`;
+// The version tag makes the URL name these bytes for good: the server sends
+// Cache-Control: immutable, and the browser asks once per tile and version.
+const thumb = (id) => `/api/thumbnail/${encodeURIComponent(id)}?v=${state.tag}`;
+const baseName = (source) => String(source).split("/").pop();
+
+// An element with text (never parsed as HTML) and a class.
+function el(tagName, text, className) {
+  const e = document.createElement(tagName);
+  if (text !== undefined) e.textContent = String(text);
+  if (className) e.className = className;
+  return e;
+}
+
+function note(text) {
+  $("map-note").textContent = text || "";
+  $("map-note").hidden = !text;
+}
 
 async function getJSON(url) {
   const r = await fetch(url, { credentials: "same-origin" });
@@ -65,8 +100,11 @@ async function loadTiles() {
   const s = Math.max(-90, b.getSouth()), n = Math.min(90, b.getNorth());
   if (!(w < e && s < n)) return;
   try {
-    const fc = await getJSON(`/api/tiles?bbox=${w},${s},${e},${n}&limit=2000`);
+    const fc = await getJSON(`/api/tiles?bbox=${w},${s},${e},${n}&limit=${state.cap}`);
     fc.features.forEach(addTile);
+    note(fc.truncated
+      ? `${fc.total} tiles in this view: drawn are the first ${fc.features.length} in tile order. Zoom in to see the rest.`
+      : "");
   } catch (err) {
     status(err.message, true);
   }
@@ -173,11 +211,12 @@ function renderResults(features) {
     const p = f.properties;
     const li = tag(document.createElement("li"), p.tile_id);
     li.className = "result";
-    const name = p.source.split("/").pop();
-    li.innerHTML = `<span class="rank">${p.rank}</span><span class="meta">
-      <div class="distance">${Number(p.distance).toPrecision(4)}</div>
-      <div title="${p.source}">${name}</div><div>row ${p.row}, col ${p.col}</div></span>`;
-    li.insertBefore(img(p.tile_id), li.children[1]);
+    const meta = el("span", undefined, "meta");
+    meta.append(el("div", Number(p.distance).toPrecision(4), "distance"));
+    const name = el("div", baseName(p.source), "source-name");
+    name.title = String(p.source);
+    meta.append(name, el("div", `row ${p.row}, col ${p.col}`));
+    li.append(el("span", p.rank, "rank"), img(p.tile_id), meta);
     for (const [label, role, title] of [["+", "pos", "mark positive"], ["−", "neg", "mark negative"]]) {
       const b = document.createElement("button");
       b.type = "button";
@@ -200,7 +239,7 @@ function renderResults(features) {
       }).addTo(resultLayer);
       outline.eachLayer((l) => tag(l.getElement(), p.tile_id));
       const label = L.marker(ringBounds(f.geometry).getCenter(), {
-        icon: L.divIcon({ className: "rank-label", html: String(p.rank), iconSize: [18, 16] }),
+        icon: L.divIcon({ className: "rank-label", html: el("span", p.rank), iconSize: [18, 16] }),
         interactive: false,
       }).addTo(resultLayer);
       tag(label.getElement(), p.tile_id);
@@ -229,22 +268,30 @@ async function runDiff() {
   $("diff-status").textContent = "comparing…";
   try {
     const fc = await getJSON(`/api/diff?${p}`);
-    const d = fc.features.map((f) => f.properties.distance);
-    const lo = Math.min(...d), hi = Math.max(...d);
+    const placed = fc.features.filter((f) => f.geometry);
     if (diffLayer) map.removeLayer(diffLayer);
-    diffLayer = L.geoJSON(fc, {
+    diffLayer = null;
+    if (!placed.length) {
+      $("diff-status").textContent = `${fc.features.length} locations compared, none drawn: `
+        + "neither source has a CRS, so their tiles have no place on the map.";
+      return;
+    }
+    const d = placed.map((f) => f.properties.distance);
+    const lo = Math.min(...d), hi = Math.max(...d);
+    diffLayer = L.geoJSON({ type: "FeatureCollection", features: placed }, {
       style: (f) => ({
         color: "#000", weight: 0.5, fillOpacity: 0.65,
         fillColor: ramp((f.properties.distance - lo) / (hi - lo || 1)),
       }),
       onEachFeature: (f, layer) => {
-        layer.bindTooltip(`#${f.properties.rank}: ${f.properties.distance.toPrecision(4)}`);
+        layer.bindTooltip(el("span", `#${f.properties.rank}: ${f.properties.distance.toPrecision(4)}`));
         layer.on("add", () => tag(layer.getElement(), f.properties.before_tile_id));
         layer.on("click", (ev) => onTileClick(f.properties.before_tile_id, ev.originalEvent));
       },
     }).addTo(map);
     $("diff-status").textContent =
-      `${fc.features.length} locations; distance ${lo.toPrecision(3)} (blue) to ${hi.toPrecision(3)} (red)`;
+      `${fc.features.length} locations (${placed.length} on the map); `
+      + `distance ${lo.toPrecision(3)} (blue) to ${hi.toPrecision(3)} (red)`;
   } catch (err) {
     $("diff-status").textContent = err.message;
   }
@@ -252,42 +299,71 @@ async function runDiff() {
 
 // ---------------------------------------------------------------- start
 
-async function start() {
-  const info = await getJSON("/api/info");
-  $("info").textContent = `${info.rows} tiles, ${info.sources.length} sources, v${info.version}`;
-  const fc = await getJSON("/api/sources");
-  // georeferenced sources first: the likely captures to compare
-  const order = [...fc.features].sort((a, b) => (a.geometry === null) - (b.geometry === null));
+// Lines every 30 degrees: some bearing on a map without a basemap.
+function graticule() {
+  const style = { color: "#567", weight: 1, opacity: 0.5, interactive: false, className: "graticule" };
+  for (let x = -180; x <= 180; x += 30) L.polyline([[-85, x], [85, x]], style).addTo(map);
+  for (let y = -60; y <= 60; y += 30) L.polyline([[y, -180], [y, 180]], style).addTo(map);
+}
+
+// Each georeferenced source: its outline, and a marker of fixed pixel size at
+// its centre (an outline is a speck at low zoom); the file name on hover.
+function drawFootprints(fc) {
+  L.geoJSON(fc, {
+    pane: "footprints",
+    filter: (f) => f.geometry !== null,
+    style: { color: "#39f", weight: 2, dashArray: "6 4", fill: false, className: "footprint" },
+    onEachFeature: (f, layer) => layer.bindTooltip(el("span", baseName(f.properties.source))),
+  }).addTo(footprints);
+  const few = fc.features.filter((f) => f.geometry).length <= 12;
+  for (const f of fc.features) {
+    if (!f.geometry) continue;
+    const marker = L.circleMarker(ringBounds(f.geometry).getCenter(), {
+      radius: 7, color: "#fff", weight: 2, fillColor: "#f60", fillOpacity: 0.9,
+      className: "footprint-marker", pane: "footprints",
+    }).addTo(footprints);
+    marker.getElement().setAttribute("data-source", f.properties.source);
+    const label = el("span", `${baseName(f.properties.source)} (${f.properties.tiles} tiles)`);
+    // a few sources: their names stay on the map (which capture is which, at a glance)
+    marker.bindTooltip(label, { direction: "auto", className: "footprint-label", permanent: few });
+    marker.on("click", () => map.fitBounds(ringBounds(f.geometry)));
+  }
+}
+
+function listSources(order) {
   for (const sel of [$("diff-before"), $("diff-after")]) {
-    for (const f of order) sel.add(new Option(f.properties.source.split("/").pop(), f.properties.source));
+    for (const f of order) sel.add(new Option(baseName(f.properties.source), f.properties.source));
   }
   if (order.length > 1) $("diff-after").selectedIndex = 1;
-  L.geoJSON(fc, {
-    filter: (f) => f.geometry !== null,
-    style: { color: "#39f", weight: 2, dashArray: "6 4", fill: false },
-    onEachFeature: (f, layer) => layer.bindTooltip(f.properties.source.split("/").pop()),
-  }).addTo(footprints);
   for (const f of order) {
-    const li = document.createElement("li");
+    const li = el("li", `${baseName(f.properties.source)} (${f.properties.tiles} tiles${f.geometry ? "" : ", no CRS"})`);
     li.setAttribute("data-source", f.properties.source);
-    li.textContent = `${f.properties.source.split("/").pop()} (${f.properties.tiles} tiles${f.geometry ? "" : ", no CRS"})`;
     li.title = f.properties.source;
     if (f.geometry) li.onclick = () => map.fitBounds(ringBounds(f.geometry));
     $("sources-list").appendChild(li);
   }
-  const b = info.bounds_wgs84;
-  if (b) map.fitBounds([[b[1], b[0]], [b[3], b[2]]]);
-  else map.setView([0, 0], 2);
-  map.on("moveend", loadTiles);
-  await loadTiles();
+}
+
+// No map to show: the gallery takes the page, and the page says why.
+function galleryOnly(why) {
+  document.body.classList.add("no-map");
+  $("side-note").textContent = why;
+  $("side-note").hidden = false;
+  $("nogeo-panel").open = true;
+}
+
+async function showGallery() {
   const nogeo = await getJSON("/api/tiles?ungeoreferenced=true&limit=500");
   $("nogeo-count").textContent = String(nogeo.total);
   for (const f of nogeo.features) {
     const i = img(f.properties.tile_id);
-    i.title = `${f.properties.source.split("/").pop()} row ${f.properties.row}, col ${f.properties.col}`;
+    i.title = `${baseName(f.properties.source)} row ${f.properties.row}, col ${f.properties.col}`;
     i.onclick = (ev) => onTileClick(f.properties.tile_id, ev);
     $("nogeo").appendChild(i);
   }
+}
+
+function wireControls() {
   $("requery").onclick = runQuery;
   $("clear").onclick = () => {
     state.pos = [];
@@ -301,6 +377,43 @@ async function start() {
   $("controls").onsubmit = (ev) => ev.preventDefault();
   $("diff-run").onclick = runDiff;
   $("diff-clear").onclick = () => diffLayer && map.removeLayer(diffLayer);
+}
+
+async function start() {
+  const info = await getJSON("/api/info");
+  state.tag = info.tag;
+  state.cap = info.tile_cap || 2000;
+  $("info").textContent = `${info.rows} tiles, ${info.sources.length} sources, v${info.version}`;
+  wireControls();
+  if (info.basemap) {
+    L.tileLayer(info.basemap, { maxZoom: 24, maxNativeZoom: 19, className: "basemap" }).addTo(map);
+  } else {
+    graticule();
+  }
+  if (!info.rows) {
+    galleryOnly("This dataset has no tiles (an ingest of images all smaller than a tile "
+      + "writes none): ingest more files into it, or serve another --db.");
+    map.setView([0, 0], 1);
+    document.body.setAttribute("data-ready", "true");
+    return;
+  }
+  const fc = await getJSON("/api/sources");
+  // georeferenced sources first: the likely captures to compare
+  const order = [...fc.features].sort((a, b) => (a.geometry === null) - (b.geometry === null));
+  listSources(order);
+  const b = info.bounds_wgs84;
+  if (b) {
+    // the view first: Leaflet adds layers to a map only once it has one
+    map.fitBounds([[b[1], b[0]], [b[3], b[2]]], { padding: [40, 40], maxZoom: 22 });
+    drawFootprints(fc);
+    map.on("moveend", loadTiles);
+    await loadTiles();
+  } else {
+    map.setView([0, 0], 1);
+    galleryOnly("No source of this dataset has a CRS, so no tile has a place on a map: "
+      + "the tiles are shown in the gallery below. Click one to search with it.");
+  }
+  await showGallery();
   document.body.setAttribute("data-ready", "true");
 }
 
