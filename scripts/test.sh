@@ -14,6 +14,10 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+# The docs (docs/, mkdocs.yml): a broken link, #anchor or missing page fails. No -q: mkdocs 1.6.1
+# hides the warnings that --strict counts under -q and then exits 0.
+.venv/bin/mkdocs build --strict -d site >/dev/null
+.venv/bin/python scripts/check_doc_links.py  # README.md's links into docs/, which mkdocs does not see
 src=""
 for d in ris_ray tests jobs benchmarks; do [ -d "$d" ] && src="$src $d"; done
 .venv/bin/ruff check $src

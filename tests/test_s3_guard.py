@@ -47,6 +47,7 @@ class Guard:
     first_report: dict[str, Any]
     second: subprocess.CompletedProcess[str]
     second_report: dict[str, Any]
+    sources_before: set[str]
     sources_after: set[str]
 
 
@@ -56,8 +57,6 @@ def guard(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Guard:
     ``cap/k.tif/inner.tif``, the legal keys ``cap/c//dbl.tif`` and
     ``cap/c/./dot.tif`` and a folder marker ``cap/scene.tif/``; then
     ``ris ingest s3://guard/cap/k.tif --prune``."""
-    from ris_ray.store.lance_io import open_lance
-
     tmp = tmp_path_factory.mktemp("guard")
     bucket = s3.make_bucket("guard")
     tif = _tif(tmp / "a.tif", 3).read_bytes()
@@ -68,12 +67,18 @@ def guard(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Guard:
     args = ("--db", str(db), "--weights", "random", "-q")
     first = ris("ingest", f"s3://{bucket}", *args, "--report", str(tmp / "r1.json"))
     r1 = json.loads((tmp / "r1.json").read_text()) if (tmp / "r1.json").exists() else {}
+    before = _sources(db) if db.exists() else set()
     second = ris(
         "ingest", f"s3://{bucket}/cap/k.tif", *args, "--prune", "--report", str(tmp / "r2.json")
     )
     r2 = json.loads((tmp / "r2.json").read_text()) if (tmp / "r2.json").exists() else {}
-    sources = set(open_lance(str(db)).to_table(columns=["source"]).column("source").to_pylist())
-    return Guard(bucket, db, first, r1, second, r2, sources)
+    return Guard(bucket, db, first, r1, second, r2, before, _sources(db))
+
+
+def _sources(db: Path) -> set[str]:
+    from ris_ray.store.lance_io import open_lance
+
+    return set(open_lance(str(db)).to_table(columns=["source"]).column("source").to_pylist())
 
 
 def test_bucket_root_odd_keys_and_markers(guard: Guard) -> None:
@@ -95,6 +100,8 @@ def test_bucket_root_odd_keys_and_markers(guard: Guard) -> None:
 
 
 def test_prune_of_one_object_keeps_the_objects_under_its_name(guard: Guard) -> None:
+    inner = f"s3://{guard.bucket}/cap/k.tif/inner.tif"
+    assert inner in guard.sources_before  # so what follows tests the prune itself
     assert guard.second.returncode == 0, guard.second.stderr[-2000:]
     assert guard.second_report["pruned_files"] == 0
     assert f"s3://{guard.bucket}/cap/k.tif/inner.tif" in guard.sources_after
@@ -110,6 +117,18 @@ def test_listing_skips_markers_and_reads_odd_keys(s3: MotoServer) -> None:
         f"s3://{bucket}/{k}" for k in ("c/ok.tif", "c//dbl.tif", "c/./dot.tif", "c/zz.tif")
     )
     assert [o.uri for o in list_tiffs(f"s3://{bucket}")] == got
+
+
+def test_a_bucket_without_a_slash_is_its_root(s3: MotoServer) -> None:
+    """``s3://empty`` is an empty bucket (no files, not one missing object);
+    ``s3://scans.tif``, a legal bucket name, is listed, not read as a TIFF."""
+    from ris_ray.ingest.inputs import discover_objects
+
+    s3.make_bucket("empty")
+    bucket = s3.make_bucket("scans.tif")
+    _put(s3, bucket, "c/a.tif", b"x")
+    assert discover_objects(["s3://empty"])[0] == []
+    assert discover_objects([f"s3://{bucket}"])[0] == [f"s3://{bucket}/c/a.tif"]
 
 
 def test_one_object_with_a_wrong_secret_says_credentials_rejected() -> None:
