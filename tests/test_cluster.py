@@ -95,7 +95,7 @@ def ray_head() -> Iterator[tuple[str, dict[str, str], int]]:
                 time.sleep(1)
         yield address, env, gcs
     finally:
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):  # --block: slow to stop
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:

@@ -216,7 +216,7 @@ def test_non_finite_batch_in_the_actor_fails_with_one_line(
 
     from ris_ray.core.records import Failure, TileBatch
     from ris_ray.ingest.actors import EmbedActor
-    from ris_ray.ingest.pipeline import _outcome
+    from ris_ray.ingest.rayloop import outcome as _outcome
     from ris_ray.store.schema import DatasetParams
 
     weights = resolve_weights(str(_nan_weights(tmp_path / "nan.pth")))

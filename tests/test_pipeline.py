@@ -263,9 +263,9 @@ def test_embedder_calls_are_filled_up_to_tiles_per_call(
 
     class Recording(pipeline.Scheduler):
         def _take_parts(self) -> tuple[Any, ...]:
-            parts = super()._take_parts()
+            actor, parts = super()._take_parts()
             calls.append((len(parts), sum(p.n_tiles for p in parts)))
-            return parts
+            return actor, parts
 
     monkeypatch.setattr(pipeline, "Scheduler", Recording)
     runs = {}

@@ -59,17 +59,29 @@ def _drive(
     crash_tile: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
     fail_embed: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
     low_valid: int = 0,
+    lose: tuple[int, ...] = (),
+    lose_at: int = 0,
+    crash_once: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
 ) -> list[Settled]:
     """Run the scheduler to the end, finishing in-flight work in random order
     (embedders not ready yet become ready at a random step, or when nothing
     else can happen). Windows are keyed ``(path, i)``: a window in
     ``fail_tile`` cannot be read (its task answers a Failure for it); a
-    task holding one in ``crash_tile`` dies (all its windows)."""
+    task holding one in ``crash_tile`` dies (all its windows). At step
+    ``lose_at`` the embedders ``lose`` are lost with their node: their calls
+    in flight fail, as Ray's would once the driver kills them."""
     rng = random.Random(seed)
     flight: list[Work] = []
     settled: list[Settled] = []
     seen: dict[str, int] = {}
+    cut_in: dict[str, int] = {}  # batch -> the group whose tiling task cut it
+    crashed: set[str] = set()  # batches of calls that crashed
+    step = 0
     while not sched.done:
+        step += 1
+        if lose and step == lose_at:
+            for actor in lose:
+                sched.embedder_lost(actor)
         flight += sched.next_work()
         if not sched.ready and (not flight or rng.random() < 0.1):
             sched.embedders_ready()
@@ -92,13 +104,44 @@ def _drive(
                 else TileStats(w.job.n_tiles, low_valid, w.job.n_tiles - low_valid)
                 for key, w in zip(keys, work.windows, strict=True)
             ]
+            cut_in.update((f"batch{key}", work.group) for key in keys)
             sched.tiled(work.ticket, stats, [f"batch{key}" for key in keys])
-        elif {f"batch{key}" for key in fail_embed} & {part.batch for part in work.parts}:
-            sched.failed(work.ticket, Failure("RayActorError: boom", kind="crash"))
         else:
-            sched.embedded(work.ticket, [part.n_tiles for part in work.parts])
+            _embed(sched, work, cut_in, crashed, fail_embed, crash_once)
         settled += sched.take_settled()
     return settled
+
+
+def _embed(
+    sched: Scheduler,
+    work: Work,
+    cut_in: dict[str, int],
+    crashed: set[str],
+    fail_embed: set[tuple[str, int]],
+    crash_once: set[tuple[str, int]],
+) -> None:
+    """Answer an embed call as :func:`_drive` says (it crashes when its embedder
+    is lost, once for a window in ``crash_once``, always for one in ``fail_embed``)."""
+    assert isinstance(work, Embed)
+    batches = {p.batch for p in work.parts}
+    if sched.flow.is_lost(work.actor):
+        why = "RayActorError: killed"
+    elif ({f"batch{key}" for key in crash_once} & batches) - crashed:
+        why = "ActorUnavailableError: gone"  # an actor dies mid-call, once
+    elif {f"batch{key}" for key in fail_embed} & batches:
+        why = "RayActorError: boom"
+    else:
+        # Every window goes to an embedder of the group (node) that cut it,
+        # unless that group has lost all its embedders (or a call with it crashed).
+        groups = sched.flow.groups
+        for part in work.parts:
+            cut = cut_in[str(part.batch)]
+            lost = all(sched.flow.is_lost(i) for i, g in enumerate(groups) if g == cut)
+            assert cut == groups[work.actor] or part.batch in crashed or lost
+        sched.embedded(work.ticket, [part.n_tiles for part in work.parts])
+        return
+    crashed.update(batches)
+    sched.failed(work.ticket, Failure(why, kind="crash"))
 
 
 @pytest.mark.parametrize(
@@ -131,6 +174,112 @@ def test_every_tile_is_embedded_in_any_order(seed: int, kw: dict[str, object]) -
         assert (f.status, f.tiles_planned, f.tiles_written) == ("ok", want, want)
     assert sched.tiles_done == sched.tiles_planned == 8 + 11 * 2 + 1
     assert sched.files_done == 3 and not sched.in_flight
+
+
+@pytest.mark.parametrize(
+    ("seed", "kw"),
+    [
+        (0, {"groups": (0, 1, 1)}),
+        (1, {"groups": (1, 0, 0), "embed_tiles": 4}),
+        (2, {"groups": (0, 1, 2), "task_tiles": 8}),
+        (3, {"groups": (0, 1, 2), "ready": False, "startup_tiles": 30}),
+        (4, {"groups": (0, 0, 1), "hold_s": 1e9, "embed_tiles": 16}),
+        (5, {"groups": (0, 1, 1), "fail_embed": {("/d/b.tif", 2)}, "task_tiles": 8}),
+        (6, {"groups": (2, 1, 0), "max_inflight": 1}),
+    ],
+)
+def test_windows_are_embedded_in_the_group_that_cut_them(seed: int, kw: dict[str, object]) -> None:
+    """Embedders in groups (one per node): :func:`_drive` checks each call's
+    windows were cut for its embedder's group; every group gets work."""
+    fail_embed = kw.pop("fail_embed", frozenset())
+    paths = ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
+    infos: dict[str, RasterInfo | Failure] = {
+        "/d/a.tif": _info("/d/a.tif", 1024, 512),
+        "/d/b.tif": _info("/d/b.tif", 3000, 700),
+        "/d/c.tif": _info("/d/c.tif", 300, 300),
+    }
+    sched = _sched(paths, n_embedders=3, **kw)
+    used: set[int] = set()
+    real_next = sched.flow.next_call
+
+    def next_call() -> tuple[int, tuple[object, ...]]:
+        actor, parts = real_next()
+        used.add(sched.flow.groups[actor])
+        return actor, parts
+
+    sched.flow.next_call = next_call  # type: ignore[assignment,method-assign]
+    settled = _drive(sched, infos, seed=seed, fail_embed=fail_embed)  # type: ignore[arg-type]
+    assert sorted(s.path for s in settled) == paths
+    assert used == set(range(sched.n_groups))
+    failed = {p for p, _ in fail_embed}  # type: ignore[attr-defined]
+    for p in paths:
+        f = sched.files[p].report
+        assert f.status == ("failed" if p in failed else "ok")
+        assert f.tiles_written == f.tiles_planned or p in failed
+
+
+@pytest.mark.parametrize(
+    ("seed", "groups", "lose", "lose_at"),
+    [
+        (0, (0, 1, 1), (0,), 5),  # a node of one embedder leaves: its queue moves on
+        (1, (0, 1, 1), (1,), 8),  # one of two embedders of a node: the other goes on
+        (2, (0, 1, 2), (0, 2), 3),  # two of three nodes
+        (3, (0, 0, 1), (0, 1), 12),
+        (4, (0, 1), (1,), 1),  # before any call
+        (5, (0, 1, 2), (2,), 14),
+    ],
+)
+def test_lost_embedders_hand_their_windows_to_the_others(
+    seed: int, groups: tuple[int, ...], lose: tuple[int, ...], lose_at: int
+) -> None:
+    """Every tile is still embedded once, all files ok, and no call goes to a
+    lost embedder after its loss."""
+    paths = ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
+    infos: dict[str, RasterInfo | Failure] = {
+        "/d/a.tif": _info("/d/a.tif", 1024, 512),
+        "/d/b.tif": _info("/d/b.tif", 3000, 700),
+        "/d/c.tif": _info("/d/c.tif", 300, 300),
+    }
+    sched = _sched(paths, n_embedders=len(groups), groups=groups, embed_tiles=4, task_tiles=4)
+    after: list[int] = []
+    real_next = sched.flow.next_call
+
+    def next_call() -> tuple[int, tuple[object, ...]]:
+        actor, parts = real_next()
+        if sched.flow.live_embedders < len(groups):
+            after.append(actor)
+        return actor, parts
+
+    sched.flow.next_call = next_call  # type: ignore[assignment,method-assign]
+    settled = _drive(sched, infos, seed=seed, lose=lose, lose_at=lose_at)
+    assert sorted(s.path for s in settled) == paths and all(s.staged for s in settled)
+    assert all(sched.files[p].report.status == "ok" for p in paths)
+    assert sched.tiles_done == sched.tiles_planned == 8 + 11 * 2 + 1
+    assert after and not set(after) & set(lose)
+    assert sched.flow.live_embedders == len(groups) - len(lose)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_call_that_crashes_once_is_redone_not_failed(seed: int) -> None:
+    """An embedder crashing a call (its actor or node going) does not fail the
+    files: the windows go again, to another embedder while that one is suspect."""
+    paths = ["/d/a.tif", "/d/b.tif"]
+    infos: dict[str, RasterInfo | Failure] = {
+        "/d/a.tif": _info("/d/a.tif", 1024, 512),
+        "/d/b.tif": _info("/d/b.tif", 3000, 700),
+    }
+    sched = _sched(paths, n_embedders=2, groups=(0, 1), embed_tiles=4)
+    crash = {("/d/a.tif", 0), ("/d/b.tif", 1), ("/d/b.tif", 3)}
+    settled = _drive(sched, infos, seed=seed, crash_once=crash)
+    assert sorted(s.path for s in settled) == paths and all(s.staged for s in settled)
+    assert [sched.files[p].report.status for p in paths] == ["ok", "ok"]
+    assert sched.tiles_done == sched.tiles_planned == 8 + 11 * 2
+
+
+@pytest.mark.parametrize("groups", [(0, 2), (1, 1), (0,), (0, 0, 0)])
+def test_groups_are_checked(groups: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="one per embedder"):
+        _sched(["/d/a.tif"], n_embedders=2, groups=groups)
 
 
 def _big(**kw: object) -> Scheduler:

@@ -46,7 +46,7 @@ def ingest(
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or embedded).")
     ] = None,
     embedders: Annotated[
-        int | None, typer.Option(help="Embedder actors (default: one per GPU, else 1).")
+        int | None, typer.Option(help="Embedder actors (default: one per GPU, else 1 a node).")
     ] = None,
     device: Annotated[
         str, typer.Option(help="auto | cpu | cuda (cuda on a cluster: waits for GPUs, --gpu-wait).")
@@ -172,5 +172,11 @@ def print_ingest(r: Any) -> None:
         lines.append(f"{len(r.missing)} files no longer exist (--prune drops their tiles)")
     if read:
         lines.append(f"weights: {r.weights} | model: {r.model} | device: {r.device}")
+    if r.nodes > 1:
+        crossed = r.pixel_bytes_crossed / 1e6
+        lines.append(
+            f"nodes: {r.nodes} with embedders | pixels embedded where they were cut: "
+            f"{100 * r.pixels_local_share:.1f} % ({crossed:.1f} MB crossed nodes)"
+        )
     lines.append(f"dataset: {r.db} (version {r.version}, {r.commits} commits this run)")
     out.print("\n".join(lines))

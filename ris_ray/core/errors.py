@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "DatasetError",
+    "EmbedderLostError",
     "EmbedderStartError",
     "EmbeddingError",
     "InputError",
@@ -51,6 +52,12 @@ class EmbeddingError(RisError, ArithmeticError):
 
 class EmbedderStartError(RisError, RuntimeError):
     """An embedder actor could not start (its constructor raised, e.g. no GPU memory)."""
+
+
+class EmbedderLostError(RisError, ConnectionError):
+    """Every embedder's node left the cluster mid-run; committed files are intact (exit 2)."""
+
+    exit_code = 2
 
 
 class DatasetError(RisError, OSError):

@@ -58,11 +58,13 @@ class Failure:
 
 @dataclass(frozen=True)
 class TileStats:
-    """Counts of one window: tiles planned, dropped below ``--min-valid``, kept."""
+    """Counts of one window: tiles planned, dropped below ``--min-valid``, kept,
+    and the Ray node that cut them (empty when unknown)."""
 
     n_planned: int
     n_low_valid: int
     n_tiles: int
+    node: str = ""
 
 
 @dataclass

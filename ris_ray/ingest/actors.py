@@ -59,6 +59,12 @@ class EmbedActor:
     def device(self) -> str:
         return f"{self.embedder.device} {str(self.embedder.dtype).removeprefix('torch.')}"
 
+    def node(self) -> str:
+        """The Ray node this actor runs on (where its tiles should be cut)."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
     def infer(self, pixels: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
         """``(N, FINGERPRINT_DIM)`` float32 fingerprints of the band-first tiles of
         ``pixels`` (the windows of one call, in order, not joined) and the tiles

@@ -18,6 +18,16 @@ worker, torch, the model, CUDA take seconds) no call goes out and tiling
 reads ahead up to ``startup_tiles`` tiles (a share of the object store), so
 the embedders start on a full queue instead of the CPUs idling meanwhile.
 
+On a cluster the embedders come in ``groups`` (those of one node,
+:mod:`~ris_ray.ingest.placement`): each group has its own queue of cut
+windows; a tiling task cuts windows for one group (of those with room, the
+one with the fewest tiles per embedder, being cut, waiting or being
+embedded; the driver runs it on that group's node) and its tiles go to that
+group's embedders only, so pixels stay on the node that decoded them. An
+embedder lost with its node takes no more calls; a group with none left
+hands its waiting windows to the others (:meth:`Backpressure.embedder_lost`).
+One group (the default) is the single-node case.
+
 No Ray: :class:`Backpressure` holds the queues (windows to read, cut windows
 to embed) and the counts in flight; the
 :class:`~ris_ray.ingest.scheduler.Scheduler` asks it what may start.
@@ -38,7 +48,9 @@ __all__ = ["Backpressure"]
 
 @dataclass
 class Backpressure:
-    """The queues between the stages and the work in flight (see the module docs)."""
+    """The queues between the stages and the work in flight (see the module docs).
+
+    ``groups[i]`` is embedder ``i``'s group (default: one group of all)."""
 
     max_inflight: int
     n_embedders: int
@@ -49,85 +61,152 @@ class Backpressure:
     ready: bool = True
     startup_tiles: int = 0
     clock: Callable[[], float] = time.monotonic
+    groups: tuple[int, ...] = ()
     _windows: deque[Window] = field(init=False, default_factory=deque)
-    _to_embed: deque[Part] = field(init=False, default_factory=deque)
+    _to_embed: list[deque[Part]] = field(init=False)  # per group
     _load: list[int] = field(init=False)
+    _members: list[list[int]] = field(init=False)  # group -> its embedders
     _tiling: int = field(init=False, default=0)  # Tile tasks in flight
-    _tiling_tiles: int = field(init=False, default=0)  # their planned tiles
-    _queued_tiles: int = field(init=False, default=0)  # tiles in _to_embed
+    _tiling_tasks: list[int] = field(init=False)  # per group
+    _tiling_tiles: list[int] = field(init=False)  # their planned tiles, per group
+    _queued_tiles: list[int] = field(init=False)  # tiles in _to_embed, per group
+    _embedding_tiles: list[int] = field(init=False)  # tiles in embed calls, per group
+    _lost: set[int] = field(init=False, default_factory=set)  # embedders gone with their node
+    _suspect: dict[int, float] = field(init=False, default_factory=dict)  # embedder -> until
 
     def __post_init__(self) -> None:
+        groups = self.groups or (0,) * self.n_embedders
+        n = max(groups, default=0) + 1
+        if len(groups) != self.n_embedders or set(groups) != set(range(n)):
+            raise ValueError(f"groups {groups}: one per embedder, numbered 0..k-1")
+        self.groups = tuple(groups)
         self._load = [0] * self.n_embedders
+        self._members = [[i for i, g in enumerate(groups) if g == k] for k in range(n)]
+        self._to_embed = [deque() for _ in range(n)]
+        self._tiling_tasks, self._tiling_tiles, self._queued_tiles = [0] * n, [0] * n, [0] * n
+        self._embedding_tiles = [0] * n
 
     # ------------------------------------------------------------ queries
 
     @property
+    def n_groups(self) -> int:
+        return len(self._members)
+
+    @property
+    def live_embedders(self) -> int:
+        """Embedders not lost (:meth:`embedder_lost`)."""
+        return self.n_embedders - len(self._lost)
+
+    def is_lost(self, actor: int) -> bool:
+        return actor in self._lost
+
+    def _alive(self, g: int) -> list[int]:
+        """Group ``g``'s embedders that are not lost."""
+        return [i for i in self._members[g] if i not in self._lost]
+
+    def _clear(self, i: int) -> bool:
+        """Embedder ``i`` is neither lost nor suspect (a call of it crashed: :meth:`crashed`)."""
+        return i not in self._lost and self._suspect.get(i, 0.0) <= self.clock()
+
+    @property
     def queued(self) -> bool:
         """Windows wait to be read or to be embedded."""
-        return bool(self._windows or self._to_embed)
+        return bool(self._windows) or any(self._to_embed)
 
-    def _room_for_window(self) -> bool:
-        """Another tiling task may start (see the module docs)."""
-        if self._tiling >= self.max_inflight:
-            return False
-        queue = self.embed_tiles * self.n_embedders
+    def _room(self, g: int) -> int:
+        """Tiles group ``g`` may still take from tiling (see the module docs)."""
+        members = len(self._alive(g))
+        queue = self.embed_tiles * members
         if self.ready:
-            return self._queued_tiles < queue
-        return self._tiling_tiles + self._queued_tiles < max(queue, self.startup_tiles)
+            return queue - self._queued_tiles[g]
+        ahead = max(queue, self.startup_tiles * members // self.n_embedders)
+        return ahead - self._tiling_tiles[g] - self._queued_tiles[g]
+
+    def _tile_group(self) -> int | None:
+        """The group the next tiling task cuts for: of those with room, the one
+        with the fewest tiles waiting or being cut per embedder (None: none has
+        room, or enough tasks are in flight)."""
+        if self._tiling >= self.max_inflight:
+            return None
+        open_ = [g for g in range(self.n_groups) if self._alive(g) and self._room(g) > 0]
+        return min(open_, key=self._share) if open_ else None
+
+    def _share(self, g: int) -> float:
+        """Tiles being cut for, waiting for or in the calls of group ``g``, per embedder."""
+        tiles = self._tiling_tiles[g] + self._queued_tiles[g] + self._embedding_tiles[g]
+        return tiles / max(1, len(self._alive(g)))
 
     def embedders_ready(self) -> None:
         """The embedders take work from now on (see the module docs)."""
         self.ready = True
 
+    def _free(self, g: int) -> bool:
+        return (
+            min((self._load[i] for i in self._alive(g)), default=self.embed_slots)
+            < self.embed_slots
+        )
+
+    def _due_group(self) -> int | None:
+        """A group whose call may go out now: windows wait, one of its embedders
+        has a free slot and the call is due (the longest waiting first)."""
+        due = [g for g, q in enumerate(self._to_embed) if q and self._free(g) and self._due(g)]
+        return min(due, key=lambda g: self._to_embed[g][0].since) if due else None
+
     def call_due(self) -> bool:
-        """An embed call may go out now: windows wait, an embedder has a free
-        slot and the call is due."""
-        return bool(self._to_embed) and min(self._load) < self.embed_slots and self._embed_due()
+        """An embed call may go out now (:meth:`_due_group`)."""
+        return self._due_group() is not None
 
     def tile_due(self) -> bool:
-        """A tiling task may start now: windows wait and there is room."""
-        return bool(self._windows) and self._room_for_window()
+        """A tiling task may start now: windows wait and a group has room."""
+        return bool(self._windows) and self._tile_group() is not None
 
-    def _embed_due(self) -> bool:
-        """A call should go out now (see the module docs)."""
+    def _due(self, g: int) -> bool:
+        """Group ``g``'s call should go out now (see the module docs)."""
         if not self.ready:
             return False
-        if self._queued_tiles >= self.embed_tiles or not self._tiling:
+        if self._queued_tiles[g] >= self.embed_tiles or not self._tiling_tasks[g]:
             return True
-        return self.clock() - self._to_embed[0].since >= self.hold_s
+        return self.clock() - self._to_embed[g][0].since >= self.hold_s
 
     def next_deadline(self) -> float | None:
         """When waiting windows fall due for a call at the latest (the clock's
         time; None when none wait or no embedder has a free slot: then only an
         outcome changes anything): the caller should ask again by then."""
-        if not (self.ready and self._to_embed) or min(self._load) >= self.embed_slots:
+        if not self.ready:
             return None
-        return self._to_embed[0].since + self.hold_s
+        times = [q[0].since for g, q in enumerate(self._to_embed) if q and self._free(g)]
+        return min(times) + self.hold_s if times else None
 
     # ------------------------------------------------------------ work out
 
-    def next_actor(self) -> int:
-        """The least loaded embedder, which takes one more call."""
-        actor = self._load.index(min(self._load))
-        self._load[actor] += 1
-        return actor
-
-    def take_parts(self) -> tuple[Part, ...]:
-        """Waiting windows for one call, oldest first: up to ``embed_tiles``
+    def next_call(self) -> tuple[int, tuple[Part, ...]]:
+        """The embedder and the windows of the next call (:meth:`call_due` first):
+        the least loaded embedder of the due group takes one more call, with
+        that group's waiting windows, oldest first, up to ``embed_tiles``
         tiles, at least one window; a window retried alone goes alone."""
-        parts = take_group(self._to_embed, call_tiles, self.embed_tiles)
-        self._queued_tiles -= sum(p.n_tiles for p in parts)
-        return tuple(parts)
+        g = self._due_group()
+        assert g is not None, "next_call() when no call is due"
+        live = self._alive(g)
+        clear = [i for i in live if self._clear(i)] or live  # a suspect one if it is all
+        actor = min(clear, key=lambda i: self._load[i])
+        self._load[actor] += 1
+        parts = take_group(self._to_embed[g], call_tiles, self.embed_tiles)
+        self._queued_tiles[g] -= sum(p.n_tiles for p in parts)
+        self._embedding_tiles[g] += sum(p.n_tiles for p in parts)
+        return actor, tuple(parts)
 
-    def take_windows(self) -> tuple[Window, ...]:
+    def take_windows(self) -> tuple[tuple[Window, ...], int]:
         """Windows for one tiling task, in order, up to ``task_tiles`` planned
-        tiles (at least one window)."""
-        return tuple(take_group(self._windows, window_tiles, self.task_tiles))
+        tiles (at least one window), and the group it cuts for (:meth:`tile_due` first)."""
+        g = self._tile_group()
+        assert g is not None, "take_windows() when no tiling task may start"
+        return tuple(take_group(self._windows, window_tiles, self.task_tiles)), g
 
     def tile_started(self, work: Tile) -> None:
         """A tiling task is in flight."""
         self._tiling += 1
-        self._tiling_tiles += work.n_tiles
+        self._tiling_tasks[work.group] += 1
+        self._tiling_tiles[work.group] += work.n_tiles
 
     # ------------------------------------------------------------ work in
 
@@ -138,19 +217,71 @@ class Backpressure:
     def tile_over(self, work: Tile) -> None:
         """A tiling task is no longer in flight."""
         self._tiling -= 1
-        self._tiling_tiles -= work.n_tiles
+        self._tiling_tasks[work.group] -= 1
+        self._tiling_tiles[work.group] -= work.n_tiles
 
     def embed_over(self, work: Embed) -> None:
         """An embed call is no longer in flight: its embedder has a slot again."""
         self._load[work.actor] -= 1
+        self._embedding_tiles[self.groups[work.actor]] -= work.n_tiles
 
-    def queue_part(self, path: str, batch: Any, n_tiles: int) -> None:
-        """Queue a window's cut tiles (``batch``) for an embedder."""
-        part = Part(path, batch, n_tiles, self.clock())
-        self._to_embed.append(part)
-        self._queued_tiles += n_tiles
+    def queue_part(self, path: str, batch: Any, n_tiles: int, group: int = 0) -> None:
+        """Queue a window's cut tiles (``batch``) for group ``group``'s embedders
+        (another group's when all of ``group``'s are lost)."""
+        g = self._home(group)
+        self._to_embed[g].append(Part(path, batch, n_tiles, self.clock(), group=g))
+        self._queued_tiles[g] += n_tiles
 
     def retry_alone(self, work: Embed) -> None:
-        """Each window of a failed call again, alone, first in line."""
-        self._to_embed.extendleft(replace(p, alone=True) for p in reversed(work.parts))
-        self._queued_tiles += work.n_tiles
+        """Each window of a failed call again, alone, first in its group's line."""
+        self._put_back(replace(p, alone=True) for p in work.parts)
+
+    def requeue(self, work: Embed) -> None:
+        """The windows of a call whose embedder was lost, again, first in line."""
+        self._put_back(work.parts)
+
+    def crashed(self, work: Embed, suspect_s: float) -> None:
+        """A call crashed (its actor, or its node, went): its embedder is suspect
+        for ``suspect_s`` (its node may be going, and Ray tells a dead node only
+        after its health checks fail): the call's windows go again, a try
+        counted against each, to a clear embedder of the same group, else of
+        the group with the fewest tiles per embedder that has one (else the
+        same group); other calls prefer clear embedders meanwhile."""
+        self._suspect[work.actor] = self.clock() + suspect_s
+        g = self.groups[work.actor]
+        groups = [h for h in range(self.n_groups) if any(self._clear(i) for i in self._alive(h))]
+        if g not in groups and groups:
+            g = min(groups, key=self._share)
+        for p in reversed(work.parts):
+            self._to_embed[g].appendleft(replace(p, group=g, tries=p.tries + 1))
+            self._queued_tiles[g] += p.n_tiles
+
+    def _put_back(self, parts: Iterable[Part]) -> None:
+        for p in reversed(list(parts)):
+            g = self._home(p.group)
+            self._to_embed[g].appendleft(replace(p, group=g))
+            self._queued_tiles[g] += p.n_tiles
+
+    def _home(self, group: int) -> int:
+        """``group``, or while all its embedders are lost the live group with
+        the fewest tiles per embedder (``group`` when none is left)."""
+        if self._alive(group):
+            return group
+        live = [g for g in range(self.n_groups) if self._alive(g)]
+        return min(live, key=self._share) if live else group
+
+    def embedder_lost(self, actor: int) -> None:
+        """Embedder ``actor`` is gone for good (its node left the cluster): no
+        call goes to it again; once its group has none left, the windows
+        waiting for the group move to the other groups, and no tiling task
+        cuts for it."""
+        self._lost.add(actor)
+        g = self.groups[actor]
+        if self._alive(g) or not self.live_embedders:
+            return
+        waiting, self._to_embed[g] = list(self._to_embed[g]), deque()
+        self._queued_tiles[g] = 0
+        for p in waiting:
+            h = self._home(g)
+            self._to_embed[h].append(replace(p, group=h))
+            self._queued_tiles[h] += p.n_tiles

@@ -15,6 +15,13 @@ from ris_ray.core.config import IngestConfig
 from ris_ray.core.errors import InputError
 from ris_ray.ingest import raylocal
 from ris_ray.ingest.actors import EmbedActor
+from ris_ray.ingest.placement import (
+    EMBEDDER_CPUS,
+    Placement,
+    cluster_nodes,
+    on_node,
+    place_embedders,
+)
 from ris_ray.ingest.tasks import TASK_RETRIES
 from ris_ray.model.embed import default_num_threads
 from ris_ray.model.weights import ResolvedWeights
@@ -91,8 +98,11 @@ def make_actors(
     fingerprint: str,
     say: Callable[[str], None],
     actor_cls: type[EmbedActor] = EmbedActor,
-) -> list[Any]:
-    """One embedder per GPU (``num_gpus=1`` each), or one CPU embedder without GPUs.
+) -> tuple[list[Any], Placement]:
+    """One embedder per GPU (``num_gpus=1`` each), or CPU embedders without GPUs
+    (one; on a cluster one per node), and where they run
+    (:func:`~ris_ray.ingest.placement.place_embedders`: on a cluster each is
+    pinned to its node, whose tiling tasks feed it).
 
     ``--device cuda`` takes the GPUs of :func:`_cuda_gpus` (``--embedders N``
     on a cluster: it asks the autoscaler for N and waits ``cfg.gpu_wait_s``).
@@ -101,25 +111,32 @@ def make_actors(
     if cfg.device == "cuda":
         gpus = _cuda_gpus(cfg, gpus, say)
     use_gpu = gpus > 0 and cfg.device != "cpu"
-    n = min(cfg.num_embedders or gpus, gpus) if use_gpu else (cfg.num_embedders or 1)
+    n = min(cfg.num_embedders or gpus, gpus) if use_gpu else cfg.num_embedders
+    plan = place_embedders(cluster_nodes(), n, use_gpu, 1 if use_gpu else default_num_threads())
+    for warning in plan.warnings:
+        say(f"warning: {warning}")
     device = "cuda" if use_gpu else "cpu"
-    threads = 1 if use_gpu else default_num_threads()
-    cls = ray.remote(actor_cls).options(
-        num_gpus=1 if use_gpu else 0,
-        num_cpus=1,
-        max_restarts=ACTOR_RESTARTS,
-        max_task_retries=TASK_RETRIES,
-    )
-    return [
-        cls.remote(
-            weights,
-            params,
-            device,
-            cfg.precision,
-            cfg.batch_size,
-            threads,
-            fingerprint,
-            cfg.thumbnail_size,
+    actors = []
+    for node, threads in zip(plan.nodes, plan.threads, strict=True):
+        options: dict[str, Any] = {
+            "num_gpus": 1 if use_gpu else 0,
+            "num_cpus": EMBEDDER_CPUS,
+            "max_restarts": ACTOR_RESTARTS,
+            "max_task_retries": TASK_RETRIES,
+        }
+        if node is not None:
+            options["scheduling_strategy"] = on_node(node)
+        cls = ray.remote(actor_cls).options(**options)
+        actors.append(
+            cls.remote(
+                weights,
+                params,
+                device,
+                cfg.precision,
+                cfg.batch_size,
+                threads,
+                fingerprint,
+                cfg.thumbnail_size,
+            )
         )
-        for _ in range(n)
-    ]
+    return actors, plan

@@ -9,18 +9,22 @@ Streaming design on Ray core, bounded at every stage:
    :data:`TASK_TILES` tiles: small files) opens the file itself, reads only
    its windows and cuts each into a :class:`~ris_ray.core.records.TileBatch`.
 3. :class:`~ris_ray.ingest.actors.EmbedActor` (one per GPU, ``num_gpus=1``; one CPU
-   actor without GPUs) turns a batch into rows in the store schema, one
+   actor without GPUs, one per node on a cluster) turns a batch into rows in the store schema, one
    Arrow IPC message per window (:class:`~ris_ray.store.schema.EncodedRows`).
    Pixel batches go from tiling task to actor through the object store; the
-   driver only sees these small messages.
+   driver only sees these small messages. On a cluster each tiling task runs
+   on the node of the embedders that take its tiles
+   (:mod:`~ris_ray.ingest.placement`), so pixels stay on their node; the
+   report counts the bytes that did (:mod:`~ris_ray.ingest.locality`).
 4. The :class:`~ris_ray.store.tilestore.TileStore` stages the messages as they arrive,
    undecoded, and commits whole files, with their manifest records, every
    ``commit_every_s`` seconds and at the end.
 
 What runs next, and what each result means, is the Ray-free
 :class:`~ris_ray.ingest.scheduler.Scheduler` (planning, backpressure, per-file
-state); this module is the thin Ray loop around it: submit the work it asks
-for, ``ray.wait``, feed each outcome back as one event. Failures are per
+state); the thin Ray loop around it is :mod:`~ris_ray.ingest.rayloop` (submit
+the work it asks for, ``ray.wait``, feed each outcome back as one event, drop
+embedders whose node left); this module runs it. Failures are per
 window and come back as :class:`~ris_ray.core.records.Failure` values; Ray retries
 tasks and restarts actors on worker crashes. Connecting to Ray and starting
 the embedders is :mod:`~ris_ray.ingest.cluster`; the run's report, progress
@@ -32,24 +36,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import ray
 
 from ris_ray.core.config import IngestConfig
-from ris_ray.core.errors import EmbedderStartError, RasterReadError, RisError
+from ris_ray.core.errors import RasterReadError, RisError
 from ris_ray.core.location import Location
-from ris_ray.core.objstore import ObjectInfo, worker_settings
-from ris_ray.core.records import Failure, FileIdent
+from ris_ray.core.objstore import ObjectInfo
+from ris_ray.core.records import FileIdent
 from ris_ray.ingest import preflight
 from ris_ray.ingest.actors import EmbedActor
 from ris_ray.ingest.cluster import connect, disconnect, make_actors
 from ris_ray.ingest.files import FileReport
 from ris_ray.ingest.inputs import discover_objects, scopes
-from ris_ray.ingest.planning import Embed, Probe, Tile, Work
-from ris_ray.ingest.report import IngestReport, Progress, SteadyRate, file_record
+from ris_ray.ingest.rayloop import RayLoop
+from ris_ray.ingest.report import IngestReport, Progress, file_record
 from ris_ray.ingest.scheduler import Scheduler
-from ris_ray.ingest.tasks import error_text, probe_task, tile_windows
 from ris_ray.model.embed import Embedder
 from ris_ray.model.weights import ResolvedWeights, resolve_weights
 from ris_ray.raster.dataset import display_path, file_identity
@@ -258,9 +260,11 @@ def _run(
 ) -> None:
     """Read, embed and store ``paths`` on Ray (connected) with ``actor_cls`` embedders."""
     spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id)
-    actors = make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
+    actors, plan = make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
     report.ray_gcs_address = ray.get_runtime_context().gcs_address
-    say(f"embedders: {len(actors)} starting; files to read: {len(paths)}")
+    report.nodes = plan.n_nodes
+    on = f" on {plan.n_nodes} nodes" if plan.cluster else ""
+    say(f"embedders: {len(actors)} starting{on}; files to read: {len(paths)}")
     resources = ray.cluster_resources()
     cpus = max(1, int(resources.get("CPU", 1)))
     store_bytes = resources.get("object_store_memory", 0.0)
@@ -278,6 +282,7 @@ def _run(
         task_tiles=TASK_TILES,
         ready=False,
         startup_tiles=int(STARTUP_STORE_SHARE * store_bytes / (3 * cfg.tile_size**2)),
+        groups=plan.groups,
     )
     report.files.extend(sched.reports)
     real = {display_path(p): p for p in paths}
@@ -289,7 +294,7 @@ def _run(
         report.device = device
         say(f"embedders: {len(actors)} x {device}")
 
-    loop = _RayLoop(cfg, sched, actors, spec, store, record, ready, idents)
+    loop = RayLoop(cfg, sched, actors, spec, store, record, ready, idents, plan, say)
     progress = Progress(cfg.progress, len(paths))
     try:
         loop.run(progress, t0)
@@ -305,158 +310,9 @@ def _run(
             ray.kill(actor)
     report.commits = store.commits
     report.steady_tiles_per_s = loop.steady.rate
-
-
-class _RayLoop:
-    """Submit what the scheduler asks for, ``ray.wait``, feed each outcome back.
-
-    Tiling starts at once, while the embedder actors start (torch import,
-    model load, CUDA init take seconds): the first actor's ``device()`` is
-    waited on with the rest; its answer makes the scheduler send batches to
-    the embedders (until then tiling reads ahead) and goes to ``on_ready``.
-    An actor that fails to start raises here, as ``ray.get`` does.
-    """
-
-    def __init__(
-        self,
-        cfg: IngestConfig,
-        sched: Scheduler,
-        actors: list[Any],
-        spec: TileSpec,
-        store: TileStore,
-        record: Callable[[str, int | None], FileRecord],
-        on_ready: Callable[[str], None],
-        idents: dict[str, Ident],
-    ) -> None:
-        self.cfg, self.sched, self.actors, self.spec = cfg, sched, actors, spec
-        self.store, self.record, self.idents = store, record, idents
-        self.on_ready = on_ready
-        self.settings = worker_settings()  # to the tasks as an argument: never in Ray's logs
-        self.starting: Any | None = actors[0].device.remote()  # None once answered
-        self.refs: dict[Any, Work] = {}
-        self.batches: dict[int, list[Any]] = {}  # tile ticket -> its windows' batch refs
-        self.unstaged: list[str] = []  # settled files with nothing to publish
-        self.last_commit = time.monotonic()
-        self.steady = SteadyRate()
-
-    def run(self, progress: Progress, t0: float) -> None:
-        sched = self.sched
-        while not sched.done:
-            for work in sched.next_work():
-                self.refs[self._submit(work)] = work
-            waiting = list(self.refs) + ([self.starting] if self.starting is not None else [])
-            deadline = sched.next_deadline()
-            timeout = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-            ready = _ready(waiting, max(timeout, 0.0))
-            if self.starting is not None and self.starting in ready:
-                self._started(self.starting)
-            done = [ref for ref in ready if ref in self.refs]
-            for ref, value in zip(done, _outcomes(done), strict=True):
-                self._feed(self.refs.pop(ref), value)
-                self._stage()
-                if self._commit_due():
-                    self.publish()
-            progress.update(sched.tiles_done, sched.tiles_planned, sched.files_done, t0)
-        if self.starting is not None and ray.wait([self.starting], timeout=0)[0]:
-            self._started(self.starting)  # answered with the last batch (no wait if still starting)
-
-    def _started(self, ref: Any) -> None:
-        """The first actor answered ``device()`` (``ref``); :class:`EmbedderStartError`
-        when it could not start (its constructor raised, on every restart)."""
-        self.starting = None
-        try:
-            device = ray.get(ref)
-        except ray.exceptions.RayActorError as exc:
-            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
-            cause = lines[-1] if lines else type(exc).__name__
-            raise EmbedderStartError(
-                f"the embedder actor could not start ({cause}); "
-                "its traceback is above: check --device, --precision and the GPU's free memory"
-            ) from None
-        self.sched.embedders_ready()
-        self.steady.start()
-        self.on_ready(device)
-
-    def _submit(self, work: Work) -> Any:
-        if isinstance(work, Probe):
-            idents = [self.idents.get(path) for path in work.paths]
-            probe: Any = probe_task  # Ray's stubs type 3 parameters at most
-            return probe.remote(list(work.paths), self.cfg.bands, idents, self.settings)
-        if isinstance(work, Tile):
-            windows = [(w.info, w.job) for w in work.windows]
-            stats_ref, self.batches[work.ticket] = tile_windows(windows, self.spec, self.settings)
-            return stats_ref
-        return self.actors[work.actor].embed.remote(*(part.batch for part in work.parts))
-
-    def _feed(self, work: Work, value: Any) -> None:
-        batches = self.batches.pop(work.ticket, [])
-        if isinstance(value, Failure):
-            self.sched.failed(work.ticket, value)
-        elif isinstance(work, Probe):
-            self.sched.probed(work.ticket, value)
-        elif isinstance(work, Tile):
-            self.sched.tiled(work.ticket, value, batches)
-        else:
-            assert isinstance(work, Embed)
-            for part, encoded in zip(work.parts, value, strict=True):
-                self.store.add_encoded(display_path(part.path), encoded)
-            rows = [encoded.rows for encoded in value]
-            self.steady.mark(sum(rows))
-            self.sched.embedded(work.ticket, rows)
-
-    def _stage(self) -> None:
-        for settled in self.sched.take_settled():
-            if settled.staged:
-                self.store.finish(display_path(settled.path))
-            else:
-                self.unstaged.append(display_path(settled.path))  # keep earlier tiles
-
-    def _commit_due(self) -> bool:
-        return (
-            not (self.cfg.strict or self.store.rebuild)
-            and bool(self.store.pending or self.unstaged)
-            and time.monotonic() - self.last_commit >= self.cfg.commit_every_s
-        )
-
-    def publish(self) -> None:
-        self.store.commit(self.record, self.unstaged)
-        self.unstaged = []
-        self.last_commit = time.monotonic()
+    report.pixel_bytes_local, report.pixel_bytes_crossed = loop.where.local, loop.where.crossed
 
 
 def probe_files(n_files: int, cpus: int) -> int:
     """Files per probe task: enough for two tasks per CPU, at most :data:`PROBE_FILES`."""
     return max(1, min(PROBE_FILES, n_files // (2 * cpus)))
-
-
-def _ready(refs: list[Any], timeout: float) -> list[Any]:
-    """The refs of ``refs`` that are ready: waits up to ``timeout`` s for one,
-    then takes every other one already done (one loop turn for all of them)."""
-    if not refs:
-        time.sleep(timeout)
-        return []
-    ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
-    if ready and rest:
-        ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
-    return ready
-
-
-def _outcomes(refs: list[Any]) -> list[Any]:
-    """:func:`_outcome` of each ref; one ``ray.get`` for all when none failed."""
-    try:
-        return list(ray.get(refs)) if refs else []
-    except Exception:
-        return [_outcome(ref) for ref in refs]
-
-
-def _outcome(ref: Any) -> Any:
-    """``ray.get``, with task and actor crashes returned as a :class:`Failure`."""
-    try:
-        return ray.get(ref)
-    except (
-        ray.exceptions.RayTaskError,
-        ray.exceptions.RayActorError,
-        ray.exceptions.WorkerCrashedError,
-        ray.exceptions.ObjectLostError,
-    ) as exc:
-        return Failure(error_text(exc), kind="crash")

@@ -60,6 +60,7 @@ class Tile:
 
     ticket: int
     windows: tuple[Window, ...]
+    group: int = 0  # the embedder group its tiles go to (the node that cuts them)
 
     @property
     def n_tiles(self) -> int:
@@ -77,6 +78,8 @@ class Part:
     n_tiles: int
     since: float = 0.0  # when it began to wait (the scheduler's clock)
     alone: bool = False  # retried alone after a call of several windows failed
+    group: int = 0  # the embedder group it waits for (that of its tiling task)
+    tries: int = 0  # calls with it that crashed (an embedder or its node lost)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ class IngestReport:
     ray_gcs_address: str | None = None
     committed: bool = True  # False: --strict saw a failed file and published nothing
     steady_tiles_per_s: float = 0.0  # from the embedders' start to the last embedded batch
+    nodes: int = 1  # nodes with embedders (placement: their tiles are cut there)
+    pixel_bytes_local: int = 0  # pixel bytes embedded on the node that cut them
+    pixel_bytes_crossed: int = 0  # ... on another node (they crossed the network)
 
     @property
     def tiles_written(self) -> int:
@@ -58,6 +61,12 @@ class IngestReport:
         return [f for f in self.files if f.status != "unchanged"]
 
     @property
+    def pixels_local_share(self) -> float:
+        """The share of pixel bytes embedded on the node that cut them (1 when none)."""
+        total = self.pixel_bytes_local + self.pixel_bytes_crossed
+        return self.pixel_bytes_local / total if total else 1.0
+
+    @property
     def tiles_per_s(self) -> float:
         return self.tiles_written / self.wall_s if self.wall_s > 0 else 0.0
 
@@ -70,6 +79,7 @@ class IngestReport:
             tiles_empty=self.tiles_empty,
             files_failed=len(self.files_failed),
             tiles_per_s=round(self.tiles_per_s, 2),
+            pixels_local_share=round(self.pixels_local_share, 4),
         )
         return d
 

@@ -64,6 +64,14 @@ __all__ = [
 ]
 
 
+#: Embed calls a window may crash (an embedder actor or its node lost) before
+#: the crash counts against its file, as Ray's ``max_task_retries``.
+CRASH_RETRIES = 3
+#: How long a crashed embedder is passed over while others can take calls (see
+#: :meth:`~ris_ray.ingest.backpressure.Backpressure.crashed`).
+SUSPECT_S = 10.0
+
+
 class Scheduler:
     """Per-file state and the ledger of work in flight for one ingest run.
 
@@ -88,6 +96,7 @@ class Scheduler:
         ready: bool = True,
         startup_tiles: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        groups: tuple[int, ...] = (),
     ) -> None:
         self.paths = paths
         self.spec = spec
@@ -104,6 +113,7 @@ class Scheduler:
             ready=ready,
             startup_tiles=startup_tiles,
             clock=clock,
+            groups=groups,
         )
         self._ledger: dict[int, Work] = {}
         self._to_probe: deque[str] = deque(paths)
@@ -132,6 +142,11 @@ class Scheduler:
         return self.book.files_done
 
     @property
+    def n_groups(self) -> int:
+        """The embedder groups (nodes with embedders; 1 on one node)."""
+        return self.flow.n_groups
+
+    @property
     def ready(self) -> bool:
         """The embedders take work (:meth:`embedders_ready` was called)."""
         return self.flow.ready
@@ -148,6 +163,13 @@ class Scheduler:
     def embedders_ready(self) -> None:
         """The embedders take work from now on (see :mod:`~ris_ray.ingest.backpressure`)."""
         self.flow.embedders_ready()
+
+    def embedder_lost(self, actor: int) -> None:
+        """Embedder ``actor``'s node left the cluster: its calls in flight will
+        fail and go to other embedders (see :meth:`Backpressure.embedder_lost
+        <ris_ray.ingest.backpressure.Backpressure.embedder_lost>`), never
+        counting against their files."""
+        self.flow.embedder_lost(actor)
 
     def take_settled(self) -> list[Settled]:
         """Files settled since the last call, in the order they settled."""
@@ -171,25 +193,28 @@ class Scheduler:
 
     def next_work(self) -> list[Work]:
         """Everything that may start now: every probe, calls due for embedders
-        with a free slot (least loaded first), windows while there is room."""
+        with a free slot (least loaded first), windows while there is room;
+        a tiling task cuts for one embedder group, and that group's embedders
+        take its tiles."""
         out: list[Work] = []
         while self._to_probe:
             n = min(self.probe_files, len(self._to_probe))
             paths = tuple(self._to_probe.popleft() for _ in range(n))
             out.append(self._issue(Probe(self._ticket(), paths)))
         while self.flow.call_due():
-            actor = self.flow.next_actor()
-            out.append(self._issue(Embed(self._ticket(), self._take_parts(), actor)))
+            actor, parts = self._take_parts()
+            out.append(self._issue(Embed(self._ticket(), parts, actor)))
         while self.flow.tile_due():
-            tile = Tile(self._ticket(), self.flow.take_windows())
+            windows, group = self.flow.take_windows()
+            tile = Tile(self._ticket(), windows, group)
             self.flow.tile_started(tile)
             out.append(self._issue(tile))
         return out
 
-    def _take_parts(self) -> tuple[Part, ...]:
-        """Waiting windows for one call (:meth:`Backpressure.take_parts
-        <ris_ray.ingest.backpressure.Backpressure.take_parts>`)."""
-        return self.flow.take_parts()
+    def _take_parts(self) -> tuple[int, tuple[Part, ...]]:
+        """The embedder and waiting windows of one call (:meth:`Backpressure.next_call
+        <ris_ray.ingest.backpressure.Backpressure.next_call>`)."""
+        return self.flow.next_call()
 
     # ------------------------------------------------------------ events in
 
@@ -244,7 +269,7 @@ class Scheduler:
                 continue
             self.book.low_valid(window.path, result.n_low_valid)
             if result.n_tiles:
-                self.flow.queue_part(window.path, batch, result.n_tiles)
+                self.flow.queue_part(window.path, batch, result.n_tiles, work.group)
             else:
                 self.book.window_done(window.path)
 
@@ -284,6 +309,12 @@ class Scheduler:
             return
         if isinstance(work, Embed):
             self._take_embed(ticket)
+            if self.flow.is_lost(work.actor):  # its node left: another embedder takes it
+                self.flow.requeue(work)
+                return
+            if failure.kind == "crash" and all(p.tries < CRASH_RETRIES for p in work.parts):
+                self.flow.crashed(work, SUSPECT_S)  # its node may be going: again, elsewhere
+                return
             if len(work.parts) > 1:  # each window again, alone, first in line
                 self.flow.retry_alone(work)
                 return

@@ -11,6 +11,7 @@ a bad file never fails the run; worker crashes are retried by Ray
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -18,6 +19,7 @@ import ray
 from ris_ray.core.errors import RisError
 from ris_ray.core.objstore import S3Settings, install
 from ris_ray.core.records import Failure, FileIdent, TileBatch, TileStats
+from ris_ray.ingest.placement import on_node
 from ris_ray.raster.dataset import display_path
 from ris_ray.raster.reading import RasterInfo, probe, read_tiles
 from ris_ray.raster.tiling import TileSpec, WindowJob
@@ -79,6 +81,7 @@ def tile_task(
     takes the windows it wants. Submit it with ``num_returns=k + 1``
     (:func:`tile_windows`); ``settings`` as for :func:`probe_task`."""
     install(settings)
+    node = ray.get_runtime_context().get_node_id()  # where the pixels are: for the report
     stats: list[TileStats | Failure] = []
     batches: list[TileBatch | None] = []
     for info, job in windows:
@@ -88,22 +91,25 @@ def tile_task(
             stats.append(Failure(error_text(exc)))
             batches.append(None)
             continue
-        stats.append(window_stats)
+        stats.append(replace(window_stats, node=node))
         batches.append(batch if window_stats.n_tiles else None)
     return (stats, *batches)
 
 
 @functools.cache
-def _tile_task_for(k: int) -> Any:
-    return tile_task.options(num_returns=k + 1)
+def _tile_task_for(k: int, node: str | None) -> Any:
+    if node is None:
+        return tile_task.options(num_returns=k + 1)
+    return tile_task.options(num_returns=k + 1, scheduling_strategy=on_node(node))
 
 
 def tile_windows(
     windows: list[tuple[RasterInfo, WindowJob]],
     spec: TileSpec,
     settings: S3Settings | None = None,
+    node: str | None = None,
 ) -> tuple[Any, list[Any]]:
-    """Submit :func:`tile_task` for ``windows``: the ref of its stats and the
-    refs of its ``len(windows)`` batches."""
-    refs = _tile_task_for(len(windows)).remote(windows, spec, settings)
+    """Submit :func:`tile_task` for ``windows`` (on ``node`` while it is alive,
+    None: anywhere): the ref of its stats and the refs of its ``len(windows)`` batches."""
+    refs = _tile_task_for(len(windows), node).remote(windows, spec, settings)
     return refs[0], list(refs[1:])
