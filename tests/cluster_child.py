@@ -31,7 +31,7 @@ SLOW = {"after_s": 0.2, "embed_ms": 250, "commit_every_s": 0.3, "call_tiles": 8}
 def main(work: Path, gen: Path, captures: Path) -> None:
     src = _inputs(gen, 4, work)
     rows = {}
-    with simulated_cluster(nodes=2, cpus=3, head_cpus=1, gpus=1) as sim:
+    with simulated_cluster(nodes=2, cpus=3, head_cpus=1, gpus=1, fast_health_checks=True) as sim:
         rows["gpu"] = ingest_on(sim, src, work / "gpu.lance", "auto")
         rows["cpu"] = ingest_on(sim, src, work / "cpu.lance", "cpu")
         rows["remove1"] = ingest_on(

@@ -137,3 +137,51 @@ def test_exact_flag_through_query(synthetic_db: tuple[Path, np.ndarray]) -> None
     build_index(str(db), partitions=32)
     res = query(str(db), tile_id=f"{5:020x}", k=5, exact=True, include_self=True)
     assert res.neighbours[0].tile_id == f"{5:020x}" and res.neighbours[0].distance == 0.0
+
+
+def _append_copies(db: Path, n: int, tag: str) -> None:
+    """Append ``n`` rows (copies of the first ones, new tile ids), as an ingest
+    of new files would, without folding them into the index."""
+    import pyarrow as pa
+
+    t = lance.dataset(str(db)).to_table(limit=n)
+    ids = pa.array([f"{tag}{i:019x}" for i in range(n)], pa.string())
+    t = t.set_column(t.schema.get_field_index("tile_id"), t.schema.field("tile_id"), ids)
+    lance.write_dataset(t, str(db), mode="append")
+
+
+def test_info_shows_unindexed_rows_and_when_to_retrain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ris info``: rows appended after the build are counted as not indexed
+    (and found by the next query); once ingest folds them in
+    (``refresh_indices``) none are; past 2x the trained rows it says retrain."""
+    from cli_run import run
+
+    from ris_ray.store.dataset import dataset_info
+    from ris_ray.store.tilestore import TileStore
+
+    db = tmp_path / "grow.lance"
+    x = synthetic_fingerprints(1000, seed=5)
+    write_fingerprint_dataset(str(db), x)
+    build_index(str(db), partitions=4, sub_vectors=16)
+    (idx,) = dataset_info(str(db))["indexes"]
+    assert (idx["indexed_rows"], idx["unindexed_rows"], idx["trained_rows"]) == (1000, 0, 1000)
+    assert idx["name"] == "fingerprint_ivf_pq_l2" and not idx["retrain"]
+
+    _append_copies(db, 600, "a")
+    (idx,) = dataset_info(str(db))["indexes"]
+    assert (idx["indexed_rows"], idx["unindexed_rows"]) == (1000, 600)
+    assert idx["unindexed_share"] == pytest.approx(600 / 1600, abs=1e-4)
+    res = query(str(db), tile_id=f"a{3:019x}", k=3, include_self=True)  # via the index
+    assert {n.tile_id for n in res.neighbours[:2]} == {f"a{3:019x}", f"{3:020x}"}  # same vector
+
+    assert TileStore(str(db)).refresh_indices()  # what ingest does after a commit
+    _append_copies(db, 600, "b")
+    (idx,) = dataset_info(str(db))["indexes"]
+    assert (idx["indexed_rows"], idx["unindexed_rows"], idx["trained_rows"]) == (1600, 600, 1000)
+    assert idx["retrain"]  # 2200 rows on centroids trained on 1000
+    code, shown, _ = run(["info", "--db", str(db)], capsys)
+    assert code == 0
+    assert "1600 rows indexed, 600 not yet (27.3 %" in shown
+    assert "trained on 1000: the rows have grown past 2x, retrain with ris index" in shown

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,7 +25,7 @@ def info(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Describe a dataset: rows, sources, model, fingerprint type, version, size."""
+    """Describe a dataset: rows, sources, model, fingerprint type, version, size, indexes."""
     from ris_ray.store.dataset import dataset_info, version_history
 
     data = dataset_info(db)
@@ -49,8 +49,24 @@ def info(
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     for key, value in data.items():
-        if key != "history":
+        if key not in ("history", "indexes"):
             out.print(f"{key:>18}: {value}")
+    for idx in data["indexes"]:
+        out.print(f"{'index':>18}: {_describe_index(idx)}", markup=False, highlight=False)
+
+
+def _describe_index(idx: dict[str, Any]) -> str:
+    """One line for an index of ``ris info``: rows in it and not, and when to retrain."""
+    from ris_ray.store.dataset import RETRAIN_GROWTH
+
+    line = (
+        f"{idx['name']} ({idx['type']}): {idx['indexed_rows']} rows indexed, "
+        f"{idx['unindexed_rows']} not yet ({100 * float(idx['unindexed_share']):.1f} %, "
+        f"scanned exactly); trained on {idx['trained_rows']}"
+    )
+    if idx["retrain"]:
+        line += f": the rows have grown past {RETRAIN_GROWTH:g}x, retrain with ris index"
+    return line
 
 
 @app.command()

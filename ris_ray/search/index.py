@@ -17,7 +17,7 @@ from typing import Any
 from ris_ray.core.config import FINGERPRINT_DIM, check_metric
 from ris_ray.core.errors import InputError
 from ris_ray.core.location import Location
-from ris_ray.store.dataset import open_dataset
+from ris_ray.store.dataset import open_dataset, trained_rows_key
 from ris_ray.store.tilestore import TileStore
 
 __all__ = [
@@ -84,6 +84,7 @@ def _build(
         num_sub_vectors=sub_vectors,
         replace=True,
     )
+    ds.update_config({trained_rows_key(index_name(metric)): str(rows)})  # for ris info
     return {
         "name": index_name(metric),
         "rows": rows,

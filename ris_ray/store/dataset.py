@@ -22,17 +22,22 @@ from ris_ray.store.schema import dataset_params, fingerprint_type
 
 # Lance logs a WARN line for every fragment written before the first commit.
 os.environ.setdefault("LANCE_LOG", "error")
+# Index statistics without the IVF centroids (megabytes at 4096 partitions).
+os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 # Lance warns at every fork; Ray forks only to exec its own processes.
 warnings.filterwarnings("ignore", "lance is not fork-safe")
 import lance  # noqa: E402
 
 __all__ = [
     "LANCE_FILE_FORMAT",
+    "RETRAIN_GROWTH",
     "dataset_exists",
     "dataset_info",
     "dataset_size_bytes",
+    "index_info",
     "lance_dataset",
     "open_dataset",
+    "trained_rows_key",
     "version_history",
 ]
 
@@ -112,7 +117,50 @@ def dataset_info(uri: str | Location) -> dict[str, Any]:
         "lance_format": ds.data_storage_version,
         "pylance": lance.__version__,
         "size_bytes": dataset_size_bytes(loc),
+        "indexes": index_info(ds),
     }
+
+
+#: Retrain a vector index (``ris index``) once the rows it covers have grown
+#: past this many times the rows it was trained on: ingest folds new rows
+#: into the existing partitions (``optimize_indices``), whose centroids then
+#: describe less and less of the data, and partitions grow past ``sqrt(rows)``.
+RETRAIN_GROWTH = 2.0
+
+
+def trained_rows_key(index: str) -> str:
+    """The dataset config key under which ``ris index`` keeps the rows ``index`` was trained on."""
+    return f"ris.trained_rows.{index}"
+
+
+def index_info(ds: Any) -> list[dict[str, Any]]:
+    """Each vector index of ``ds``: its rows indexed and not (appended rows
+    that ingest has not folded in yet: queries scan them exactly), their
+    share, the rows it was trained on (``ris index`` records them in the
+    dataset's config, :func:`trained_rows_key`; else its rows now) and
+    whether it is due a retrain (:data:`RETRAIN_GROWTH`)."""
+    out = []
+    config = ds.config()
+    for idx in ds.describe_indices():
+        stats = ds.stats.index_stats(idx.name)
+        kind = str(stats.get("index_type", ""))
+        if not any(v in kind for v in ("IVF", "HNSW")):
+            continue
+        indexed, unindexed = int(stats["num_indexed_rows"]), int(stats["num_unindexed_rows"])
+        trained = int(config.get(trained_rows_key(idx.name), indexed))
+        total = indexed + unindexed
+        out.append(
+            {
+                "name": idx.name,
+                "type": kind,
+                "indexed_rows": indexed,
+                "unindexed_rows": unindexed,
+                "unindexed_share": round(unindexed / total, 4) if total else 0.0,
+                "trained_rows": trained,
+                "retrain": total > RETRAIN_GROWTH * trained,
+            }
+        )
+    return out
 
 
 def version_history(uri: str | Location) -> list[dict[str, Any]]:
