@@ -22,6 +22,7 @@ import lance
 import pytest
 
 from ris_ray.ingest.placement import NodeInfo, place_embedders
+from ris_ray.model.embed import fixed_num_threads
 from ris_ray.sample import landscape, write_geotiff
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,9 @@ def test_cpu_embedders_one_per_node_with_threads_sized_to_it(
     assert plan.threads == (8, 4)
     assert plan.groups == (0, 1) and plan.pinned == ("a", "b")
     monkeypatch.setenv("RIS_TORCH_THREADS", "2")
-    assert place_embedders(nodes, None, use_gpu=False, threads=99).threads == (2, 2)
+    fixed = fixed_num_threads()
+    plan = place_embedders(nodes, None, use_gpu=False, threads=99, fixed_threads=fixed)
+    assert plan.threads == (2, 2)
 
 
 def test_one_node_pins_nothing_and_keeps_the_threads() -> None:

@@ -50,6 +50,30 @@ def _sched(paths: list[str], **kw: object) -> Scheduler:
     return Scheduler(paths, SPEC, **args)  # type: ignore[arg-type]
 
 
+def _three_files() -> tuple[list[str], dict[str, RasterInfo | Failure]]:
+    """Three probed files: 8, 11 x 2 and 1 tiles of 256 px (512 px windows)."""
+    paths = ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
+    infos: dict[str, RasterInfo | Failure] = {
+        "/d/a.tif": _info("/d/a.tif", 1024, 512),
+        "/d/b.tif": _info("/d/b.tif", 3000, 700),
+        "/d/c.tif": _info("/d/c.tif", 300, 300),
+    }
+    return paths, infos
+
+
+def _record_calls(sched: Scheduler, calls: list[tuple[int, int]]) -> None:
+    """Append ``(embedder, embedders not lost)`` of every call the scheduler
+    hands out to ``calls``."""
+    real_next = sched.flow.next_call
+
+    def next_call() -> tuple[int, tuple[object, ...]]:
+        actor, parts = real_next()
+        calls.append((actor, sched.flow.live_embedders))
+        return actor, parts
+
+    sched.flow.next_call = next_call  # type: ignore[assignment,method-assign]
+
+
 def _drive(
     sched: Scheduler,
     infos: dict[str, RasterInfo | Failure],
@@ -158,12 +182,7 @@ def _embed(
     ],
 )
 def test_every_tile_is_embedded_in_any_order(seed: int, kw: dict[str, object]) -> None:
-    paths = ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
-    infos: dict[str, RasterInfo | Failure] = {
-        "/d/a.tif": _info("/d/a.tif", 1024, 512),
-        "/d/b.tif": _info("/d/b.tif", 3000, 700),
-        "/d/c.tif": _info("/d/c.tif", 300, 300),
-    }
+    paths, infos = _three_files()
     sched = _sched(paths, **kw)
     settled = _drive(sched, infos, seed=seed)
     assert sorted(s.path for s in settled) == paths and all(s.staged for s in settled)
@@ -192,25 +211,13 @@ def test_windows_are_embedded_in_the_group_that_cut_them(seed: int, kw: dict[str
     """Embedders in groups (one per node): :func:`_drive` checks each call's
     windows were cut for its embedder's group; every group gets work."""
     fail_embed = kw.pop("fail_embed", frozenset())
-    paths = ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
-    infos: dict[str, RasterInfo | Failure] = {
-        "/d/a.tif": _info("/d/a.tif", 1024, 512),
-        "/d/b.tif": _info("/d/b.tif", 3000, 700),
-        "/d/c.tif": _info("/d/c.tif", 300, 300),
-    }
+    paths, infos = _three_files()
     sched = _sched(paths, n_embedders=3, **kw)
-    used: set[int] = set()
-    real_next = sched.flow.next_call
-
-    def next_call() -> tuple[int, tuple[object, ...]]:
-        actor, parts = real_next()
-        used.add(sched.flow.groups[actor])
-        return actor, parts
-
-    sched.flow.next_call = next_call  # type: ignore[assignment,method-assign]
+    calls: list[tuple[int, int]] = []
+    _record_calls(sched, calls)
     settled = _drive(sched, infos, seed=seed, fail_embed=fail_embed)  # type: ignore[arg-type]
     assert sorted(s.path for s in settled) == paths
-    assert used == set(range(sched.n_groups))
+    assert {sched.flow.groups[a] for a, _ in calls} == set(range(sched.n_groups))
     failed = {p for p, _ in fail_embed}  # type: ignore[attr-defined]
     for p in paths:
         f = sched.files[p].report
@@ -234,24 +241,12 @@ def test_lost_embedders_hand_their_windows_to_the_others(
 ) -> None:
     """Every tile is still embedded once, all files ok, and no call goes to a
     lost embedder after its loss."""
-    paths = ["/d/a.tif", "/d/b.tif", "/d/c.tif"]
-    infos: dict[str, RasterInfo | Failure] = {
-        "/d/a.tif": _info("/d/a.tif", 1024, 512),
-        "/d/b.tif": _info("/d/b.tif", 3000, 700),
-        "/d/c.tif": _info("/d/c.tif", 300, 300),
-    }
+    paths, infos = _three_files()
     sched = _sched(paths, n_embedders=len(groups), groups=groups, embed_tiles=4, task_tiles=4)
-    after: list[int] = []
-    real_next = sched.flow.next_call
-
-    def next_call() -> tuple[int, tuple[object, ...]]:
-        actor, parts = real_next()
-        if sched.flow.live_embedders < len(groups):
-            after.append(actor)
-        return actor, parts
-
-    sched.flow.next_call = next_call  # type: ignore[assignment,method-assign]
+    calls: list[tuple[int, int]] = []
+    _record_calls(sched, calls)
     settled = _drive(sched, infos, seed=seed, lose=lose, lose_at=lose_at)
+    after = [actor for actor, live in calls if live < len(groups)]  # calls after the loss
     assert sorted(s.path for s in settled) == paths and all(s.staged for s in settled)
     assert all(sched.files[p].report.status == "ok" for p in paths)
     assert sched.tiles_done == sched.tiles_planned == 8 + 11 * 2 + 1

@@ -225,12 +225,12 @@ class Backpressure:
         self._load[work.actor] -= 1
         self._embedding_tiles[self.groups[work.actor]] -= work.n_tiles
 
-    def queue_part(self, path: str, batch: Any, n_tiles: int, group: int = 0) -> None:
-        """Queue a window's cut tiles (``batch``) for group ``group``'s embedders
-        (another group's when all of ``group``'s are lost)."""
-        g = self._home(group)
-        self._to_embed[g].append(Part(path, batch, n_tiles, self.clock(), group=g))
-        self._queued_tiles[g] += n_tiles
+    def queue_part(
+        self, path: str, batch: Any, n_tiles: int, group: int = 0, node: str = ""
+    ) -> None:
+        """Queue a window's cut tiles (``batch``, cut on ``node``) for group
+        ``group``'s embedders (another group's when all of ``group``'s are lost)."""
+        self._enqueue(self._home(group), Part(path, batch, n_tiles, self.clock(), node=node))
 
     def retry_alone(self, work: Embed) -> None:
         """Each window of a failed call again, alone, first in its group's line."""
@@ -253,14 +253,20 @@ class Backpressure:
         if g not in groups and groups:
             g = min(groups, key=self._share)
         for p in reversed(work.parts):
-            self._to_embed[g].appendleft(replace(p, group=g, tries=p.tries + 1))
-            self._queued_tiles[g] += p.n_tiles
+            self._enqueue(g, replace(p, tries=p.tries + 1), first=True)
 
     def _put_back(self, parts: Iterable[Part]) -> None:
         for p in reversed(list(parts)):
-            g = self._home(p.group)
-            self._to_embed[g].appendleft(replace(p, group=g))
-            self._queued_tiles[g] += p.n_tiles
+            self._enqueue(self._home(p.group), p, first=True)
+
+    def _enqueue(self, g: int, part: Part, first: bool = False) -> None:
+        """``part`` into group ``g``'s queue: last, or ``first`` in line."""
+        part = replace(part, group=g)
+        if first:
+            self._to_embed[g].appendleft(part)
+        else:
+            self._to_embed[g].append(part)
+        self._queued_tiles[g] += part.n_tiles
 
     def _home(self, group: int) -> int:
         """``group``, or while all its embedders are lost the live group with
@@ -282,6 +288,4 @@ class Backpressure:
         waiting, self._to_embed[g] = list(self._to_embed[g]), deque()
         self._queued_tiles[g] = 0
         for p in waiting:
-            h = self._home(g)
-            self._to_embed[h].append(replace(p, group=h))
-            self._queued_tiles[h] += p.n_tiles
+            self._enqueue(self._home(g), p)

@@ -23,7 +23,7 @@ from ris_ray.ingest.placement import (
     place_embedders,
 )
 from ris_ray.ingest.tasks import TASK_RETRIES
-from ris_ray.model.embed import default_num_threads
+from ris_ray.model.embed import default_num_threads, fixed_num_threads
 from ris_ray.model.weights import ResolvedWeights
 from ris_ray.store.schema import DatasetParams
 
@@ -112,7 +112,8 @@ def make_actors(
         gpus = _cuda_gpus(cfg, gpus, say)
     use_gpu = gpus > 0 and cfg.device != "cpu"
     n = min(cfg.num_embedders or gpus, gpus) if use_gpu else cfg.num_embedders
-    plan = place_embedders(cluster_nodes(), n, use_gpu, 1 if use_gpu else default_num_threads())
+    one_node = 1 if use_gpu else default_num_threads()
+    plan = place_embedders(cluster_nodes(), n, use_gpu, one_node, fixed_num_threads())
     for warning in plan.warnings:
         say(f"warning: {warning}")
     device = "cuda" if use_gpu else "cpu"

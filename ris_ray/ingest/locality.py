@@ -2,7 +2,8 @@
 
 The run's own counter for placement (:mod:`~ris_ray.ingest.placement`): a
 tiling task reports its node with each window's
-:class:`~ris_ray.core.records.TileStats`; an embed call's windows are counted
+:class:`~ris_ray.core.records.TileStats`, which the window's
+:class:`~ris_ray.ingest.planning.Part` carries; an embed call's windows are counted
 *local* when its embedder runs on that node, else *crossed* (they travelled
 between nodes through the object store). A window whose cut node is unknown
 counts as crossed. No Ray.
@@ -10,8 +11,7 @@ counts as crossed. No Ray.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 __all__ = ["Locality"]
 
@@ -22,15 +22,9 @@ class Locality:
 
     local: int = 0
     crossed: int = 0
-    _cut_on: dict[Any, str] = field(default_factory=dict)  # batch handle -> its node
 
-    def cut(self, batch: Any, node: str) -> None:
-        """The window behind ``batch`` was cut on ``node``."""
-        self._cut_on[batch] = node
-
-    def embedded(self, batch: Any, node: str, nbytes: int) -> None:
-        """``batch`` (``nbytes`` of pixels) was embedded on ``node``."""
-        cut = self._cut_on.pop(batch, "")
+    def embedded(self, cut: str, node: str, nbytes: int) -> None:
+        """``nbytes`` of pixels cut on node ``cut`` (empty: unknown) were embedded on ``node``."""
         if cut and cut == node:
             self.local += nbytes
         else:

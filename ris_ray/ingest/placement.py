@@ -13,7 +13,7 @@ their tiles to that group's embedders only.
 - ``--device cpu`` on a cluster runs one embedder per node that has at least
   two CPUs (one for the embedder, the rest cut tiles), not one for the whole
   cluster; its torch threads are the node's CPUs shared by its embedders
-  (``RIS_TORCH_THREADS`` overrides).
+  (``RIS_TORCH_THREADS`` overrides: ``fixed_threads``).
 - A node whose CPUs are all taken by its embedders
   (:data:`EMBEDDER_CPUS` each) has none to cut tiles with: its tiles are cut
   elsewhere and cross the network, and :attr:`Placement.warnings` says so.
@@ -25,7 +25,6 @@ their tiles to that group's embedders only.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,11 +97,16 @@ def _spread(nodes: Sequence[NodeInfo], n: int, slots: dict[str, int]) -> list[st
 
 
 def place_embedders(
-    nodes: Sequence[NodeInfo], n: int | None, use_gpu: bool, threads: int
+    nodes: Sequence[NodeInfo],
+    n: int | None,
+    use_gpu: bool,
+    threads: int,
+    fixed_threads: int | None = None,
 ) -> Placement:
     """Place ``n`` embedders (None: the default, one per GPU or one per CPU node)
     on ``nodes`` (see the module docs); ``threads``: a CPU embedder's torch
-    threads on one node (kept there; on a cluster sized to its node)."""
+    threads on one node (kept there; on a cluster sized to its node, unless
+    ``fixed_threads``, ``RIS_TORCH_THREADS``, sets them)."""
     hosts = [x for x in nodes if (x.gpus > 0 if use_gpu else x.cpus >= EMBEDDER_CPUS + 1)]
     if len(nodes) <= 1 or not hosts:
         return _unpinned(n or 1, threads)
@@ -112,9 +116,8 @@ def place_embedders(
     by_id = {x.node_id: x for x in hosts}
     order = list(dict.fromkeys(placed))
     count = {node: placed.count(node) for node in order}
-    env = os.environ.get("RIS_TORCH_THREADS")
     sized = [
-        1 if use_gpu else int(env) if env else max(1, by_id[node].cpus // count[node])
+        1 if use_gpu else fixed_threads or max(1, by_id[node].cpus // count[node])
         for node in placed
     ]
     pinned: list[str | None] = []
@@ -139,14 +142,9 @@ def place_embedders(
     )
 
 
-def lost_embedders(plan: Placement, alive: set[str], lost: set[int]) -> list[int]:
-    """The embedders pinned to a node that is not ``alive`` any more, leaving
-    out those already ``lost``."""
-    return [
-        i
-        for i, node in enumerate(plan.nodes)
-        if node is not None and node not in alive and i not in lost
-    ]
+def lost_embedders(plan: Placement, alive: set[str]) -> list[int]:
+    """The embedders pinned to a node that is not ``alive`` any more."""
+    return [i for i, node in enumerate(plan.nodes) if node is not None and node not in alive]
 
 
 def cluster_nodes() -> list[NodeInfo]:

@@ -80,6 +80,7 @@ class Part:
     alone: bool = False  # retried alone after a call of several windows failed
     group: int = 0  # the embedder group it waits for (that of its tiling task)
     tries: int = 0  # calls with it that crashed (an embedder or its node lost)
+    node: str = ""  # the node that cut it (empty: unknown), for the locality counts
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ the files committed so far kept.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,8 +34,6 @@ from ris_ray.store.manifest import FileRecord
 from ris_ray.store.tilestore import TileStore
 
 __all__ = ["NODE_CHECK_S", "RayLoop", "outcome"]
-
-log = logging.getLogger(__name__)
 
 #: How often the loop asks Ray which nodes are alive (on a cluster only).
 NODE_CHECK_S = 2.0
@@ -71,7 +68,8 @@ class RayLoop:
         self.plan, self.say = plan, say
         self.nodes_checked = time.monotonic()
         self.where = Locality()
-        self.actor_node: list[Any] = [a.node.remote() for a in actors]  # refs, then node ids
+        self.node_refs: list[Any] = [a.node.remote() for a in actors]  # asked once each
+        self.nodes: dict[int, str] = {}  # embedder -> its node, once answered
         self.store, self.record, self.idents = store, record, idents
         self.on_ready = on_ready
         self.settings = worker_settings()  # to the tasks as an argument: never in Ray's logs
@@ -111,8 +109,8 @@ class RayLoop:
             return
         self.nodes_checked = time.monotonic()
         flow = self.sched.flow
-        lost = {i for i in range(flow.n_embedders) if flow.is_lost(i)}
-        gone = lost_embedders(self.plan, {n.node_id for n in cluster_nodes()}, lost)
+        alive = {n.node_id for n in cluster_nodes()}
+        gone = [i for i in lost_embedders(self.plan, alive) if not flow.is_lost(i)]
         for i in gone:
             self.sched.embedder_lost(i)
             ray.kill(self.actors[i], no_restart=True)  # its calls in flight fail: redone
@@ -170,29 +168,25 @@ class RayLoop:
         elif isinstance(work, Probe):
             self.sched.probed(work.ticket, value)
         elif isinstance(work, Tile):
-            for stats, batch in zip(value, batches, strict=True):
-                if not isinstance(stats, Failure) and stats.n_tiles:
-                    self.where.cut(batch, stats.node)
             self.sched.tiled(work.ticket, value, batches)
         else:
             assert isinstance(work, Embed)
             node = self._node_of(work.actor)
             pixel_bytes = 3 * self.spec.tile**2
             for part, encoded in zip(work.parts, value, strict=True):
-                self.where.embedded(part.batch, node, part.n_tiles * pixel_bytes)
+                self.where.embedded(part.node, node, part.n_tiles * pixel_bytes)
                 self.store.add_encoded(display_path(part.path), encoded)
             rows = [encoded.rows for encoded in value]
             self.steady.mark(sum(rows))
             self.sched.embedded(work.ticket, rows)
 
     def _node_of(self, actor: int) -> str:
-        """The node of embedder ``actor`` (asked once; it answered before its calls)."""
-        ref = self.actor_node[actor]
-        if isinstance(ref, str) or not ray.wait([ref], timeout=0)[0]:
-            return ref if isinstance(ref, str) else ""
-        node = outcome(ref)
-        self.actor_node[actor] = node if isinstance(node, str) else ""
-        return str(self.actor_node[actor])
+        """The node of embedder ``actor`` (asked once: it answers before its first
+        call does; empty while unknown)."""
+        if actor not in self.nodes and ray.wait([self.node_refs[actor]], timeout=0)[0]:
+            node = outcome(self.node_refs[actor])
+            self.nodes[actor] = node if isinstance(node, str) else ""
+        return self.nodes.get(actor, "")
 
     def _stage(self) -> None:
         for settled in self.sched.take_settled():

@@ -269,7 +269,7 @@ class Scheduler:
                 continue
             self.book.low_valid(window.path, result.n_low_valid)
             if result.n_tiles:
-                self.flow.queue_part(window.path, batch, result.n_tiles, work.group)
+                self.flow.queue_part(window.path, batch, result.n_tiles, work.group, result.node)
             else:
                 self.book.window_done(window.path)
 

@@ -54,6 +54,7 @@ __all__ = [
     "build_model",
     "cpu_has_fast_bf16",
     "default_num_threads",
+    "fixed_num_threads",
     "imagenet_cached",
     "shrink_tiles",
     "tile_chunks",
@@ -349,8 +350,13 @@ def shrink_tiles(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def default_num_threads() -> int:
     """CPU threads an embedder should use: ``RIS_TORCH_THREADS`` or all cores."""
+    return fixed_num_threads() or os.cpu_count() or 1
+
+
+def fixed_num_threads() -> int | None:
+    """The CPU threads ``RIS_TORCH_THREADS`` sets for every embedder (None: unset)."""
     env = os.environ.get("RIS_TORCH_THREADS")
-    return int(env) if env else (os.cpu_count() or 1)
+    return int(env) if env else None
 
 
 def imagenet_cached() -> bool:
