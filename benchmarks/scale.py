@@ -102,16 +102,23 @@ def simulated_cluster(
     nodes: int, cpus: int, head_cpus: int, gpus: int, fast_health_checks: bool = False
 ) -> Iterator[SimCluster]:
     """A head (``head_cpus``, no GPU) and ``nodes`` worker nodes (``cpus`` and
-    ``gpus`` each) on this host, with this process connected to it.
+    ``gpus`` each) on this host, with this process connected to it. Every
+    node listens on 127.0.0.1 only, as the embedded Ray does
+    (:mod:`ris_ray.ingest.raylocal`: a loopback node IP, kept by Ray's
+    no-multi-node switch, which these same-host nodes do not need).
     ``fast_health_checks``: the head tells a removed node dead in about 2 s
     instead of Ray's default of about 15 s (for fault runs)."""
     import ray
+    import ray._private.ray_constants as ray_constants
     from ray.cluster_utils import Cluster
 
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by the nodes
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process read it at import
     here = str(Path(__file__).resolve().parent)  # the workers import plumbing's actors
     paths = [here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    head: dict[str, Any] = {"num_cpus": head_cpus, "num_gpus": 0}
+    loopback = {"node_ip_address": "127.0.0.1"}
+    head: dict[str, Any] = {"num_cpus": head_cpus, "num_gpus": 0, **loopback}
     if fast_health_checks:
         head["_system_config"] = {
             "health_check_period_ms": 500,
@@ -120,7 +127,7 @@ def simulated_cluster(
         }
     cluster = Cluster(initialize_head=True, head_node_args=head)
     try:
-        workers = [cluster.add_node(num_cpus=cpus, num_gpus=gpus) for _ in range(nodes)]
+        workers = [cluster.add_node(num_cpus=cpus, num_gpus=gpus, **loopback) for _ in range(nodes)]
         ray.init(address=cluster.address, logging_level="WARNING")
         cluster.wait_for_nodes()
         yield SimCluster(cluster, workers)
