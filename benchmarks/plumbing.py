@@ -36,7 +36,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from ris_ray.model import thumbnail
 from ris_ray.model.weights import ResolvedWeights
 from ris_ray.raster.reading import probe, read_tiles
 from ris_ray.raster.tiling import TileSpec, plan_windows
+from ris_ray.store.fragments import FragmentTarget
 from ris_ray.store.schema import DatasetParams
 
 __all__ = ["ConstantEmbedActor", "ZeroCostEmbedActor", "bench_plumbing", "shipped_bytes"]
@@ -72,8 +73,10 @@ class ConstantEmbedActor(EmbedActor):
         threads: int,
         fingerprint: str = "float32",
         thumbnail: int = 64,
+        target: FragmentTarget | None = None,
     ) -> None:
         self.params = params
+        self.target = target
         self.fingerprint = fingerprint
         self.thumbnail = thumbnail
         self.pool = None
@@ -281,11 +284,19 @@ class _Hold:
         return True
 
 
-def _ingest_once(src: Path, db: Path, actor_cls: type[EmbedActor]) -> dict[str, float]:
-    from ris_ray.core.config import IngestConfig
+def _ingest_once(
+    src: Path, db: Path, actor_cls: type[EmbedActor], write_rows: str = "auto"
+) -> dict[str, float]:
+    from ris_ray.core.config import IngestConfig, WriteRows
     from ris_ray.ingest.pipeline import ingest
 
-    cfg = IngestConfig(inputs=(str(src),), db=str(db), weights="random", progress=False)
+    cfg = IngestConfig(
+        inputs=(str(src),),
+        db=str(db),
+        weights="random",
+        progress=False,
+        write_rows=cast(WriteRows, write_rows),
+    )
     sampler = _CpuSampler()
     t0 = time.perf_counter()
     report = ingest(cfg, actor_cls=actor_cls)
@@ -350,10 +361,12 @@ def _plans(src: Path, probe_task: Any = None) -> list[tuple[Any, Any]]:
 Runs = dict[str, list[dict[str, float]]]
 
 #: The runs of a round: tiling alone, then the ingest with each benchmark embedder.
-_KINDS: dict[str, tuple[str, type[EmbedActor] | None]] = {
-    "alone": ("tiling alone (tile_task)", None),
-    "ingest": ("zero-cost ingest", ZeroCostEmbedActor),
-    "thumbs": ("zero-cost ingest + actor's thumbnail work", ConstantEmbedActor),
+#: (name, embedder class, who writes the rows: ``--write-rows``).
+_KINDS: dict[str, tuple[str, type[EmbedActor] | None, str]] = {
+    "alone": ("tiling alone (tile_task)", None, ""),
+    "ingest": ("zero-cost ingest", ZeroCostEmbedActor, "embedders"),
+    "driver": ("zero-cost ingest, rows written by the driver", ZeroCostEmbedActor, "driver"),
+    "thumbs": ("zero-cost ingest + actor's thumbnail work", ConstantEmbedActor, "embedders"),
 }
 
 
@@ -371,21 +384,23 @@ def _measure(data: Path, work: Path, scales: tuple[int, ...], rounds: int) -> di
     spec = TileSpec(256, 256, 0.5, resolve_weights("random").model_id)
     inflight = max(4, 2 * (cores + 1))  # the ingest's default windows being read
 
-    def once(src: Path, actor_cls: type[EmbedActor] | None, name: str) -> dict[str, float]:
+    def once(
+        src: Path, actor_cls: type[EmbedActor] | None, writer: str, name: str
+    ) -> dict[str, float]:
         if actor_cls is None:
             return _tiling_alone(src, spec, inflight)
-        return _ingest_once(src, work / f"plumbing-{name}.lance", actor_cls)
+        return _ingest_once(src, work / f"plumbing-{name}.lance", actor_cls, writer)
 
     out: dict[int, Runs] = {}
     try:
         for scale in scales:
             src = _inputs(data, scale, work)
-            for key, (_, cls) in _KINDS.items():
-                once(src, cls, f"{scale}-{key}-warm")
+            for key, (_, cls, writer) in _KINDS.items():
+                once(src, cls, writer, f"{scale}-{key}-warm")
             runs: Runs = {key: [] for key in _KINDS}
             for r in range(rounds):
-                for key, (_, cls) in _KINDS.items():
-                    runs[key].append(once(src, cls, f"{scale}-{key}-{r}"))
+                for key, (_, cls, writer) in _KINDS.items():
+                    runs[key].append(once(src, cls, writer, f"{scale}-{key}-{r}"))
             out[scale] = runs
     finally:
         ray.shutdown()
@@ -434,7 +449,7 @@ def bench_plumbing(
                 _med(runs[key], "wall"),
                 {g: _med(runs[key], f"cpu {g}") for g in _GROUPS},
             )
-            for key, (name, _) in _KINDS.items()
+            for key, (name, _, _) in _KINDS.items()
         }
         rows += _with_ratios(by_kind, label)
     small, big = (measured[s] for s in scales)
@@ -447,7 +462,7 @@ def bench_plumbing(
             _med(big[key], "wall") - _med(small[key], "wall"),
             {g: _med(big[key], f"cpu {g}") - _med(small[key], f"cpu {g}") for g in _GROUPS},
         )
-        for key, (name, _) in _KINDS.items()
+        for key, (name, _, _) in _KINDS.items()
     }
     return rows + _with_ratios(marginal, "marginal")
 
@@ -455,7 +470,7 @@ def bench_plumbing(
 def _with_ratios(rows: dict[str, dict[str, Any]], label: str) -> list[dict[str, Any]]:
     """The rows of every kind, each ingest followed by its ratio to tiling alone."""
     out = [rows["alone"]]
-    for key in ("ingest", "thumbs"):
+    for key in ("ingest", "driver", "thumbs"):
         out += [rows[key], _ratio(rows[key], rows["alone"], label, _KINDS[key][0])]
     return out
 

@@ -12,12 +12,14 @@ against it with the plumbing benchmark's
 - ``lo B/tile``: bytes over loopback per tile (``/proc/net/dev``): the
   simulated nodes' object transfers, i.e. what would cross a network;
 - ``driver ms/1k``: the driver process's CPU per 1000 tiles;
-- ``tiles/s``: the whole run's.
+- ``tiles/s``: the whole run's;
+- ``rows by``: who wrote the rows (``--write-rows``: the embedders, or the driver).
 
 CPUs are logical here and every node shares this host's cores: the table
 proves placement and cost per tile, not speed.
 
-    python benchmarks/scale.py --data ../shared/data --scale 8 --nodes 1 2 4
+    python benchmarks/scale.py --data ../shared/data --scale 8 --nodes 1 2 4 \
+        --write-rows driver embedders   # who writes the rows, side by side
 """
 
 from __future__ import annotations
@@ -146,7 +148,12 @@ class SimCluster:
 
 
 def ingest_on(
-    sim: SimCluster, src: Path, db: Path, device: str, faults: Faults = Faults()
+    sim: SimCluster,
+    src: Path,
+    db: Path,
+    device: str,
+    faults: Faults = Faults(),
+    write_rows: str = "auto",
 ) -> dict[str, Any]:
     """One zero-cost ingest of ``src`` into ``db`` on ``sim``: its row."""
     from ris_ray.core.config import IngestConfig
@@ -161,6 +168,7 @@ def ingest_on(
         device=device,  # type: ignore[arg-type]
         commit_every_s=faults.commit_every_s,
         call_tiles=faults.call_tiles,
+        write_rows=write_rows,  # type: ignore[arg-type]
     )
     nodes = len(sim.workers)
     lo0, cpu0, t0 = lo_bytes(), time.process_time(), time.perf_counter()
@@ -180,6 +188,7 @@ def ingest_on(
     return {
         "nodes": nodes,
         "embedder nodes": report.nodes if counted else None,
+        "rows by": getattr(report, "rows_written_by", "driver"),
         "tiles": report.tiles_written,
         "files failed": len(report.files_failed),
         "local %": round(100 * report.pixels_local_share, 1) if counted else None,
@@ -199,10 +208,11 @@ def run_one(
     head_cpus: int,
     device: str,
     faults: Faults = Faults(),
+    write_rows: str = "auto",
 ) -> dict[str, Any]:
     """One ingest of ``src`` into ``db`` on a fresh :func:`simulated_cluster`."""
     with simulated_cluster(nodes, cpus, head_cpus, 0 if device == "cpu" else 1) as sim:
-        return ingest_on(sim, src, db, device, faults)
+        return ingest_on(sim, src, db, device, faults, write_rows)
 
 
 def main() -> None:
@@ -222,6 +232,13 @@ def main() -> None:
     ap.add_argument("--embed-ms", type=float, default=0.0, help="embedder sleep per call (ms)")
     ap.add_argument("--commit-every", type=float, default=60.0, help="ingest's commit_every_s")
     ap.add_argument("--call-tiles", type=int, default=None, help="tiles per embedder call")
+    ap.add_argument(
+        "--write-rows",
+        nargs="+",
+        choices=["auto", "embedders", "driver"],
+        default=["auto"],
+        help="who writes the rows (several: one run each, side by side)",
+    )
     args = ap.parse_args()
     from plumbing import _inputs
 
@@ -229,14 +246,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     src = _inputs(args.data, args.scale, work)
     rows = []
+    faults = Faults(
+        args.remove, args.remove_after, args.embed_ms, args.commit_every, args.call_tiles
+    )
     for n in args.nodes:
-        db = work / f"scale-{n}.lance"
-        shutil.rmtree(db, ignore_errors=True)
-        faults = Faults(
-            args.remove, args.remove_after, args.embed_ms, args.commit_every, args.call_tiles
-        )
-        rows.append(run_one(src, db, n, args.cpus, args.head_cpus, args.device, faults))
-        print(json.dumps(rows[-1]), flush=True)
+        for who in args.write_rows:
+            db = work / f"scale-{n}-{who}.lance"
+            shutil.rmtree(db, ignore_errors=True)
+            rows.append(run_one(src, db, n, args.cpus, args.head_cpus, args.device, faults, who))
+            print(json.dumps(rows[-1]), flush=True)
     table(f"placement, {args.scale}x {args.data.name}, device {args.device}", rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -54,6 +54,15 @@ def _check(db: Path, report: IngestReport, expected: int) -> None:
     assert len(ids) == len(set(ids)) == expected
     assert report.tiles_written == expected
     assert report.files_failed == []
+    # Every data file belongs to a version: a fragment a killed call wrote is gone.
+    ds = lance.dataset(str(db))
+    used = {
+        f.path
+        for v in ds.versions()
+        for fr in lance.dataset(str(db), version=v["version"]).get_fragments()
+        for f in fr.data_files()
+    }
+    assert {p.name for p in (db / "data").iterdir()} == used
 
 
 def _fault_run(
@@ -90,7 +99,7 @@ def test_killed_tiling_worker_is_retried(ray_session: None, tmp_path: Path) -> N
     _fault_run(
         ray_session,
         tmp_path,
-        "ray::tile_task",
+        "ray::cut_embed_task",
         0.005,
         lambda d: _files(d, 3, 1024, 2048, compress="jpeg"),
         min_valid=0.0,

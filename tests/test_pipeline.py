@@ -254,10 +254,18 @@ def test_ingest_takes_another_actor_class(ray_session: None, gen_dir: Path, tmp_
     assert all(c.shape == (64, 64, 3) for c in corners)  # the actor's infer() made them
 
 
+@pytest.mark.parametrize("write_rows", ["embedders", "driver"])
 def test_embedder_calls_are_filled_up_to_tiles_per_call(
-    ray_session: None, gen_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_session: None,
+    gen_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    write_rows: str,
 ) -> None:
-    from ris_ray.ingest import pipeline
+    """The calls the driver fills (rows written by the driver) and those a
+    cut-and-embed task fills (rows written by the embedders) alike."""
+    from ris_ray.ingest import pipeline, rayloop
+    from ris_ray.ingest.tasks import CutEmbedded
 
     calls: list[tuple[int, int]] = []  # (windows, tiles) of each embedder call
 
@@ -267,7 +275,14 @@ def test_embedder_calls_are_filled_up_to_tiles_per_call(
             calls.append((len(parts), sum(p.n_tiles for p in parts)))
             return actor, parts
 
+    def recording(loop: Any, work: Any, value: CutEmbedded) -> None:
+        for call in value.calls:
+            calls.append((len(call.windows), sum(call.result.rows)))  # type: ignore[union-attr]
+        fused(loop, work, value)
+
+    fused = rayloop.RayLoop._cut_and_embedded
     monkeypatch.setattr(pipeline, "Scheduler", Recording)
+    monkeypatch.setattr(rayloop.RayLoop, "_cut_and_embedded", recording)
     runs = {}
     for name, kw in (("default", {}), ("one", {"call_tiles": 1})):
         calls.clear()
@@ -278,9 +293,12 @@ def test_embedder_calls_are_filled_up_to_tiles_per_call(
             progress=False,
             stride=128,
             window_px=256,
+            write_rows=write_rows,  # type: ignore[arg-type]
             **kw,  # type: ignore[arg-type]
         )
-        runs[name] = (ingest(cfg).tiles_written, list(calls))
+        report = ingest(cfg)
+        assert report.rows_written_by == write_rows
+        runs[name] = (report.tiles_written, list(calls))
     (tiles, default), (tiles_one, one) = runs["default"], runs["one"]
     assert tiles == tiles_one == sum(n for _, n in default) == sum(n for _, n in one)
     assert all(w == 1 for w, _ in one)  # call_tiles=1: one window per call

@@ -179,6 +179,10 @@ def test_new_replaced_deleted_objects_and_prune(flights: Flights) -> None:
     }
     assert data["tiles_written"] == (10 if read_again == "ok" else 4)
     assert data["missing"] == [f"{w}/b.TIFF"] and data["pruned_tiles"] == 2
+    # The embedder actor wrote the rows to the bucket itself (Lance fragments, with
+    # the settings it got as an argument); the driver committed them, a.tif's old
+    # rows replaced in the same commit.
+    assert data["rows_written_by"] == "embedders"
     _no_secrets(flights.third.stdout, flights.third.stderr)
 
 

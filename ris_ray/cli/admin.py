@@ -102,7 +102,8 @@ def compact(
     ] = 7.0,
     lock_wait: LockWaitOpt = 0.0,
 ) -> None:
-    """Merge small fragments and delete versions older than --keep-days."""
+    """Merge small fragments, delete versions older than --keep-days and data
+    files no version references (left by an interrupted or failed ingest)."""
     from ris_ray.core.config import check_seconds
     from ris_ray.store.tilestore import compact as run_compact
 
@@ -113,6 +114,7 @@ def compact(
     out.print(
         f"fragments: {stats['fragments_before']} -> {stats['fragments_after']}; "
         f"versions removed: {stats['versions_removed']}; bytes freed: {stats['bytes_removed']}"
+        f"; bytes of files no version used: {stats['unreferenced_bytes_removed']}"
     )
 
 
@@ -163,7 +165,8 @@ def demo(
 
     shutil.rmtree(db, ignore_errors=True)
     result = run_ingest(
-        IngestConfig(inputs=inputs, db=db, weights=weights), on_event=lambda m: err.print(m)
+        IngestConfig(inputs=inputs, db=db, weights=weights),
+        on_event=lambda m: err.print(m, markup=False),
     )
     print_ingest(result)
     q = run_query(db, seed=0, k=k)

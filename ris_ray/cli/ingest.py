@@ -84,9 +84,17 @@ def ingest(
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
     lock_wait: LockWaitOpt = 0.0,
+    write_rows: Annotated[
+        str,
+        typer.Option(
+            help="Who writes the tiles' rows: embedders (Lance fragments from each node, "
+            "committed by the driver per file) | driver | auto (embedders when --db is in "
+            "object storage or every Ray node is on this host)."
+        ),
+    ] = "auto",
 ) -> None:
     """Tile, embed and store GeoTIFFs in a Lance dataset."""
-    from ris_ray.core.config import Device, IngestConfig, Precision, parse_bands
+    from ris_ray.core.config import Device, IngestConfig, Precision, WriteRows, parse_bands
     from ris_ray.ingest.pipeline import ingest as run_ingest
 
     cfg = IngestConfig(
@@ -111,9 +119,10 @@ def ingest(
         gpu_wait_s=gpu_wait,
         strict=strict,
         lock_wait_s=lock_wait,
+        write_rows=cast(WriteRows, write_rows),
     )
     report = _report_path(cfg.location, report)
-    result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m)))
+    result = run_ingest(cfg, on_event=None if quiet else (lambda m: err.print(m, markup=False)))
     if report is not None:
         try:
             report.write_text(json.dumps(result.to_dict(), indent=2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import typer
@@ -16,9 +16,19 @@ from ris_ray.core.errors import InputError
 __all__ = ["diff", "query"]
 
 
+#: ``ris query``'s ``--db``: repeatable, unlike the other commands' :data:`DbOpt`.
+DbsOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--db",
+        help="Lance dataset path or URI; repeat to search several (same model and tile size).",
+    ),
+]
+
+
 @app.command()
 def query(
-    db: DbOpt,
+    db: DbsOpt,
     tile_id: Annotated[
         list[str] | None,
         typer.Option(help="Query with this stored tile; repeat to average several."),
@@ -129,12 +139,32 @@ def query(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
+    out.print(_neighbour_table(result, datasets=len(db)))
+    if len(result.neighbours) < result.k:
+        out.print(f"{len(result.neighbours)} of {result.k} results: no more tiles qualify")
+    for what, path in written:
+        out.print(f"{what}: {path}")
+
+
+def _short_names(uris: set[str]) -> dict[str, str]:
+    """Each dataset URI by its last path part (``tiles.lance``), unless two share one."""
+    names = {uri: PurePosixPath(uri.rstrip("/")).name or uri for uri in uris}
+    return names if len(set(names.values())) == len(names) else {u: u for u in uris}
+
+
+def _neighbour_table(result: Any, datasets: int) -> Table:
+    """The neighbours as a table; with several datasets, a column naming each one's."""
+    where = f"{datasets} datasets, " if datasets > 1 else ""
+    names = _short_names({n.dataset for n in result.neighbours if n.dataset})
     table = Table(
         title=f"query: {result.query.label}  ({result.metric}, "
-        f"{result.rows_scanned} tiles, {result.search_ms:.1f} ms)"
+        f"{result.rows_scanned} tiles, {where}{result.search_ms:.1f} ms)"
     )
-    for col in ("rank", "distance", "tile_id", "source", "row", "col", "lon", "lat"):
-        table.add_column(col, justify="right" if col not in ("tile_id", "source") else "left")
+    columns = ["rank", "distance", "tile_id", "source", "row", "col", "lon", "lat"]
+    for col in columns + (["dataset"] if datasets > 1 else []):
+        table.add_column(
+            col, justify="left" if col in ("tile_id", "source", "dataset") else "right"
+        )
     for n in result.neighbours:
         table.add_row(
             str(n.rank),
@@ -145,12 +175,9 @@ def query(
             str(n.col),
             "" if n.lon is None else f"{n.lon:.6f}",
             "" if n.lat is None else f"{n.lat:.6f}",
+            *([names.get(n.dataset, "")] if datasets > 1 else []),
         )
-    out.print(table)
-    if len(result.neighbours) < result.k:
-        out.print(f"{len(result.neighbours)} of {result.k} results: no more tiles qualify")
-    for what, path in written:
-        out.print(f"{what}: {path}")
+    return table
 
 
 def _check_outputs(**paths: Path | None) -> None:
@@ -163,7 +190,7 @@ def _check_outputs(**paths: Path | None) -> None:
 
 
 def _write_query_files(
-    db: str,
+    dbs: list[str],
     result: Any,
     geojson: Path | None,
     csv: Path | None,
@@ -181,18 +208,24 @@ def _write_query_files(
         from ris_ray.core.outputs import save_figure
         from ris_ray.search.plot import plot_neighbours
 
-        footprints = None
-        if overview:
-            from ris_ray.raster.geo import source_footprints
-            from ris_ray.store.dataset import open_dataset
-
-            sources = {n.source for n in result.neighbours}
-            sources |= {m.source for m in result.query.members if m.source}
-            footprints = source_footprints(open_dataset(db), sources)
+        footprints = _footprints(dbs, result) if overview else None
         written.append(
             ("plot", save_figure(plot_neighbours(result, footprints=footprints), plot, "--plot"))
         )
     return written
+
+
+def _footprints(dbs: list[str], result: Any) -> dict[str, Any]:
+    """WGS84 outlines of the sources of the query and its neighbours, from every dataset."""
+    from ris_ray.raster.geo import source_footprints
+    from ris_ray.store.dataset import open_dataset
+
+    sources = {n.source for n in result.neighbours}
+    sources |= {m.source for m in result.query.members if m.source}
+    found: dict[str, Any] = {}
+    for db in dbs:
+        found |= source_footprints(open_dataset(db), sources)
+    return found
 
 
 @app.command()

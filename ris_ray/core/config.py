@@ -18,6 +18,7 @@ __all__ = [
     "Device",
     "IngestConfig",
     "Precision",
+    "WriteRows",
     "check_device",
     "check_metric",
     "check_precision",
@@ -30,6 +31,9 @@ FINGERPRINT_DIM = 512
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+#: Who writes the tiles' rows: the embedders (Lance fragments the driver
+#: commits), the driver, or auto (embedders where they reach the dataset).
+WriteRows = Literal["auto", "embedders", "driver"]
 #: Distance metrics of every search in ris_ray (exact scans, Lance, diff).
 METRICS = ("l2", "cosine")
 
@@ -112,10 +116,13 @@ class IngestConfig:
     strict: bool = False
     lock_wait_s: float = 0.0  # wait this long for another ingest of the same --db
     call_tiles: int | None = None
+    write_rows: WriteRows = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", Location.parse(self.db))
         check_device(self.device)
+        if self.write_rows not in get_args(WriteRows):
+            raise InputError(f"--write-rows {self.write_rows!r}: use auto, embedders or driver")
         check_precision(self.precision)
         if not self.inputs:
             raise InputError("no INPUT given: pass GeoTIFF files or directories")

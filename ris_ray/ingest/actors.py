@@ -15,7 +15,8 @@ import numpy as np
 from ris_ray.core.records import TileBatch
 from ris_ray.model import thumbnail
 from ris_ray.model.weights import ResolvedWeights
-from ris_ray.store.schema import DatasetParams, EncodedRows, encode_rows
+from ris_ray.store.fragments import FragmentTarget, Written
+from ris_ray.store.schema import DatasetParams, EncodedRows, schema_digest, to_record_batch
 
 __all__ = ["ENCODE_THREADS", "EmbedActor"]
 
@@ -31,7 +32,15 @@ class EmbedActor:
     the device as uint8 and lays them out there. The thumbnails
     (``thumbnail`` px, 0: none) are made here from the same pixels: shrunk
     on the device in the embedding pass, JPEG-encoded by :mod:`ris_ray.model.thumbnail`.
+
+    Given a :class:`~ris_ray.store.fragments.FragmentTarget` (``target``), it
+    writes each call's rows to the dataset itself, as one uncommitted Lance
+    fragment, and returns only their :class:`~ris_ray.store.fragments.Written`
+    record; else the rows go back to the driver, encoded.
     """
+
+    #: Where calls write their rows (None: they return them).
+    target: FragmentTarget | None = None
 
     def __init__(
         self,
@@ -43,6 +52,7 @@ class EmbedActor:
         threads: int,
         fingerprint: str = "float32",
         thumbnail: int = 64,
+        target: FragmentTarget | None = None,
     ) -> None:
         from ris_ray.model.embed import Embedder  # torch, in the actor process only
 
@@ -54,6 +64,7 @@ class EmbedActor:
         #: rows leave the actor in it, so the driver never converts them.
         self.fingerprint = fingerprint
         self.thumbnail = thumbnail
+        self.target = target
         self.pool = ThreadPoolExecutor(ENCODE_THREADS) if device == "cuda" else None
 
     def device(self) -> str:
@@ -77,21 +88,26 @@ class EmbedActor:
         encoding threads of a GPU actor)."""
         return thumbnail.encode_all(small, self.pool)
 
-    def embed(self, *batches: TileBatch) -> list[EncodedRows]:
+    def embed(self, *batches: TileBatch) -> list[EncodedRows] | Written:
         """The batches of one call (one per window) as rows in the store schema,
-        one IPC message per batch, pixels dropped. Their pixels go through
-        :meth:`infer` together (fuller batches on a GPU), without being joined first."""
+        pixels dropped: written as one fragment to :attr:`target` when set (its
+        :class:`~ris_ray.store.fragments.Written` record returned), else one IPC
+        message per batch. Their pixels go through :meth:`infer` together
+        (fuller batches on a GPU), without being joined first."""
         pixels = [b.pixels for b in batches if b.pixels is not None]
         assert len(pixels) == len(batches), "a batch reaches the embedder with its pixels"
         fingerprints, small = self.infer(pixels, self.thumbnail)
         thumbs = self.thumbnails(small) if self.thumbnail else []
-        encoded, start = [], 0
+        rows, start = [], 0
         for batch in batches:
             end = start + len(batch)
             batch.fingerprint = fingerprints[start:end]
             if self.thumbnail:
                 batch.thumbnail = np.array(thumbs[start:end], dtype=object)
             batch.pixels = None
-            encoded.append(encode_rows(batch, self.params, self.fingerprint))
+            rows.append(to_record_batch(batch, self.params, self.fingerprint))
             start = end
-        return encoded
+        if self.target is not None:
+            return Written(tuple(r.num_rows for r in rows), self.target.write(rows))
+        digest = schema_digest(self.params, self.fingerprint)
+        return [EncodedRows(r.num_rows, r.serialize(), digest) for r in rows]

@@ -62,7 +62,9 @@ class Backpressure:
     startup_tiles: int = 0
     clock: Callable[[], float] = time.monotonic
     groups: tuple[int, ...] = ()
+    max_task_tiles: int = 0
     _windows: deque[Window] = field(init=False, default_factory=deque)
+    _window_tiles: int = field(init=False, default=0)  # planned tiles in _windows
     _to_embed: list[deque[Part]] = field(init=False)  # per group
     _load: list[int] = field(init=False)
     _members: list[list[int]] = field(init=False)  # group -> its embedders
@@ -196,11 +198,24 @@ class Backpressure:
         return actor, tuple(parts)
 
     def take_windows(self) -> tuple[tuple[Window, ...], int]:
-        """Windows for one tiling task, in order, up to ``task_tiles`` planned
+        """Windows for one tiling task, in order, up to :meth:`task_limit` planned
         tiles (at least one window), and the group it cuts for (:meth:`tile_due` first)."""
         g = self._tile_group()
         assert g is not None, "take_windows() when no tiling task may start"
-        return tuple(take_group(self._windows, window_tiles, self.task_tiles)), g
+        windows = take_group(self._windows, window_tiles, self.task_limit())
+        self._window_tiles -= sum(w.job.n_tiles for w in windows)
+        return tuple(windows), g
+
+    def task_limit(self) -> int:
+        """Planned tiles one tiling task takes: ``task_tiles``; with
+        ``max_task_tiles`` (tasks that cut and embed: the driver's work is per
+        task), the waiting tiles spread over the task slots,
+        ``clamp(ceil(waiting / max_inflight), task_tiles, max_task_tiles)``, so
+        a long queue goes in few big tasks and a short one still in one per slot."""
+        if not self.max_task_tiles:
+            return self.task_tiles
+        spread = -(-self._window_tiles // self.max_inflight)
+        return max(self.task_tiles, min(self.max_task_tiles, spread))
 
     def tile_started(self, work: Tile) -> None:
         """A tiling task is in flight."""
@@ -212,7 +227,17 @@ class Backpressure:
 
     def add_windows(self, windows: Iterable[Window]) -> None:
         """Queue a planned file's windows for reading."""
-        self._windows.extend(windows)
+        for w in windows:
+            self._windows.append(w)
+            self._window_tiles += w.job.n_tiles
+
+    def redo_windows(self, windows: Iterable[Window]) -> None:
+        """Windows of a task that crashed, again, first in line, a try counted
+        against each (a cut-and-embed task is not retried by Ray: see
+        :mod:`~ris_ray.ingest.tasks`)."""
+        for w in reversed(list(windows)):
+            self._windows.appendleft(replace(w, tries=w.tries + 1))
+            self._window_tiles += w.job.n_tiles
 
     def tile_over(self, work: Tile) -> None:
         """A tiling task is no longer in flight."""

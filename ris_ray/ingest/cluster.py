@@ -25,9 +25,10 @@ from ris_ray.ingest.placement import (
 from ris_ray.ingest.tasks import TASK_RETRIES
 from ris_ray.model.embed import default_num_threads, fixed_num_threads
 from ris_ray.model.weights import ResolvedWeights
+from ris_ray.store.fragments import FragmentTarget
 from ris_ray.store.schema import DatasetParams
 
-__all__ = ["ACTOR_RESTARTS", "connect", "disconnect", "make_actors"]
+__all__ = ["ACTOR_RESTARTS", "connect", "disconnect", "make_actors", "rows_from_embedders"]
 
 ACTOR_RESTARTS = 3
 
@@ -98,11 +99,14 @@ def make_actors(
     fingerprint: str,
     say: Callable[[str], None],
     actor_cls: type[EmbedActor] = EmbedActor,
-) -> tuple[list[Any], Placement]:
+    target: FragmentTarget | None = None,
+) -> tuple[list[Any], Placement, FragmentTarget | None]:
     """One embedder per GPU (``num_gpus=1`` each), or CPU embedders without GPUs
     (one; on a cluster one per node), and where they run
     (:func:`~ris_ray.ingest.placement.place_embedders`: on a cluster each is
-    pinned to its node, whose tiling tasks feed it).
+    pinned to its node, whose tiling tasks feed it). They write their rows to
+    ``target`` where :func:`rows_from_embedders` says so (returned; None:
+    the rows go back to the driver).
 
     ``--device cuda`` takes the GPUs of :func:`_cuda_gpus` (``--embedders N``
     on a cluster: it asks the autoscaler for N and waits ``cfg.gpu_wait_s``).
@@ -117,6 +121,8 @@ def make_actors(
     for warning in plan.warnings:
         say(f"warning: {warning}")
     device = "cuda" if use_gpu else "cpu"
+    if target is not None and not rows_from_embedders(cfg, plan, say):
+        target = None
     actors = []
     for node, threads in zip(plan.nodes, plan.threads, strict=True):
         options: dict[str, Any] = {
@@ -138,6 +144,32 @@ def make_actors(
                 threads,
                 fingerprint,
                 cfg.thumbnail_size,
+                target,
             )
         )
-    return actors, plan
+    return actors, plan, target
+
+
+def rows_from_embedders(cfg: IngestConfig, plan: Placement, say: Callable[[str], None]) -> bool:
+    """Whether the embedders write the rows themselves (``--write-rows``): always
+    with ``embedders``, never with ``driver``; with ``auto`` when they reach
+    the dataset where the driver does: in object storage, or a local path
+    with every Ray node on this host. A local ``--db`` on a cluster of
+    several hosts keeps the rows on the driver's path, said once."""
+    if cfg.write_rows != "auto":
+        return cfg.write_rows == "embedders"
+    loc = cfg.location
+    if loc.is_object:
+        return True
+    if not loc.is_local:
+        return False
+    hosts = {str(n["NodeManagerAddress"]) for n in ray.nodes() if n.get("Alive")}
+    if not plan.cluster or hosts <= {ray.util.get_node_ip_address()}:
+        return True
+    say(
+        f"warning: --db {loc.url!r} is a local path and the Ray nodes are on {len(hosts)} "
+        "hosts: every row goes through the driver; put the dataset in object storage "
+        "(s3://...) for the nodes to write it, or pass --write-rows embedders if the path "
+        "is on a filesystem every node shares"
+    )
+    return False

@@ -75,6 +75,11 @@ STARTUP_STORE_SHARE = 0.25
 #: files: ~16 tiles each); a window of more is a task of its own. Ray's own
 #: work per task (about 1 ms of driver CPU) then spreads over more tiles.
 TASK_TILES = 64
+#: Most planned tiles one cut-and-embed task takes (rows written by the
+#: embedders: :func:`~ris_ray.ingest.tasks.cut_embed_task`): the waiting tiles
+#: spread over the task slots, between :data:`TASK_TILES` and this. The driver's
+#: work (about 1 ms a task) then spreads over up to this many tiles.
+FUSED_TASK_TILES = 2048
 #: Longest a cut window waits for others to fill an embedder call
 #: (:attr:`~ris_ray.core.config.IngestConfig.tiles_per_call` tiles). The wait costs
 #: no throughput: calls that fill go out at once, and a window waits only
@@ -260,7 +265,10 @@ def _run(
 ) -> None:
     """Read, embed and store ``paths`` on Ray (connected) with ``actor_cls`` embedders."""
     spec = TileSpec(cfg.tile_size, cfg.step, cfg.min_valid, weights.model_id)
-    actors, plan = make_actors(cfg, weights, params, store.fingerprint, say, actor_cls)
+    actors, plan, target = make_actors(
+        cfg, weights, params, store.fingerprint, say, actor_cls, store.fragment_target()
+    )
+    report.rows_written_by = "driver" if target is None else "embedders"
     report.ray_gcs_address = ray.get_runtime_context().gcs_address
     report.nodes = plan.n_nodes
     on = f" on {plan.n_nodes} nodes" if plan.cluster else ""
@@ -283,6 +291,7 @@ def _run(
         ready=False,
         startup_tiles=int(STARTUP_STORE_SHARE * store_bytes / (3 * cfg.tile_size**2)),
         groups=plan.groups,
+        max_task_tiles=FUSED_TASK_TILES if target is not None else 0,
     )
     report.files.extend(sched.reports)
     real = {display_path(p): p for p in paths}
@@ -294,7 +303,7 @@ def _run(
         report.device = device
         say(f"embedders: {len(actors)} x {device}")
 
-    loop = RayLoop(cfg, sched, actors, spec, store, record, ready, idents, plan, say)
+    loop = RayLoop(cfg, sched, actors, spec, store, record, ready, idents, plan, say, target)
     progress = Progress(cfg.progress, len(paths))
     try:
         loop.run(progress, t0)

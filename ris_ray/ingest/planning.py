@@ -51,6 +51,7 @@ class Window:
     path: str
     info: RasterInfo
     job: WindowJob
+    tries: int = 0  # tasks with it that crashed (cut-and-embed tasks: redone by the driver)
 
 
 @dataclass(frozen=True)

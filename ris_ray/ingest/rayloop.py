@@ -27,9 +27,17 @@ from ris_ray.ingest.placement import Placement, cluster_nodes, lost_embedders
 from ris_ray.ingest.planning import Embed, Probe, Tile, Work
 from ris_ray.ingest.report import Progress, SteadyRate
 from ris_ray.ingest.scheduler import Scheduler
-from ris_ray.ingest.tasks import error_text, probe_task, tile_windows
+from ris_ray.ingest.tasks import (
+    CallPlan,
+    CutEmbedded,
+    cut_and_embed,
+    error_text,
+    probe_task,
+    tile_windows,
+)
 from ris_ray.raster.dataset import display_path
 from ris_ray.raster.tiling import TileSpec
+from ris_ray.store.fragments import FragmentTarget, Written
 from ris_ray.store.manifest import FileRecord
 from ris_ray.store.tilestore import TileStore
 
@@ -63,9 +71,13 @@ class RayLoop:
         idents: dict[str, Ident],
         plan: Placement,
         say: Callable[[str], None] = lambda msg: None,
+        target: FragmentTarget | None = None,
     ) -> None:
         self.cfg, self.sched, self.actors, self.spec = cfg, sched, actors, spec
         self.plan, self.say = plan, say
+        #: Where the embedders write the rows; set, tiling tasks call the embedders
+        #: themselves (:func:`~ris_ray.ingest.tasks.cut_embed_task`): one event per task.
+        self.target = target
         self.nodes_checked = time.monotonic()
         self.where = Locality()
         self.node_refs: list[Any] = [a.node.remote() for a in actors]  # asked once each
@@ -74,6 +86,7 @@ class RayLoop:
         self.on_ready = on_ready
         self.settings = worker_settings()  # to the tasks as an argument: never in Ray's logs
         self.starting: Any | None = actors[0].device.remote()  # None once answered
+        self.called_actors = False  # a cut-and-embed task was submitted
         self.refs: dict[Any, Work] = {}
         self.batches: dict[int, list[Any]] = {}  # tile ticket -> its windows' batch refs
         self.unstaged: list[str] = []  # settled files with nothing to publish
@@ -99,8 +112,13 @@ class RayLoop:
                 if self._commit_due():
                     self.publish()
             progress.update(sched.tiles_done, sched.tiles_planned, sched.files_done, t0)
-        if self.starting is not None and ray.wait([self.starting], timeout=0)[0]:
-            self._started(self.starting)  # answered with the last batch (no wait if still starting)
+        # Answered with the last batch (no wait if still starting), except after
+        # cut-and-embed tasks: they called the actors, so a failure to start is
+        # the run's error, not each window's.
+        if self.starting is not None and (
+            self.called_actors or ray.wait([self.starting], timeout=0)[0]
+        ):
+            self._started(self.starting)
 
     def _watch_nodes(self) -> None:
         """Every :data:`NODE_CHECK_S` on a cluster: kill the embedders whose node
@@ -155,30 +173,74 @@ class RayLoop:
         if isinstance(work, Tile):
             windows = [(w.info, w.job) for w in work.windows]
             node = self.plan.tiling_node(work.group)
+            if self.target is not None:
+                self.called_actors = True
+                actors, own = self._embedders_for(work.group)
+                how = CallPlan(actors, own, work.ticket, self.cfg.tiles_per_call, self.target)
+                return cut_and_embed(windows, self.spec, self.settings, how, node)
             stats_ref, self.batches[work.ticket] = tile_windows(
                 windows, self.spec, self.settings, node
             )
             return stats_ref
         return self.actors[work.actor].embed.remote(*(part.batch for part in work.parts))
 
+    def _embedders_for(self, group: int) -> tuple[tuple[tuple[int, Any], ...], int]:
+        """The live embedders a cut-and-embed task of ``group`` calls: the
+        group's own first (how many: the second value), then the others (its
+        fallback when all of its own are gone)."""
+        live = [i for i in range(len(self.actors)) if not self.sched.flow.is_lost(i)]
+        own = [i for i in live if self.plan.groups[i] == group]
+        order = own + [i for i in live if i not in own]
+        return tuple((i, self.actors[i]) for i in order), len(own)
+
     def _feed(self, work: Work, value: Any) -> None:
         batches = self.batches.pop(work.ticket, [])
         if isinstance(value, Failure):
+            if isinstance(work, Embed) or self.target is not None:
+                self.store.call_lost()  # it may have written a fragment first
             self.sched.failed(work.ticket, value)
         elif isinstance(work, Probe):
             self.sched.probed(work.ticket, value)
+        elif isinstance(work, Tile) and isinstance(value, CutEmbedded):
+            self._cut_and_embedded(work, value)
         elif isinstance(work, Tile):
             self.sched.tiled(work.ticket, value, batches)
         else:
             assert isinstance(work, Embed)
             node = self._node_of(work.actor)
             pixel_bytes = 3 * self.spec.tile**2
-            for part, encoded in zip(work.parts, value, strict=True):
+            for part in work.parts:
                 self.where.embedded(part.node, node, part.n_tiles * pixel_bytes)
-                self.store.add_encoded(display_path(part.path), encoded)
-            rows = [encoded.rows for encoded in value]
+            if isinstance(value, Written):  # the embedder wrote them: a fragment
+                self.store.add_written([display_path(p.path) for p in work.parts], value)
+                rows = list(value.rows)
+            else:
+                for part, encoded in zip(work.parts, value, strict=True):
+                    self.store.add_encoded(display_path(part.path), encoded)
+                rows = [encoded.rows for encoded in value]
             self.steady.mark(sum(rows))
             self.sched.embedded(work.ticket, rows)
+
+    def _cut_and_embedded(self, work: Tile, value: CutEmbedded) -> None:
+        """A cut-and-embed task's report: its fragments to the store, its
+        counts to the scheduler and the locality counter."""
+        pixel_bytes = 3 * self.spec.tile**2
+        if value.crashed:
+            self.store.call_lost()  # a lost attempt may have written a fragment first
+        for call in value.calls:
+            if not isinstance(call.result, Written):
+                self.store.call_lost()  # it may have written a fragment first
+                continue
+            paths = [display_path(work.windows[w].path) for w in call.windows]
+            self.store.add_written(paths, call.result)
+            node = self._node_of(call.actor)
+            for w in call.windows:
+                cut = value.stats[w]
+                if not isinstance(cut, Failure):
+                    self.where.embedded(cut.node, node, cut.n_tiles * pixel_bytes)
+        rows = value.rows()
+        self.steady.mark(sum(r for r in rows if isinstance(r, int)))
+        self.sched.cut_and_embedded(work.ticket, value.stats, rows)
 
     def _node_of(self, actor: int) -> str:
         """The node of embedder ``actor`` (asked once: it answers before its first
@@ -236,6 +298,7 @@ def outcome(ref: Any) -> Any:
         ray.exceptions.RayTaskError,
         ray.exceptions.RayActorError,
         ray.exceptions.WorkerCrashedError,
+        ray.exceptions.NodeDiedError,  # a task of max_retries=0 whose node left
         ray.exceptions.ObjectLostError,
     ) as exc:
         return Failure(error_text(exc), kind="crash")

@@ -13,6 +13,10 @@ item:
   non-empty batch is queued for an embedder; ``task_tiles`` planned tiles
   per task: small windows, e.g. of small files, travel several to a task),
 - :meth:`Scheduler.embedded` the rows an embedder produced per window,
+- :meth:`Scheduler.cut_and_embedded` the stats and rows per window of a task
+  that cut its windows and had them embedded itself (``max_task_tiles``: the
+  cut-and-embed path, where pixels and rows never pass the driver and its
+  events come per task of up to that many tiles),
 - :meth:`Scheduler.failed` a :class:`~ris_ray.core.records.Failure`, whatever the
   kind of work.
 
@@ -97,6 +101,7 @@ class Scheduler:
         startup_tiles: int = 0,
         clock: Callable[[], float] = time.monotonic,
         groups: tuple[int, ...] = (),
+        max_task_tiles: int = 0,
     ) -> None:
         self.paths = paths
         self.spec = spec
@@ -114,6 +119,7 @@ class Scheduler:
             startup_tiles=startup_tiles,
             clock=clock,
             groups=groups,
+            max_task_tiles=max_task_tiles,
         )
         self._ledger: dict[int, Work] = {}
         self._to_probe: deque[str] = deque(paths)
@@ -273,6 +279,32 @@ class Scheduler:
             else:
                 self.book.window_done(window.path)
 
+    def cut_and_embedded(
+        self,
+        ticket: int,
+        stats: Sequence[TileStats | Failure],
+        rows: Sequence[int | Failure | None],
+    ) -> None:
+        """A cut-and-embed task is over: ``stats[i]`` for its window ``i`` and
+        ``rows[i]`` the tiles its embedder call wrote (a :class:`Failure` when
+        the call failed; None for a window with no tiles or that failed)."""
+        self._check_count(ticket, len(stats))
+        if len(rows) != len(stats):
+            raise ValueError(f"ticket {ticket}: {len(rows)} row counts for {len(stats)} windows")
+        work = self._take_tile(ticket)
+        for window, result, written in zip(work.windows, stats, rows, strict=True):
+            path = window.path
+            if isinstance(result, Failure):
+                self.book.window_failed(path, result)
+                continue
+            self.book.low_valid(path, result.n_low_valid)
+            if isinstance(written, Failure):
+                self.book.embed_failed(path, written)
+            elif result.n_tiles and written is not None:
+                self.book.written(path, written)
+            else:
+                self.book.window_done(path)
+
     def embedded(self, ticket: int, rows: Sequence[int]) -> None:
         """An embedder returned ``rows[i]`` tiles of the call's window ``i``
         (the driver staged them)."""
@@ -322,5 +354,9 @@ class Scheduler:
                 self.book.embed_failed(part.path, failure)
             return
         self._take_tile(ticket)  # the task itself failed: all its windows
+        redo = self.flow.max_task_tiles and failure.kind == "crash"
+        if redo and all(w.tries < CRASH_RETRIES for w in work.windows):
+            self.flow.redo_windows(work.windows)  # a cut-and-embed task: again, first in line
+            return
         for window in work.windows:
             self.book.window_failed(window.path, failure)

@@ -5,15 +5,19 @@ only rasterio, numpy and Pillow (unpickling a task imports its module; the
 pipeline module would pull in torch, about 0.5 GB per worker for nothing).
 Application errors come back as :class:`~ris_ray.core.records.Failure` values, so
 a bad file never fails the run; worker crashes are retried by Ray
-(``max_retries``).
+(``max_retries``), except a cut-and-embed task's: its calls may have written
+fragments, so the driver redoes it and cleans up (:func:`cut_embed_task`).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pyarrow as pa
 import ray
 
 from ris_ray.core.errors import RisError
@@ -23,10 +27,29 @@ from ris_ray.ingest.placement import on_node
 from ris_ray.raster.dataset import display_path
 from ris_ray.raster.reading import RasterInfo, probe, read_tiles
 from ris_ray.raster.tiling import TileSpec, WindowJob
+from ris_ray.store.fragments import FragmentTarget, Written
+from ris_ray.store.schema import EncodedRows
 
-__all__ = ["TASK_RETRIES", "error_text", "probe_task", "tile_task", "tile_windows"]
+__all__ = [
+    "CALLS_AHEAD",
+    "TASK_RETRIES",
+    "CallOutcome",
+    "CallPlan",
+    "CutEmbedded",
+    "cut_and_embed",
+    "cut_embed_task",
+    "error_text",
+    "probe_task",
+    "tile_task",
+    "tile_windows",
+]
 
 TASK_RETRIES = 3
+#: Embedder calls a cut-and-embed task keeps in flight while it cuts the next.
+CALLS_AHEAD = 2
+#: Tries of one embedder call in a cut-and-embed task when embedders crash or
+#: leave (each on the next embedder of its list), as the driver's own.
+CALL_TRIES = 4
 
 
 def error_text(exc: BaseException) -> str:
@@ -113,3 +136,181 @@ def tile_windows(
     None: anywhere): the ref of its stats and the refs of its ``len(windows)`` batches."""
     refs = _tile_task_for(len(windows), node).remote(windows, spec, settings)
     return refs[0], list(refs[1:])
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """One embedder call of a cut-and-embed task: the index of the embedder
+    that answered (of the driver's list), the task's windows it carried, and
+    what it wrote (a :class:`Failure` when it could not be embedded)."""
+
+    actor: int
+    windows: tuple[int, ...]
+    result: Written | Failure
+
+
+@dataclass(frozen=True)
+class CutEmbedded:
+    """What a cut-and-embed task reports: ``stats[i]`` of its window ``i`` and
+    its embedder calls. No pixels, no rows: the embedders wrote them."""
+
+    stats: list[TileStats | Failure]
+    calls: list[CallOutcome]
+    crashed: int = 0  # call attempts lost with their embedder (retried or not)
+
+    def rows(self) -> list[int | Failure | None]:
+        """Per window: the rows written, the call's :class:`Failure`, or None
+        (no call: no tiles, or the window failed)."""
+        out: list[int | Failure | None] = [None] * len(self.stats)
+        for call in self.calls:
+            for k, w in enumerate(call.windows):
+                r = call.result
+                out[w] = r if isinstance(r, Failure) else r.rows[k]
+        return out
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """How a cut-and-embed task has its tiles embedded: ``actors`` ((index in
+    the driver's list, handle) each), of which the first ``own`` are its
+    node's, taken in turn from ``start``; calls of about ``call_tiles``
+    tiles; rows an embedder returns instead of writing them (one restarted
+    without its target) are written by the task to ``target``."""
+
+    actors: tuple[tuple[int, Any], ...]
+    own: int
+    start: int
+    call_tiles: int
+    target: FragmentTarget
+
+
+@dataclass
+class _Call:
+    windows: tuple[int, ...]
+    batches: list[Any]  # object refs of their batches (put once, sent again on a retry)
+    order: int  # index into the task's embedders of this try
+    tries: int = 0
+    ref: Any = None
+    actor: int = 0
+
+
+@dataclass
+class _Feeder:
+    """The embedder calls of one cut-and-embed task, at most :data:`CALLS_AHEAD`
+    in flight: new calls go in turn to the first ``own`` of ``actors`` (this
+    node's, starting at ``start``); a call whose embedder crashed or left goes
+    to the next of the whole list (other nodes' last); a call of several
+    windows that raised goes again one window at a time."""
+
+    how: CallPlan
+    sent: int = 0
+    crashed: int = 0  # call attempts lost with their embedder (each may have written)
+    pending: deque[_Call] = field(default_factory=deque)
+    done: list[CallOutcome] = field(default_factory=list)
+
+    def call(self, held: list[tuple[int, Any, int]]) -> None:
+        """A new call of the ``held`` windows ((window, batch ref, tiles) each)."""
+        order = (self.how.start + self.sent) % max(1, self.how.own)
+        self.sent += 1
+        self.send(_Call(tuple(w for w, _, _ in held), [b for _, b, _ in held], order))
+
+    def send(self, call: _Call) -> None:
+        index, actor = self.how.actors[call.order % len(self.how.actors)]
+        # Not retried by Ray: a retry would hide an attempt that wrote a fragment first.
+        call.actor, call.ref = index, actor.embed.options(max_task_retries=0).remote(*call.batches)
+        self.pending.append(call)
+        while len(self.pending) > CALLS_AHEAD:
+            self.finish(self.pending.popleft())
+
+    def finish(self, call: _Call) -> None:
+        try:
+            written = ray.get(call.ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+            self.crashed += 1
+            call.tries += 1
+            if call.tries < CALL_TRIES:
+                call.order += 1  # the next embedder: this one crashed, or left with its node
+                self.send(call)
+            else:
+                failure = Failure(error_text(exc), kind="crash")
+                self.done.append(CallOutcome(call.actor, call.windows, failure))
+        except ray.exceptions.RayTaskError as exc:
+            if len(call.windows) == 1:
+                self.done.append(CallOutcome(call.actor, call.windows, Failure(error_text(exc))))
+                return
+            for w, b in zip(call.windows, call.batches, strict=True):
+                self.send(_Call((w,), [b], call.order, call.tries))  # one bad window fails alone
+        else:
+            if not isinstance(written, Written):  # rows, not written: write them here
+                written = _write(self.how.target, written)
+            self.done.append(CallOutcome(call.actor, call.windows, written))
+
+    def drain(self) -> list[CallOutcome]:
+        while self.pending:
+            self.finish(self.pending.popleft())
+        return self.done
+
+
+def _write(target: FragmentTarget, encoded: Sequence[EncodedRows]) -> Written:
+    """Rows an embedder returned (:class:`EncodedRows`, one per window) as one fragment."""
+    batches = [pa.ipc.read_record_batch(e.message, target.schema) for e in encoded]
+    return Written(tuple(e.rows for e in encoded), target.write(batches))
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def cut_embed_task(
+    windows: list[tuple[RasterInfo, WindowJob]],
+    spec: TileSpec,
+    settings: S3Settings | None,
+    how: CallPlan,
+) -> CutEmbedded:
+    """Cut ``windows`` one after the other and have their tiles embedded as
+    ``how`` says, the next window cut while calls are in flight. The
+    embedders write the rows as Lance fragments; only counts and fragment
+    metadata come back, so neither pixels nor rows pass the driver, and the
+    driver handles one event per task instead of two per window.
+
+    Not retried by Ray (``max_retries=0``): a crash comes back to the driver,
+    which counts it, redoes the windows and removes fragments no commit took
+    (:meth:`~ris_ray.store.tilestore.TileStore.call_lost`)."""
+    install(settings)
+    node = ray.get_runtime_context().get_node_id()
+    feeder = _Feeder(how)
+    stats: list[TileStats | Failure] = []
+    held: list[tuple[int, Any, int]] = []  # (window, batch ref, tiles) not sent yet
+    for i, (info, job) in enumerate(windows):
+        try:
+            batch, window_stats = read_tiles(info, job, spec)
+        except Exception as exc:
+            stats.append(Failure(error_text(exc)))
+            continue
+        stats.append(replace(window_stats, node=node))
+        n = window_stats.n_tiles
+        if held and sum(k for _, _, k in held) + n > how.call_tiles:
+            feeder.call(held)  # full: at most call_tiles tiles, unless one window has more
+            held = []
+        if n:
+            held.append((i, ray.put(batch), n))
+    if held:
+        feeder.call(held)
+    return CutEmbedded(stats, feeder.drain(), feeder.crashed)
+
+
+@functools.cache
+def _cut_embed_for(node: str | None) -> Any:
+    if node is None:
+        return cut_embed_task
+    return cut_embed_task.options(scheduling_strategy=on_node(node))
+
+
+def cut_and_embed(
+    windows: list[tuple[RasterInfo, WindowJob]],
+    spec: TileSpec,
+    settings: S3Settings | None,
+    how: CallPlan,
+    node: str | None = None,
+) -> Any:
+    """Submit :func:`cut_embed_task` (on ``node`` while it is alive; None:
+    anywhere); the ref of its :class:`CutEmbedded`."""
+    task: Any = _cut_embed_for(node)  # Ray's stubs type 3 parameters at most
+    return task.remote(windows, spec, settings, how)

@@ -3,7 +3,9 @@ place, a crop of an external image, as positives and negatives.
 
 Each becomes a :class:`Part` (its vector and the
 :class:`~ris_ray.search.results.QueryMember` describing it);
-:func:`query_tile` describes the combination that was searched for.
+:func:`query_tile` describes the combination that was searched for. Stored
+tiles are looked up in whichever dataset of a
+:class:`~ris_ray.search.shards.Shards` holds them.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import numpy as np
 
 from ris_ray.core.errors import QueryError
 from ris_ray.core.location import Location
-from ris_ray.core.sql import sql_in
 from ris_ray.raster.geo import fmt_coords, tiles_at
 from ris_ray.raster.reading import read_crop
 from ris_ray.search.filters import check_tile_id
-from ris_ray.search.results import RESULT_COLUMNS, QueryBackend, QueryMember, QueryTile
-from ris_ray.store.schema import dataset_params
+from ris_ray.search.results import QueryBackend, QueryMember, QueryTile
+from ris_ray.search.shards import Shards
+from ris_ray.store.schema import DatasetParams
 
 __all__ = [
     "Part",
@@ -58,60 +60,69 @@ def part_of_row(row: dict[str, Any], role: str, label: str | None = None) -> Par
 
 
 def stored_parts(
-    ds: Any,
+    shards: Shards,
     tile_ids: Sequence[str],
     role: str,
     option: str,
     backend: QueryBackend | None = None,
 ) -> list[Part]:
+    """The stored tiles ``tile_ids``, each from whichever dataset holds it
+    (through ``backend`` when given); :class:`QueryError` names any missing."""
     if not tile_ids:
         return []
     ids = [check_tile_id(t, option) for t in tile_ids]
-    if backend is not None:
-        rows = backend.stored(ids)
-    else:
-        cols = [*RESULT_COLUMNS, "fingerprint"]
-        table = ds.to_table(columns=cols, filter=sql_in("tile_id", ids))
-        rows = {r["tile_id"]: r for r in table.to_pylist()}
+    rows = backend.stored(ids) if backend is not None else shards.stored(ids)
     missing = [t for t in ids if t not in rows]
     if missing:
-        raise QueryError(f"{option}: tile id {', '.join(missing)} is not in {ds.uri}")
+        raise QueryError(f"{option}: tile id {', '.join(missing)} is not in {shards.label}")
     return [part_of_row(rows[t], role) for t in ids]
 
 
-def random_part(ds: Any, seed: int | None) -> Part:
-    n = ds.count_rows()
+def random_part(shards: Shards, seed: int | None) -> Part:
+    """A stored tile drawn with ``seed`` from all rows of ``shards``, uniformly."""
+    n = shards.count_rows()
     if n == 0:
-        raise QueryError(f"{ds.uri} holds no tiles")
+        several = len(shards.datasets) > 1
+        raise QueryError(f"{'none of ' if several else ''}{shards.uri} holds no tiles")
     index = int(np.random.default_rng(seed).integers(n))
-    row = ds.take([index], columns=[*RESULT_COLUMNS, "fingerprint"]).to_pylist()[0]
-    return part_of_row(row, "positive")
+    return part_of_row(shards.take(index), "positive")
 
 
 def part_at_point(
-    ds: Any, x: float, y: float, crs: str, option: str, backend: QueryBackend | None = None
+    shards: Shards,
+    x: float,
+    y: float,
+    crs: str,
+    option: str,
+    backend: QueryBackend | None = None,
 ) -> Part:
-    rows = tiles_at(ds, x, y, crs, columns=["tile_id", "valid_fraction"])
+    """The stored tile containing ``(x, y)`` (in ``crs``) in any of ``shards``;
+    of several, the one whose centre is nearest, then the higher valid fraction."""
+    rows = [
+        r
+        for ds in shards.datasets
+        for r in tiles_at(ds, x, y, crs, columns=["tile_id", "valid_fraction"])
+    ]
     if not rows:
         raise QueryError(
-            f"{option}: no tile in {ds.uri} contains this point (only georeferenced files "
-            "have locations; `ris info` lists the dataset, --bbox-wgs84 filters by area)"
+            f"{option}: no tile in {shards.label} contains this point (only georeferenced "
+            "files have locations; `ris info` lists the dataset, --bbox-wgs84 filters by area)"
         )
     best = min(rows, key=lambda r: (r["_centre_d"], -r["valid_fraction"], r["tile_id"]))
-    part = stored_parts(ds, [best["tile_id"]], "positive", option, backend)[0]
+    part = stored_parts(shards, [best["tile_id"]], "positive", option, backend)[0]
     part.member.label = f"{best['tile_id']} (contains {option.split(' ', 1)[1]})"
     return part
 
 
 def image_part(
-    ds: Any,
+    params: DatasetParams,
     image: str,
     window: tuple[int, int, int, int] | None,
     bbox: tuple[float, float, float, float] | None,
     weights_path: str | None,
     device: str,
 ) -> Part:
-    params = dataset_params(ds)
+    """A crop of ``image`` embedded with the model and tile size of ``params``."""
     label = image.rsplit("/", 1)[-1]
     if bbox is not None:
         label += f" [bbox {fmt_coords(bbox)}]"

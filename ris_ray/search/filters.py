@@ -79,24 +79,16 @@ class SearchFilter:
         for tid in self.exclude_ids:
             check_tile_id(tid)
 
-    def to_sql(self, ds: Any) -> str | None:
-        """The Lance filter string, or ``None`` when nothing is filtered.
+    def to_sql(self, ds: Any, *more: Any) -> str | None:
+        """The Lance filter string, or ``None`` when nothing is filtered: one
+        string for ``ds`` and the ``more`` datasets searched with it.
 
-        Raises :class:`QueryError` when a ``sources`` glob matches no source.
+        Raises :class:`QueryError` when a ``sources`` glob matches no source
+        of any of them.
         """
         parts: list[str] = []
         if self.sources:
-            known = dataset_sources(ds)
-            chosen: list[str] = []
-            for pattern in self.sources:
-                hits = match_sources(known, pattern)
-                if not hits:
-                    raise QueryError(
-                        f"--source {pattern!r} matches none of the {len(known)} sources in "
-                        f"{ds.uri} (globs match the full path or the file name; see `ris info`)"
-                    )
-                chosen += hits
-            parts.append(sql_in("source", dict.fromkeys(chosen)))
+            parts.append(sql_in("source", self._chosen_sources([ds, *more])))
         if self.bbox_wgs84 is not None:
             w, s, e, n = (float(v) for v in self.bbox_wgs84)
             lon = (
@@ -108,3 +100,18 @@ class SearchFilter:
         if self.exclude_ids:
             parts.append(sql_in("tile_id", dict.fromkeys(self.exclude_ids), negate=True))
         return " AND ".join(f"({p})" for p in parts) if parts else None
+
+    def _chosen_sources(self, datasets: Sequence[Any]) -> list[str]:
+        """The sources of ``datasets`` that the ``sources`` globs match, in glob order."""
+        known = sorted({s for ds in datasets for s in dataset_sources(ds)})
+        chosen: list[str] = []
+        for pattern in self.sources:
+            hits = match_sources(known, pattern)
+            if not hits:
+                where = ", ".join(str(ds.uri) for ds in datasets)
+                raise QueryError(
+                    f"--source {pattern!r} matches none of the {len(known)} sources in "
+                    f"{where} (globs match the full path or the file name; see `ris info`)"
+                )
+            chosen += hits
+        return list(dict.fromkeys(chosen))

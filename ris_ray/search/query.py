@@ -27,6 +27,10 @@ fingerprint is compared, in Lance's chunked, vectorised scan. Distances:
 - ``l2``: Euclidean distance ``||x - q||`` (Lance reports its square; we take
   the root so numbers read as distances),
 - ``cosine``: ``1 - cos(x, q)``.
+
+Several datasets of one model and tile size (``ris query --db A --db B``) are
+searched as one: each in its own thread, the results merged into one top-k
+(:func:`search_many`, :mod:`ris_ray.search.shards`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -64,8 +69,8 @@ from ris_ray.search.results import (
     QueryResult,
     QueryTile,
 )
-from ris_ray.store.dataset import open_dataset
-from ris_ray.store.schema import dataset_params, fingerprint_type
+from ris_ray.search.shards import Shards, merge, open_shards
+from ris_ray.store.schema import fingerprint_type
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -83,7 +88,11 @@ __all__ = [
     "query",
     "rerank_float32",
     "search",
+    "search_many",
 ]
+
+#: Most datasets :func:`search_many` searches at once (each scan is itself parallel).
+MAX_PARALLEL_SEARCHES = 8
 
 
 def _combine(conditions: list[str | None]) -> str | None:
@@ -117,7 +126,7 @@ def rerank_float32(table: Any, vector: np.ndarray, metric: str, k: int) -> Any:
     """The ``k`` rows of ``table`` nearest ``vector``, with ``_distance``
     recomputed in float32 from the stored fingerprints (promoted exactly):
     ``sum((x - q)^2)`` for l2 (squared, as Lance reports it) or
-    ``1 - x.q / (|x| |q|)`` for cosine; ties keep Lance's order."""
+    ``1 - x.q / (|x| |q|)`` for cosine; equal distances in ``tile_id`` order."""
     import pyarrow as pa
 
     if table.num_rows == 0:
@@ -130,10 +139,19 @@ def rerank_float32(table: Any, vector: np.ndarray, metric: str, k: int) -> Any:
     else:
         norms = np.linalg.norm(x, axis=1) * np.linalg.norm(q)
         d = np.float32(1.0) - (x @ q) / np.maximum(norms, np.float32(1e-30))
-    order = np.argsort(d, kind="stable")[:k]
+    ids = np.asarray(table.column("tile_id").to_pylist(), dtype=object)
+    order = np.lexsort((ids, d))[:k]
     out = table.take(pa.array(order))
     i = out.schema.get_field_index("_distance")
     return out.set_column(i, "_distance", pa.array(d[order], pa.float32()))
+
+
+def _ties_by_id(table: Any) -> Any:
+    """``table`` (Lance's nearest rows) with equal distances in ``tile_id``
+    order, so the answer does not depend on the order rows were written in."""
+    if table.num_rows < 2:
+        return table
+    return table.sort_by([("_distance", "ascending"), ("tile_id", "ascending")])
 
 
 def search(
@@ -180,8 +198,7 @@ def search(
     t0 = time.perf_counter()
     columns = [*RESULT_COLUMNS, "_distance", *(["fingerprint"] if half else [])]
     table = ds.to_table(columns=columns, nearest=nearest, **kw)
-    if half:
-        table = rerank_float32(table, vector, metric, k)
+    table = rerank_float32(table, vector, metric, k) if half else _ties_by_id(table)
     ms = (time.perf_counter() - t0) * 1000.0
     out: list[Neighbour] = []
     for row in table.to_pylist():
@@ -202,6 +219,49 @@ def neighbour(rank: int, distance: float, row: dict[str, Any]) -> Neighbour:
         thumbnail=row.get("thumbnail"),
         **{c: row[c] for c in TILE_REF_FIELDS},
     )
+
+
+def search_many(
+    shards: Shards,
+    vector: np.ndarray,
+    k: int,
+    metric: str = "l2",
+    exclude: str | Sequence[str] | None = None,
+    *,
+    where: str | None = None,
+    max_distance: float | None = None,
+    exact: bool = False,
+    filters: SearchFilter | None = None,
+) -> tuple[list[Neighbour], float]:
+    """:func:`search` over each dataset of ``shards`` merged into one top-``k``
+    by distance (:func:`~ris_ray.search.shards.merge`), and the wall time in ms.
+
+    The datasets are searched in parallel threads (Lance scans without the
+    GIL); each neighbour names its dataset. On the exact path the result is
+    that of :func:`search` over one dataset holding every row. With a single
+    dataset this is :func:`search` itself.
+    """
+    kw: dict[str, Any] = dict(where=where, max_distance=max_distance, exact=exact)
+    if len(shards.datasets) == 1:
+        return search(shards.datasets[0], vector, k, metric, exclude, **kw)
+    check_search(k, metric, max_distance)
+
+    def one(ds: Any) -> list[Neighbour]:
+        found, _ = search(ds, vector, k, metric, exclude, **kw)
+        return [replace(n, dataset=str(ds.uri)) for n in found]
+
+    t0 = time.perf_counter()
+    workers = min(len(shards.datasets), MAX_PARALLEL_SEARCHES)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ris-search") as pool:
+        ranked = list(pool.map(one, shards.datasets))
+    return merge(ranked, k), (time.perf_counter() - t0) * 1000.0
+
+
+def _open(db: str | Sequence[str], backend: QueryBackend | None) -> Shards:
+    """The datasets a query reads: ``backend``'s own, else those at ``db``."""
+    if backend is not None:
+        return Shards.of([backend.ds])
+    return open_shards([db] if isinstance(db, str) else db)
 
 
 def _check_image_args(
@@ -228,7 +288,7 @@ def _check_ids(positives: Sequence[str], negatives: Sequence[str]) -> None:
 
 
 def query(
-    db: str,
+    db: str | Sequence[str],
     *,
     tile_id: str | Sequence[str] | None = None,
     image: str | None = None,
@@ -251,7 +311,10 @@ def query(
     exact: bool = False,
     backend: QueryBackend | None = None,
 ) -> QueryResult:
-    """Answer one k-NN query against the dataset at ``db``.
+    """Answer one k-NN query against the dataset at ``db``, or the datasets
+    (one model and tile size) when ``db`` is a sequence: each is searched and
+    the results merged into one top-k (:func:`search_many`); stored tiles and
+    places are found in whichever dataset holds them.
 
     Positives: any mix of ``tile_id`` (one id or several), ``lonlat``,
     ``point`` (with ``point_crs``) and ``image`` (optionally with ``window``
@@ -277,18 +340,19 @@ def query(
     if point_crs is not None:
         check_crs(point_crs)
 
-    ds = backend.ds if backend is not None else open_dataset(db)
-    params = dataset_params(ds)
+    shards = _open(db, backend)
     pos: list[Part] = []
     if lonlat is not None:
-        pos.append(part_at_point(ds, *lonlat, WGS84, f"--lonlat {fmt_coords(lonlat)}", backend))
+        at = f"--lonlat {fmt_coords(lonlat)}"
+        pos.append(part_at_point(shards, *lonlat, WGS84, at, backend))
     if point is not None and point_crs is not None:
-        pos.append(part_at_point(ds, *point, point_crs, f"--point {fmt_coords(point)}", backend))
-    pos += stored_parts(ds, pos_ids, "positive", "--tile-id", backend)
+        at = f"--point {fmt_coords(point)}"
+        pos.append(part_at_point(shards, *point, point_crs, at, backend))
+    pos += stored_parts(shards, pos_ids, "positive", "--tile-id", backend)
     if image is not None:
-        pos.append(image_part(ds, image, window, bbox, weights_path, device))
-    pos = dedupe(pos or [random_part(ds, seed)])
-    neg = dedupe(stored_parts(ds, list(negatives), "negative", "--not", backend))
+        pos.append(image_part(shards.params, image, window, bbox, weights_path, device))
+    pos = dedupe(pos or [random_part(shards, seed)])
+    neg = dedupe(stored_parts(shards, list(negatives), "negative", "--not", backend))
     clash = {p.member.tile_id for p in pos if p.member.tile_id} & {
         n.member.tile_id for n in neg if n.member.tile_id
     }
@@ -306,8 +370,8 @@ def query(
     if exclude_same_source:
         own = tuple(p.member.source for p in pos if p.member.source)
         f = replace(f, exclude_sources=(*f.exclude_sources, *own))
-    where = f.to_sql(ds)
-    rank = backend.search if backend is not None else partial(search, ds)
+    where = f.to_sql(*shards.datasets)
+    rank = backend.search if backend is not None else partial(search_many, shards)
     neighbours, ms = rank(
         vector, k, metric, exclude, filters=f, where=where, max_distance=max_distance, exact=exact
     )
@@ -316,8 +380,8 @@ def query(
         query_tile(pos, neg, alpha),
         metric,
         k,
-        params.model,
-        ds.count_rows(),
+        shards.params.model,
+        shards.count_rows(),
         ms,
         neighbours,
         filter=shown,

@@ -72,11 +72,21 @@ class QueryTile:
 @dataclass(kw_only=True)
 class Neighbour(TileRef):
     """One search result: a stored tile (:class:`~ris_ray.core.records.TileRef`), its
-    rank and distance to the query vector."""
+    rank and distance to the query vector; ``dataset`` is the URI of the dataset
+    it came from when a query searched several (``None``: the one searched)."""
 
     rank: int
     distance: float
     thumbnail: bytes | None = field(default=None, repr=False)
+    dataset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: no thumbnail, and ``dataset`` only when it is known."""
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k != "thumbnail" and not (k == "dataset" and v is None)
+        }
 
 
 @dataclass
@@ -103,9 +113,7 @@ class QueryResult:
             "search_ms": round(self.search_ms, 3),
             "filter": self.filter,
             "max_distance": self.max_distance,
-            "neighbours": [
-                {k: v for k, v in asdict(n).items() if k != "thumbnail"} for n in self.neighbours
-            ],
+            "neighbours": [n.to_dict() for n in self.neighbours],
         }
 
 

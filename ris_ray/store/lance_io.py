@@ -1,8 +1,8 @@
 """Lance datasets wherever they live: ``lance.dataset``/``write_dataset`` with
 the storage options of the location.
 
-Every Lance open and write of ris_ray goes through :func:`open_lance` and
-:func:`write_lance`, given a :class:`~ris_ray.core.location.Location` (or a
+Every Lance open and write of ris_ray goes through :func:`open_lance`,
+:func:`write_lance` and :func:`commit_lance`, given a :class:`~ris_ray.core.location.Location` (or a
 string, parsed once here): for ``s3://`` (and ``/vsis3/``) locations they pass
 its :attr:`~ris_ray.core.location.Location.storage_options` (endpoint,
 ``allow_http``, region, credentials: built once per location), and turn a
@@ -18,7 +18,7 @@ from typing import Any
 from ris_ray.core.location import Location
 from ris_ray.core.objstore import classify_error, describe_error
 
-__all__ = ["open_lance", "storage_options", "write_lance"]
+__all__ = ["commit_lance", "open_lance", "storage_options", "write_lance"]
 
 
 def storage_options(where: str | Location) -> dict[str, str] | None:
@@ -57,5 +57,19 @@ def write_lance(data: Any, where: str | Location, **kwargs: Any) -> Any:
     loc = Location.parse(where)
     try:
         return lance.write_dataset(data, loc.url, storage_options=loc.storage_options, **kwargs)
+    except (ValueError, OSError) as exc:
+        raise _lance_error(exc, loc) from None
+
+
+def commit_lance(where: str | Location, operation: Any, **kwargs: Any) -> Any:
+    """``LanceDataset.commit(url, operation, **kwargs)`` with the location's storage
+    options: one transaction of fragments written elsewhere (:mod:`ris_ray.store.fragments`)."""
+    from lance import LanceDataset
+
+    loc = Location.parse(where)
+    try:
+        return LanceDataset.commit(
+            loc.url, operation, storage_options=loc.storage_options, **kwargs
+        )
     except (ValueError, OSError) as exc:
         raise _lance_error(exc, loc) from None

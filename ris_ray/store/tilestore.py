@@ -21,6 +21,7 @@ import pyarrow as pa
 from ris_ray.core.location import Location
 from ris_ray.core.sql import sql_in
 from ris_ray.store.dataset import dataset_exists, lance_dataset, open_dataset
+from ris_ray.store.fragments import FragmentTarget, Written, remove_unreferenced
 from ris_ray.store.lock import dataset_lock
 from ris_ray.store.manifest import FileRecord, Manifest
 from ris_ray.store.schema import (
@@ -135,6 +136,19 @@ class TileStore:
     def add_encoded(self, source: str, rows: EncodedRows) -> None:
         self.writer.add_encoded(source, rows)
 
+    def fragment_target(self) -> FragmentTarget:
+        """Where embedders write rows themselves (:mod:`ris_ray.store.fragments`)."""
+        return self.writer.target()
+
+    def add_written(self, sources: list[str], written: Written) -> None:
+        """Fragments an embedder call wrote: committed with their files."""
+        self.writer.add_written(sources, written)
+
+    def call_lost(self) -> None:
+        """An embedder call was lost, perhaps after writing: :meth:`close` removes
+        the data files no version references."""
+        self.writer.orphans_possible = True
+
     def finish(self, source: str) -> None:
         self.writer.finish(source)
 
@@ -170,7 +184,9 @@ class TileStore:
     def compact(self, *, above: int = 0, keep_days: float | None = None) -> dict[str, int]:
         """Compact the dataset and its manifest when the dataset has more than
         ``above`` fragments; with ``keep_days``, also remove versions older than
-        that. Returns fragment counts before/after and what cleanup removed."""
+        that, and the data files no version references (fragments an interrupted
+        or failed ingest wrote and never committed). Returns fragment counts
+        before/after and what cleanup removed."""
         ds = open_dataset(self.location)
         before = len(ds.get_fragments())
         out = {"fragments_before": before, "versions_removed": 0, "bytes_removed": 0}
@@ -178,6 +194,7 @@ class TileStore:
             ds.optimize.compact_files()
             self.manifest.compact()
         if keep_days is not None:
+            out["unreferenced_bytes_removed"] = remove_unreferenced(self.location)
             older = timedelta(days=keep_days)
             stats = lance_dataset(self.location).cleanup_old_versions(older_than=older)
             self.manifest.cleanup(older)

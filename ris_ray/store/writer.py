@@ -12,13 +12,21 @@ commits per dataset, not per source file.)
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from ris_ray.core.errors import ModelMismatchError
 from ris_ray.core.location import Location
 from ris_ray.core.sql import sql_in
 from ris_ray.store.dataset import LANCE_FILE_FORMAT, dataset_exists, open_dataset
-from ris_ray.store.lance_io import open_lance, write_lance
+from ris_ray.store.fragments import (
+    FragmentTarget,
+    PendingFragments,
+    Written,
+    remove_unreferenced,
+)
+from ris_ray.store.lance_io import commit_lance, open_lance, write_lance
 from ris_ray.store.schema import (
     FINGERPRINT_TYPES,
     DatasetParams,
@@ -31,7 +39,7 @@ from ris_ray.store.schema import (
 )
 from ris_ray.store.staging import Staging
 
-__all__ = ["TileWriter"]
+__all__ = ["TileWriter", "deletions"]
 
 
 class TileWriter:
@@ -54,6 +62,14 @@ class TileWriter:
     With ``rebuild=True`` nothing is published until :meth:`finalize`, which
     overwrites the dataset with everything staged (old versions stay readable
     until cleanup). Call :meth:`close` to drop what is staged.
+
+    Rows the embedders wrote themselves (:meth:`target`, :meth:`add_written`:
+    uncommitted fragments, :mod:`ris_ray.store.fragments`) are published the
+    same way, file by file, in one Lance transaction: ``Overwrite`` for a
+    new or rebuilt dataset, ``Append`` when the files have no rows yet, else
+    ``Update`` (the files' old rows deleted, their new fragments added).
+    A file goes out with every fragment that holds its rows, a fragment only
+    when all of its files are finished.
     """
 
     def __init__(
@@ -86,6 +102,11 @@ class TileWriter:
         self.schema = schema_for(params, self.fingerprint)
         #: Rows of files not committed yet (in memory, spilled under ``stage_dir`` past a budget).
         self.staging = Staging(self.schema, spill_dir=stage_dir)
+        #: Fragments embedders wrote and this writer has not committed yet.
+        self.fragments = PendingFragments()
+        #: A call that wrote rows may have been lost after writing (its data
+        #: files then belong to no version): :meth:`close` removes them.
+        self.orphans_possible = False
 
     @property
     def version(self) -> int | None:
@@ -122,6 +143,19 @@ class TileWriter:
             raise ValueError(f"{source}: {batch.num_rows} rows encoded, {rows.rows} announced")
         self.staging.add(source, rows.message, rows.rows)
 
+    def target(self) -> FragmentTarget:
+        """Where embedders write their rows for this writer (see :meth:`add_written`)."""
+        new = self.rebuild or self._version is None
+        where = self.location  # with this process's settings: the actors get them as an argument
+        if where.is_object:
+            where = where.with_settings(where.settings)
+        return FragmentTarget(where, self.schema, "overwrite" if new else "append")
+
+    def add_written(self, sources: list[str], written: Written) -> None:
+        """Record the fragments an embedder call wrote (``sources[i]``: the file
+        of its ``i``-th window); they are committed with their files."""
+        self.fragments.add(sources, written)
+
     def finish(self, source: str) -> None:
         """Mark ``source`` complete: its rows go out with the next :meth:`commit`."""
         self.staging.seal(source)
@@ -142,7 +176,11 @@ class TileWriter:
         """
         if self.rebuild or not self._ready:
             return None, []
-        sources, self._ready = self._ready, []
+        ok = self.fragments.committable(self._ready) if len(self.fragments) else set(self._ready)
+        sources = [s for s in self._ready if s in ok]
+        self._ready = [s for s in self._ready if s not in ok]
+        if not sources:
+            return None, []
         version = self._publish(sources)
         return version, sources
 
@@ -151,18 +189,26 @@ class TileWriter:
         if not self.rebuild:
             return self.commit()
         sources, self._ready = self._ready, []
-        rows = self.staging.rows(sources)
-        ds = write_lance(
-            self.staging.reader(sources),
-            self.location,
-            schema=self.schema,
-            mode="overwrite",
-            data_storage_version=LANCE_FILE_FORMAT,
-        )
+        fragments, rows = self._take_fragments(sources)
+        if fragments:
+            from lance import LanceOperation
+
+            ds = commit_lance(self.location, LanceOperation.Overwrite(self.schema, fragments))
+        else:
+            ds = write_lance(
+                self.staging.reader(sources),
+                self.location,
+                schema=self.schema,
+                mode="overwrite",
+                data_storage_version=LANCE_FILE_FORMAT,
+            )
         self._after_commit(sources, rows, int(ds.version))
         return self._version, sources
 
     def _publish(self, sources: list[str]) -> int | None:
+        fragments, written = self._take_fragments(sources)
+        if fragments:
+            return self._publish_fragments(sources, fragments, written)
         rows = self.staging.rows(sources)
         if self._version is None:
             if rows == 0:
@@ -201,9 +247,43 @@ class TileWriter:
         self._after_commit(sources, rows, int(ds.version))
         return self._version
 
-    def _lost_create_race(self, sources: list[str]) -> int | None:
-        """Another writer created the dataset between our check and our create
-        (one without the lock): check its parameters, then publish as an append."""
+    def _take_fragments(self, sources: list[str]) -> tuple[list[Any], int]:
+        """The embedder-written fragments of ``sources`` and their rows, with the
+        rows staged here for them (calls that returned rows: an actor restarted
+        without its target) written as one more fragment; ``([], staged rows)``
+        when the embedders wrote none."""
+        from lance.fragment import FragmentMetadata
+
+        fragments, rows = self.fragments.take(set(sources))
+        staged = self.staging.rows(sources)
+        if fragments and staged:
+            reader = self.staging.reader(sources)
+            fragments += [FragmentMetadata.from_json(m) for m in self.target().write_reader(reader)]
+        return fragments, rows + staged
+
+    def _publish_fragments(self, sources: list[str], fragments: list[Any], rows: int) -> int:
+        """Commit embedder-written ``fragments`` (``rows`` rows) as the whole of
+        ``sources``: one ``Overwrite`` (a new dataset), ``Append`` or ``Update``."""
+        from lance import LanceOperation
+
+        if self._version is None and not dataset_exists(self.location):
+            ds = commit_lance(self.location, LanceOperation.Overwrite(self.schema, fragments))
+        else:
+            if self._version is None:  # created meanwhile, by a writer without the lock
+                self._check_created_meanwhile()
+            ds = open_lance(self.location)
+            removed, updated = deletions(ds, sql_in("source", sources))
+            if removed or updated:
+                op: Any = LanceOperation.Update(
+                    removed_fragment_ids=removed, updated_fragments=updated, new_fragments=fragments
+                )
+            else:
+                op = LanceOperation.Append(fragments)
+            ds = commit_lance(self.location, op, read_version=ds.version)
+        self._after_commit(sources, rows, int(ds.version))
+        return int(ds.version)
+
+    def _check_created_meanwhile(self) -> None:
         ds = open_dataset(self.location)
         self.params.check_same(dataset_params(ds), self.uri)
         if fingerprint_type(ds) != self.fingerprint:
@@ -212,6 +292,11 @@ class TileWriter:
                 f"fingerprints; re-run to append to it"
             )
         self._version = ds.version
+
+    def _lost_create_race(self, sources: list[str]) -> int | None:
+        """Another writer created the dataset between our check and our create
+        (one without the lock): check its parameters, then publish as an append."""
+        self._check_created_meanwhile()
         return self._publish(sources)
 
     def _after_commit(self, sources: list[str], rows: int, version: int) -> None:
@@ -222,4 +307,24 @@ class TileWriter:
         self.commits += 1
 
     def close(self) -> None:
+        """Drop what is staged; remove the data files of fragments never committed."""
         self.staging.close()
+        if self.fragments.clear() or self.orphans_possible:
+            remove_unreferenced(self.location)
+
+
+def deletions(ds: Any, predicate: str) -> tuple[list[int], list[Any]]:
+    """The fragments of ``ds`` whose rows match ``predicate``, deleted: the ids of
+    those left empty, and the others' metadata with a new deletion file (not
+    committed: an ``Update`` operation takes both). Only fragments holding a
+    match are touched (one scan of the row addresses: fragment id = address >> 32)."""
+    addresses = ds.to_table(columns=[], filter=predicate, with_row_address=True)["_rowaddr"]
+    ids = sorted({int(a) >> 32 for a in addresses.to_pylist()})
+    removed, updated = [], []
+    for fid in ids:
+        after = ds.get_fragment(fid).delete(predicate)
+        if after is None:
+            removed.append(fid)
+        else:
+            updated.append(after)
+    return removed, updated
