@@ -251,7 +251,7 @@ def _group(name: str) -> str:
         return "driver"
     if "EmbedActor" in name:
         return "embedder actor"
-    if "tile_task" in name or "probe_task" in name or "ray::IDLE" in name:
+    if any(t in name for t in ("tile_task", "cut_embed_task", "probe_task", "ray::IDLE")):
         return "tiling workers"
     if "raylet" in name:
         return "raylet+object store"
@@ -308,6 +308,7 @@ def _ingest_once(
         "tiles": report.tiles_written,
         "wall": wall,
         "steady": report.steady_tiles_per_s,
+        "loop": report.driver_loop_cpu_s,
         **_cpu_keys(cpu),
     }
 
@@ -414,8 +415,11 @@ def _med(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(x.get(key, 0.0) for x in runs)
 
 
-def _row(name: str, label: str, tiles: float, wall: float, cpu: dict[str, float]) -> dict[str, Any]:
-    """One table row: ``cpu`` is CPU seconds per process group for ``tiles``."""
+def _row(
+    name: str, label: str, tiles: float, wall: float, cpu: dict[str, float], loop: float = 0.0
+) -> dict[str, Any]:
+    """One table row: ``cpu`` is CPU seconds per process group for ``tiles``,
+    ``loop`` the driver's while tiles flowed (``IngestReport.driver_loop_cpu_s``)."""
     row: dict[str, Any] = {
         "run": name,
         "input": label,
@@ -425,6 +429,7 @@ def _row(name: str, label: str, tiles: float, wall: float, cpu: dict[str, float]
     }
     row.update({f"{g} CPU ms/1k": 1e6 * cpu.get(g, 0.0) / tiles for g in _GROUPS})
     row["all CPU ms/1k"] = sum(row[f"{g} CPU ms/1k"] for g in _GROUPS)
+    row["driver loop CPU ms/1k"] = 1e6 * loop / tiles
     return row
 
 
@@ -448,6 +453,7 @@ def bench_plumbing(
                 _med(runs[key], "tiles"),
                 _med(runs[key], "wall"),
                 {g: _med(runs[key], f"cpu {g}") for g in _GROUPS},
+                _med(runs[key], "loop"),
             )
             for key, (name, _, _) in _KINDS.items()
         }
@@ -461,6 +467,7 @@ def bench_plumbing(
             _med(big[key], "tiles") - _med(small[key], "tiles"),
             _med(big[key], "wall") - _med(small[key], "wall"),
             {g: _med(big[key], f"cpu {g}") - _med(small[key], f"cpu {g}") for g in _GROUPS},
+            _med(big[key], "loop") - _med(small[key], "loop"),
         )
         for key, (name, _, _) in _KINDS.items()
     }

@@ -11,7 +11,9 @@ against it with the plumbing benchmark's
   from the run's own counters (:mod:`ris_ray.ingest.locality`);
 - ``lo B/tile``: bytes over loopback per tile (``/proc/net/dev``): the
   simulated nodes' object transfers, i.e. what would cross a network;
-- ``driver ms/1k``: the driver process's CPU per 1000 tiles;
+- ``driver ms/1k``: the driver process's CPU per 1000 tiles; ``driver loop
+  ms/1k`` only while tiles flowed (``IngestReport.driver_loop_cpu_s``: no
+  connection, actor start or last commit, which do not grow with the input);
 - ``tiles/s``: the whole run's;
 - ``rows by``: who wrote the rows (``--write-rows``: the embedders, or the driver).
 
@@ -195,6 +197,7 @@ def ingest_on(
         "crossed B/tile": round(report.pixel_bytes_crossed / tiles) if counted else None,
         "lo B/tile": round(lo / tiles),
         "driver ms/1k": round(1e6 * cpu / tiles, 1),
+        "driver loop ms/1k": round(1e6 * getattr(report, "driver_loop_cpu_s", 0.0) / tiles, 1),
         "tiles/s": round(report.tiles_written / wall, 1),
         "error": None,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,20 @@ def test_a_line_ray_forwards_from_its_raylet_is_not_ours() -> None:
     assert ours(raylet + error) == error
     assert ours(f"(raylet, ip=10.0.0.2) x\n{error}") == error
     assert ours(worker + error) == worker + error
+
+
+def test_file_names_are_printed_as_text_not_markup(
+    capsys: pytest.CaptureFixture[str], ray_session: None, tmp_path: Path
+) -> None:
+    # The path ".../[/x].tif" (a folder "[" holding "x].tif"): rich would read
+    # "[/x]" as a closing tag (MarkupError) and "[bold]" as a style.
+    src = tmp_path / "src"
+    (src / "[").mkdir(parents=True)
+    (src / "[" / "x].tif").write_bytes(b"not a tiff")
+    (src / "[bold]b.tif").write_bytes(b"not a tiff either")
+    db = str(tmp_path / "m.lance")
+    code, out, err = run(["ingest", str(src), "--db", db, "--weights", "random"], capsys)
+    assert "MarkupError" not in err and "Traceback" not in err
+    flat = re.sub(r"[\s│┃]", "", out + err)  # the table may wrap a long path
+    assert "[/x].tif" in flat and "[bold]b.tif" in flat
+    assert code == 2  # EXIT_PARTIAL: files failed, reported in the table

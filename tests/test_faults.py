@@ -83,30 +83,48 @@ def _fault_run(
         t.join(timeout=600)
         assert not t.is_alive()
         _check(db, out["report"], expected)
+        assert out["report"].rows_written_by == cfg.get("write_rows", "driver")
         if killed:
             return
     pytest.fail(f"no {title} process was caught running in 3 attempts")
 
 
-def test_killed_embedder_actor_is_restarted(ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("write_rows", ["embedders", "driver"])
+def test_killed_embedder_actor_is_restarted(
+    ray_session: None, tmp_path: Path, write_rows: str
+) -> None:
     _fault_run(
-        ray_session, tmp_path, "ray::EmbedActor.embed", 0.02, lambda d: _files(d, 4, 512, 1024)
+        ray_session,
+        tmp_path,
+        "ray::EmbedActor.embed",
+        0.02,
+        lambda d: _files(d, 4, 512, 1024),
+        write_rows=write_rows,
     )
 
 
-def test_killed_tiling_worker_is_retried(ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("write_rows", "task"), [("embedders", "ray::cut_embed_task"), ("driver", "ray::tile_task")]
+)
+def test_killed_tiling_worker_is_retried(
+    ray_session: None, tmp_path: Path, write_rows: str, task: str
+) -> None:
     # JPEG-compressed 2048 px windows take a while to decode: a task is easy to catch.
     _fault_run(
         ray_session,
         tmp_path,
-        "ray::cut_embed_task",
+        task,
         0.005,
         lambda d: _files(d, 3, 1024, 2048, compress="jpeg"),
         min_valid=0.0,
+        write_rows=write_rows,
     )
 
 
-def test_readers_see_whole_files_during_commits(ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("write_rows", ["embedders", "driver"])
+def test_readers_see_whole_files_during_commits(
+    ray_session: None, tmp_path: Path, write_rows: str
+) -> None:
     src, db = tmp_path / "src", tmp_path / "db.lance"
     expected = _files(src, 8, 512, 512)  # 4 tiles per file
     t, out = _run_in_thread(
@@ -117,6 +135,7 @@ def test_readers_see_whole_files_during_commits(ray_session: None, tmp_path: Pat
             progress=False,
             commit_every_s=0.0,
             call_tiles=1,  # one file per embedder call: several commits
+            write_rows=write_rows,  # type: ignore[arg-type]
         )
     )
     seen: set[int] = set()
@@ -134,4 +153,5 @@ def test_readers_see_whole_files_during_commits(ray_session: None, tmp_path: Pat
         time.sleep(0.02)
     t.join()
     _check(db, out["report"], expected)
+    assert out["report"].rows_written_by == write_rows
     assert len(seen) >= 2, "the reader should have seen more than one version"

@@ -242,6 +242,8 @@ def test_ingest_takes_another_actor_class(ray_session: None, gen_dir: Path, tmp_
     cfg = IngestConfig(inputs=(str(gen_dir),), db=str(db), weights="random", progress=False)
     report = ingest(cfg, actor_cls=_ConstantActor)
     assert report.device == "constant"
+    assert report.rows_written_by == "driver"  # --write-rows auto, one CPU embedder
+    assert report.driver_loop_cpu_s > 0
     t = lance.dataset(str(db)).to_table(columns=["fingerprint", "thumbnail"])
     assert t.num_rows == report.tiles_written == 7
     assert str(t.schema.field("fingerprint").type.value_type) == "halffloat"  # the store's type

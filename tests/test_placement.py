@@ -117,6 +117,7 @@ def test_tiles_are_embedded_on_the_node_that_cut_them(
     work, rows, _, _ = cluster_runs
     row = rows[scenario]
     assert row["embedder nodes"] == 2 and row["files failed"] == 0
+    assert row["rows by"] == "embedders"  # --write-rows auto: several embedders, one host
     assert float(row["local %"]) >= 95.0, row  # type: ignore[arg-type]
     # The same tiles as the single-node run of the same files, each copy once.
     single = _tiles(gen_db)

@@ -150,9 +150,10 @@ def demo(
         weights = "imagenet" if imagenet_cached() else "random"
         if weights == "random":
             err.print(
-                "[yellow]ImageNet weights are not in the torch cache: the demo uses a "
+                "ImageNet weights are not in the torch cache: the demo uses a "
                 "seeded random init (neighbours are not meaningful). Pass --weights "
-                "imagenet once you have network access, or --weights PATH.[/]"
+                "imagenet once you have network access, or --weights PATH.",
+                style="yellow",
             )
     if data is None:
         paths = make_samples(out_dir / "samples")

@@ -24,8 +24,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # paths are hostile text
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 EXIT_PARTIAL = 2
 

@@ -89,7 +89,7 @@ def ingest(
         typer.Option(
             help="Who writes the tiles' rows: embedders (Lance fragments from each node, "
             "committed by the driver per file) | driver | auto (embedders when --db is in "
-            "object storage or every Ray node is on this host)."
+            "object storage, or on this host with a GPU embedder or several; else driver)."
         ),
     ] = "auto",
 ) -> None:
@@ -160,8 +160,9 @@ def print_ingest(r: Any) -> None:
     read = r.files_read
     if read:
         table = Table(title="files read", show_lines=False)
-        for col in ("status", "tiles", "low valid", "file / reason"):
+        for col in ("status", "tiles", "low valid"):
             table.add_column(col)
+        table.add_column("file / reason", overflow="fold")  # a path in full, never cut
         for f in read:
             text = f.path if not f.reason else f"{f.path}\n  {f.reason}"
             table.add_row(f.status, str(f.tiles_written), str(f.tiles_low_valid), text)

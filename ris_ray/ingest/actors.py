@@ -88,6 +88,12 @@ class EmbedActor:
         encoding threads of a GPU actor)."""
         return thumbnail.encode_all(small, self.pool)
 
+    def embed_list(self, batches: list[TileBatch]) -> list[EncodedRows] | Written:
+        """:meth:`embed` of the batches of one call sent as one object (a
+        cut-and-embed task's call: one object-store ref per call, not one per
+        window, since each ref costs its owner and borrower a few RPCs)."""
+        return self.embed(*batches)
+
     def embed(self, *batches: TileBatch) -> list[EncodedRows] | Written:
         """The batches of one call (one per window) as rows in the store schema,
         pixels dropped: written as one fragment to :attr:`target` when set (its

@@ -121,7 +121,7 @@ def make_actors(
     for warning in plan.warnings:
         say(f"warning: {warning}")
     device = "cuda" if use_gpu else "cpu"
-    if target is not None and not rows_from_embedders(cfg, plan, say):
+    if target is not None and not rows_from_embedders(cfg, plan, say, use_gpu):
         target = None
     actors = []
     for node, threads in zip(plan.nodes, plan.threads, strict=True):
@@ -150,18 +150,23 @@ def make_actors(
     return actors, plan, target
 
 
-def rows_from_embedders(cfg: IngestConfig, plan: Placement, say: Callable[[str], None]) -> bool:
+def rows_from_embedders(
+    cfg: IngestConfig, plan: Placement, say: Callable[[str], None], use_gpu: bool = True
+) -> bool:
     """Whether the embedders write the rows themselves (``--write-rows``): always
     with ``embedders``, never with ``driver``; with ``auto`` when they reach
-    the dataset where the driver does: in object storage, or a local path
-    with every Ray node on this host. A local ``--db`` on a cluster of
-    several hosts keeps the rows on the driver's path, said once."""
+    the dataset where the driver does (in object storage, or a local path
+    with every Ray node on this host) and the driver could be what limits
+    the run: a GPU embedder, or several. One CPU embedder (~100 tiles/s) is
+    far below a driver's ceiling, and on the same few cores the cut-and-embed
+    path costs more CPU per tile (Performance, table 1c). A local ``--db`` on
+    a cluster of several hosts keeps the rows on the driver's path, said once."""
     if cfg.write_rows != "auto":
         return cfg.write_rows == "embedders"
     loc = cfg.location
     if loc.is_object:
         return True
-    if not loc.is_local:
+    if not loc.is_local or not (use_gpu or len(plan.nodes) > 1):
         return False
     hosts = {str(n["NodeManagerAddress"]) for n in ray.nodes() if n.get("Alive")}
     if not plan.cluster or hosts <= {ray.util.get_node_ip_address()}:

@@ -281,7 +281,7 @@ def _run(
         spec,
         min_valid=cfg.min_valid,
         window_px=cfg.window_px,
-        max_inflight=cfg.max_tasks_in_flight or max(4, 2 * cpus),
+        max_inflight=cfg.max_tasks_in_flight or (cpus if target is not None else max(4, 2 * cpus)),
         n_embedders=len(actors),
         embed_slots=EMBED_INFLIGHT_PER_ACTOR,
         probe_files=probe_files(len(paths), cpus),
@@ -305,8 +305,10 @@ def _run(
 
     loop = RayLoop(cfg, sched, actors, spec, store, record, ready, idents, plan, say, target)
     progress = Progress(cfg.progress, len(paths))
+    cpu0 = time.process_time()
     try:
         loop.run(progress, t0)
+        report.driver_loop_cpu_s = time.process_time() - cpu0
         if cfg.strict and any(f.status == "failed" for f in sched.reports):
             report.committed = False  # --strict: a failed file means nothing is published
         elif store.rebuild:

@@ -87,6 +87,7 @@ class RayLoop:
         self.settings = worker_settings()  # to the tasks as an argument: never in Ray's logs
         self.starting: Any | None = actors[0].device.remote()  # None once answered
         self.called_actors = False  # a cut-and-embed task was submitted
+        self.call_plans: dict[tuple[object, ...], Any] = {}  # CallPlan refs (_call_plan)
         self.refs: dict[Any, Work] = {}
         self.batches: dict[int, list[Any]] = {}  # tile ticket -> its windows' batch refs
         self.unstaged: list[str] = []  # settled files with nothing to publish
@@ -175,14 +176,24 @@ class RayLoop:
             node = self.plan.tiling_node(work.group)
             if self.target is not None:
                 self.called_actors = True
-                actors, own = self._embedders_for(work.group)
-                how = CallPlan(actors, own, work.ticket, self.cfg.tiles_per_call, self.target)
-                return cut_and_embed(windows, self.spec, self.settings, how, node)
+                how = self._call_plan(work.group)
+                return cut_and_embed(windows, self.spec, self.settings, how, work.ticket, node)
             stats_ref, self.batches[work.ticket] = tile_windows(
                 windows, self.spec, self.settings, node
             )
             return stats_ref
         return self.actors[work.actor].embed.remote(*(part.batch for part in work.parts))
+
+    def _call_plan(self, group: int) -> Any:
+        """The ref of the :class:`CallPlan` of ``group``'s tasks, put once per
+        set of live embedders."""
+        actors, own = self._embedders_for(group)
+        key = (tuple(i for i, _ in actors), own)
+        if key not in self.call_plans:
+            assert self.target is not None
+            plan = CallPlan(actors, own, 0, self.cfg.tiles_per_call, self.target)
+            self.call_plans[key] = ray.put(plan)
+        return self.call_plans[key]
 
     def _embedders_for(self, group: int) -> tuple[tuple[tuple[int, Any], ...], int]:
         """The live embedders a cut-and-embed task of ``group`` calls: the

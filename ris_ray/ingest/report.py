@@ -36,6 +36,9 @@ class IngestReport:
     committed: bool = True  # False: --strict saw a failed file and published nothing
     steady_tiles_per_s: float = 0.0  # from the embedders' start to the last embedded batch
     nodes: int = 1  # nodes with embedders (placement: their tiles are cut there)
+    #: The driver process's CPU (all its threads) while tiles flowed: the run's
+    #: loop, without start-up (Ray, actors) and the last commit.
+    driver_loop_cpu_s: float = 0.0
     rows_written_by: str = "driver"  # or "embedders": Lance fragments, committed by the driver
     pixel_bytes_local: int = 0  # pixel bytes embedded on the node that cut them
     pixel_bytes_crossed: int = 0  # ... on another node (they crossed the network)

@@ -175,7 +175,9 @@ class CallPlan:
     the driver's list, handle) each), of which the first ``own`` are its
     node's, taken in turn from ``start``; calls of about ``call_tiles``
     tiles; rows an embedder returns instead of writing them (one restarted
-    without its target) are written by the task to ``target``."""
+    without its target) are written by the task to ``target``. The driver
+    puts one in the object store per set of live embedders and sends its
+    ref with each task's own ``start`` (:func:`cut_and_embed`)."""
 
     actors: tuple[tuple[int, Any], ...]
     own: int
@@ -187,7 +189,7 @@ class CallPlan:
 @dataclass
 class _Call:
     windows: tuple[int, ...]
-    batches: list[Any]  # object refs of their batches (put once, sent again on a retry)
+    batches: Any  # the object ref of their batches, one list (put once, sent again on a retry)
     order: int  # index into the task's embedders of this try
     tries: int = 0
     ref: Any = None
@@ -208,16 +210,18 @@ class _Feeder:
     pending: deque[_Call] = field(default_factory=deque)
     done: list[CallOutcome] = field(default_factory=list)
 
-    def call(self, held: list[tuple[int, Any, int]]) -> None:
-        """A new call of the ``held`` windows ((window, batch ref, tiles) each)."""
+    def call(self, held: list[tuple[int, TileBatch, int]]) -> None:
+        """A new call of the ``held`` windows ((window, batch, tiles) each),
+        their batches put in this node's object store as one object."""
         order = (self.how.start + self.sent) % max(1, self.how.own)
         self.sent += 1
-        self.send(_Call(tuple(w for w, _, _ in held), [b for _, b, _ in held], order))
+        self.send(_Call(tuple(w for w, _, _ in held), ray.put([b for _, b, _ in held]), order))
 
     def send(self, call: _Call) -> None:
         index, actor = self.how.actors[call.order % len(self.how.actors)]
         # Not retried by Ray: a retry would hide an attempt that wrote a fragment first.
-        call.actor, call.ref = index, actor.embed.options(max_task_retries=0).remote(*call.batches)
+        embed = actor.embed_list.options(max_task_retries=0)
+        call.actor, call.ref = index, embed.remote(call.batches)
         self.pending.append(call)
         while len(self.pending) > CALLS_AHEAD:
             self.finish(self.pending.popleft())
@@ -238,8 +242,9 @@ class _Feeder:
             if len(call.windows) == 1:
                 self.done.append(CallOutcome(call.actor, call.windows, Failure(error_text(exc))))
                 return
-            for w, b in zip(call.windows, call.batches, strict=True):
-                self.send(_Call((w,), [b], call.order, call.tries))  # one bad window fails alone
+            batches = ray.get(call.batches)
+            for w, b in zip(call.windows, batches, strict=True):  # one bad window fails alone
+                self.send(_Call((w,), ray.put([b]), call.order, call.tries))
         else:
             if not isinstance(written, Written):  # rows, not written: write them here
                 written = _write(self.how.target, written)
@@ -263,9 +268,11 @@ def cut_embed_task(
     spec: TileSpec,
     settings: S3Settings | None,
     how: CallPlan,
+    start: int,
 ) -> CutEmbedded:
     """Cut ``windows`` one after the other and have their tiles embedded as
-    ``how`` says, the next window cut while calls are in flight. The
+    ``how`` says (from its embedder ``start``), the next window cut while
+    calls are in flight. The
     embedders write the rows as Lance fragments; only counts and fragment
     metadata come back, so neither pixels nor rows pass the driver, and the
     driver handles one event per task instead of two per window.
@@ -275,9 +282,9 @@ def cut_embed_task(
     (:meth:`~ris_ray.store.tilestore.TileStore.call_lost`)."""
     install(settings)
     node = ray.get_runtime_context().get_node_id()
-    feeder = _Feeder(how)
+    feeder = _Feeder(replace(how, start=start))
     stats: list[TileStats | Failure] = []
-    held: list[tuple[int, Any, int]] = []  # (window, batch ref, tiles) not sent yet
+    held: list[tuple[int, TileBatch, int]] = []  # (window, batch, tiles) not sent yet
     for i, (info, job) in enumerate(windows):
         try:
             batch, window_stats = read_tiles(info, job, spec)
@@ -290,7 +297,7 @@ def cut_embed_task(
             feeder.call(held)  # full: at most call_tiles tiles, unless one window has more
             held = []
         if n:
-            held.append((i, ray.put(batch), n))
+            held.append((i, batch, n))
     if held:
         feeder.call(held)
     return CutEmbedded(stats, feeder.drain(), feeder.crashed)
@@ -307,10 +314,13 @@ def cut_and_embed(
     windows: list[tuple[RasterInfo, WindowJob]],
     spec: TileSpec,
     settings: S3Settings | None,
-    how: CallPlan,
+    how: Any,
+    start: int,
     node: str | None = None,
 ) -> Any:
     """Submit :func:`cut_embed_task` (on ``node`` while it is alive; None:
-    anywhere); the ref of its :class:`CutEmbedded`."""
+    anywhere); ``how``: a :class:`CallPlan` or the ref of one (put once, so
+    the actor handles and the schema are not pickled per task). The ref of
+    its :class:`CutEmbedded`."""
     task: Any = _cut_embed_for(node)  # Ray's stubs type 3 parameters at most
-    return task.remote(windows, spec, settings, how)
+    return task.remote(windows, spec, settings, how, start)
