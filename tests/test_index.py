@@ -52,6 +52,19 @@ def test_flat_scan_any_k_across_chunks(k: int) -> None:
     assert len(set(idx.tolist())) == len(idx)
 
 
+def test_flat_scan_breaks_ties_by_tile_id() -> None:
+    """Copies of one vector (one scene ingested twice) come in tile_id order,
+    whatever the row order: as ris query and several datasets give them."""
+    x = synthetic_fingerprints(40, seed=5)
+    x[[3, 17, 30]] = x[8]  # four equal rows
+    ids = [f"id{39 - i:02d}" for i in range(40)]  # row order opposite to id order
+    idx, dist = FlatScan(x, ids, chunk_rows=16).search(x[8], 4)
+    assert sorted(idx.tolist()) == [3, 8, 17, 30] and np.all(dist == 0.0)
+    assert [ids[i] for i in idx] == sorted(ids[i] for i in (3, 8, 17, 30))
+    idx, _ = FlatScan(x, chunk_rows=16).search(x[8], 4)  # no ids: row order
+    assert idx.tolist() == [3, 8, 17, 30]
+
+
 def test_flat_scan_rows_round_trip() -> None:
     x = synthetic_fingerprints(2500, seed=4)
     scan = FlatScan(x, chunk_rows=1000)  # last block is partial

@@ -146,12 +146,19 @@ def rerank_float32(table: Any, vector: np.ndarray, metric: str, k: int) -> Any:
     return out.set_column(i, "_distance", pa.array(d[order], pa.float32()))
 
 
-def _ties_by_id(table: Any) -> Any:
-    """``table`` (Lance's nearest rows) with equal distances in ``tile_id``
-    order, so the answer does not depend on the order rows were written in."""
+#: Rows fetched beyond ``k`` on a float32 dataset, so that tiles tied at the
+#: k-th distance (copies of one scene) are chosen by ``tile_id``, not by
+#: the order Lance met them in.
+TIE_MARGIN = 8
+
+
+def _ties_by_id(table: Any, k: int) -> Any:
+    """The first ``k`` of ``table`` (Lance's nearest rows) with equal distances
+    in ``tile_id`` order, so the answer does not depend on the order rows
+    were written in."""
     if table.num_rows < 2:
         return table
-    return table.sort_by([("_distance", "ascending"), ("tile_id", "ascending")])
+    return table.sort_by([("_distance", "ascending"), ("tile_id", "ascending")]).slice(0, k)
 
 
 def search(
@@ -185,7 +192,7 @@ def search(
     nearest: dict[str, Any] = {
         "column": "fingerprint",
         "q": vector.astype(np.float32),
-        "k": half_candidates(k) if half else k,
+        "k": half_candidates(k) if half else k + TIE_MARGIN,
         "metric": metric,
         "use_index": False,
     }
@@ -198,7 +205,7 @@ def search(
     t0 = time.perf_counter()
     columns = [*RESULT_COLUMNS, "_distance", *(["fingerprint"] if half else [])]
     table = ds.to_table(columns=columns, nearest=nearest, **kw)
-    table = rerank_float32(table, vector, metric, k) if half else _ties_by_id(table)
+    table = rerank_float32(table, vector, metric, k) if half else _ties_by_id(table, k)
     ms = (time.perf_counter() - t0) * 1000.0
     out: list[Neighbour] = []
     for row in table.to_pylist():

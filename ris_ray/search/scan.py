@@ -79,8 +79,9 @@ class FlatScan:
     def search(
         self, q: np.ndarray, k: int, metric: str = "l2", allow: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Row indexes and distances of the ``k`` nearest rows, nearest first
-        (only rows where the boolean mask ``allow`` is true, when given)."""
+        """Row indexes and distances of the ``k`` nearest rows, nearest first,
+        equal distances in ``ids`` order when given (only rows where the
+        boolean mask ``allow`` is true, when given)."""
         check_metric(metric)
         q32 = np.asarray(q, dtype=np.float32).reshape(-1)
         n = self.n
@@ -111,7 +112,9 @@ class FlatScan:
             if len(pool_idx) >= m:
                 tau = pool_key.max()
         exact = self._exact(pool_idx, q32, metric)
-        order = np.lexsort((pool_idx, exact))[:k]
+        # Equal distances in tile_id order (as ris query's), else in row order.
+        tie = pool_idx if self.ids is None else np.array([self.ids[i] for i in pool_idx], object)
+        order = np.lexsort((tie, exact))[:k]
         return pool_idx[order], exact[order]
 
     def _exact(self, rows: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
