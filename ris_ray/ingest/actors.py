@@ -16,7 +16,12 @@ from ris_ray.core.records import TileBatch
 from ris_ray.model import thumbnail
 from ris_ray.model.weights import ResolvedWeights
 from ris_ray.store.fragments import FragmentTarget, Written
-from ris_ray.store.schema import DatasetParams, EncodedRows, schema_digest, to_record_batch
+from ris_ray.store.schema import (
+    DatasetParams,
+    EncodedRows,
+    encode_record_batch,
+    to_record_batch,
+)
 
 __all__ = ["ENCODE_THREADS", "EmbedActor"]
 
@@ -115,5 +120,4 @@ class EmbedActor:
             start = end
         if self.target is not None:
             return Written(tuple(r.num_rows for r in rows), self.target.write(rows))
-        digest = schema_digest(self.params, self.fingerprint)
-        return [EncodedRows(r.num_rows, r.serialize(), digest) for r in rows]
+        return [encode_record_batch(r, self.params, self.fingerprint) for r in rows]

@@ -207,8 +207,8 @@ class RayLoop:
     def _feed(self, work: Work, value: Any) -> None:
         batches = self.batches.pop(work.ticket, [])
         if isinstance(value, Failure):
-            if isinstance(work, Embed) or self.target is not None:
-                self.store.call_lost()  # it may have written a fragment first
+            if self.target is not None:  # a cut-and-embed task: its calls may have written
+                self.store.call_lost()
             self.sched.failed(work.ticket, value)
         elif isinstance(work, Probe):
             self.sched.probed(work.ticket, value)
@@ -220,15 +220,10 @@ class RayLoop:
             assert isinstance(work, Embed)
             node = self._node_of(work.actor)
             pixel_bytes = 3 * self.spec.tile**2
-            for part in work.parts:
+            for part, encoded in zip(work.parts, value, strict=True):
                 self.where.embedded(part.node, node, part.n_tiles * pixel_bytes)
-            if isinstance(value, Written):  # the embedder wrote them: a fragment
-                self.store.add_written([display_path(p.path) for p in work.parts], value)
-                rows = list(value.rows)
-            else:
-                for part, encoded in zip(work.parts, value, strict=True):
-                    self.store.add_encoded(display_path(part.path), encoded)
-                rows = [encoded.rows for encoded in value]
+                self.store.add_encoded(display_path(part.path), encoded)
+            rows = [encoded.rows for encoded in value]
             self.steady.mark(sum(rows))
             self.sched.embedded(work.ticket, rows)
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pyarrow as pa
 import ray
 
 from ris_ray.core.errors import RisError
@@ -28,7 +27,7 @@ from ris_ray.raster.dataset import display_path
 from ris_ray.raster.reading import RasterInfo, probe, read_tiles
 from ris_ray.raster.tiling import TileSpec, WindowJob
 from ris_ray.store.fragments import FragmentTarget, Written
-from ris_ray.store.schema import EncodedRows
+from ris_ray.store.schema import EncodedRows, decode_rows, schema_id
 
 __all__ = [
     "CALLS_AHEAD",
@@ -174,8 +173,8 @@ class CallPlan:
     """How a cut-and-embed task has its tiles embedded: ``actors`` ((index in
     the driver's list, handle) each), of which the first ``own`` are its
     node's, taken in turn from ``start``; calls of about ``call_tiles``
-    tiles; rows an embedder returns instead of writing them (one restarted
-    without its target) are written by the task to ``target``. The driver
+    tiles; rows an embedder returns instead of writing them (an actor class
+    that ignores its ``target``) are written by the task to ``target``. The driver
     puts one in the object store per set of live embedders and sends its
     ref with each task's own ``start`` (:func:`cut_and_embed`)."""
 
@@ -257,8 +256,13 @@ class _Feeder:
 
 
 def _write(target: FragmentTarget, encoded: Sequence[EncodedRows]) -> Written:
-    """Rows an embedder returned (:class:`EncodedRows`, one per window) as one fragment."""
-    batches = [pa.ipc.read_record_batch(e.message, target.schema) for e in encoded]
+    """Rows an embedder returned (:class:`EncodedRows`, one per window) as one
+    fragment, checked as the driver checks rows it stages
+    (:meth:`~ris_ray.store.writer.TileWriter.add_encoded`)."""
+    want = schema_id(target.schema)
+    if any(e.schema != want for e in encoded):
+        raise ValueError("an embedder returned rows in another schema than the dataset's")
+    batches = [decode_rows(e, target.schema) for e in encoded]
     return Written(tuple(e.rows for e in encoded), target.write(batches))
 
 

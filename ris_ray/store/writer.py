@@ -32,6 +32,7 @@ from ris_ray.store.schema import (
     DatasetParams,
     EncodedRows,
     dataset_params,
+    decode_rows,
     fingerprint_dtype,
     fingerprint_type,
     schema_digest,
@@ -135,12 +136,9 @@ class TileWriter:
                 f"({self.fingerprint} fingerprints, {self.params.describe()})"
             )
         try:
-            batch = pa.ipc.read_record_batch(rows.message, self.schema)
-            batch.validate()
-        except (pa.ArrowException, ValueError) as exc:
-            raise ValueError(f"{source}: encoded rows unreadable: {exc}") from None
-        if batch.num_rows != rows.rows:
-            raise ValueError(f"{source}: {batch.num_rows} rows encoded, {rows.rows} announced")
+            decode_rows(rows, self.schema)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
         self.staging.add(source, rows.message, rows.rows)
 
     def target(self) -> FragmentTarget:
