@@ -45,6 +45,8 @@ __all__ = ["NODE_CHECK_S", "RayLoop", "outcome"]
 
 #: How often the loop asks Ray which nodes are alive (on a cluster only).
 NODE_CHECK_S = 2.0
+#: Seconds to wait for the node of an embedder that has answered a call.
+NODE_ANSWER_S = 10.0
 
 Ident = FileIdent | None
 
@@ -239,7 +241,7 @@ class RayLoop:
                 continue
             paths = [display_path(work.windows[w].path) for w in call.windows]
             self.store.add_written(paths, call.result)
-            node = self._node_of(call.actor)
+            node = self._node_of(call.actor, wait_s=NODE_ANSWER_S)  # it answered this call
             for w in call.windows:
                 cut = value.stats[w]
                 if not isinstance(cut, Failure):
@@ -248,11 +250,14 @@ class RayLoop:
         self.steady.mark(sum(r for r in rows if isinstance(r, int)))
         self.sched.cut_and_embedded(work.ticket, value.stats, rows)
 
-    def _node_of(self, actor: int) -> str:
-        """The node of embedder ``actor`` (asked once: it answers before its first
-        call does; empty while unknown)."""
-        if actor not in self.nodes and ray.wait([self.node_refs[actor]], timeout=0)[0]:
-            node = outcome(self.node_refs[actor])
+    def _node_of(self, actor: int, wait_s: float = 0.0) -> str:
+        """The node of embedder ``actor`` (asked once; empty while unknown). The
+        driver's own calls go after that question, so its answer comes first;
+        a cut-and-embed task's call is another caller's, whose answer can come
+        first: then wait up to ``wait_s`` for the (instant) reply."""
+        ref = self.node_refs[actor]
+        if actor not in self.nodes and ray.wait([ref], timeout=wait_s)[0]:
+            node = outcome(ref)
             self.nodes[actor] = node if isinstance(node, str) else ""
         return self.nodes.get(actor, "")
 
